@@ -1,0 +1,179 @@
+"""Router: prompts x LLMs -> scores, torch-free, on ONNX Runtime.
+
+Each distinct prompt is encoded once per call, however many LLMs it is scored against: the graph
+scores a batch of prompts against every LLM of the bundle at once ([P, ...] x [M, D] -> [P, M]).
+Prompts are sorted by token length into batches so padding is small, and a bounded LRU cache
+keyed by prompt text (per bundle) makes a repeated query nearly free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from routerdb.bundle import Bundle
+from routerdb.features import compute_features
+from routerdb.tokenizer import PromptTokenizer
+
+log = logging.getLogger(__name__)
+
+
+class UnknownModelError(KeyError):
+    def __init__(self, unknown: Iterable[str], known: Sequence[str]):
+        unknown = sorted(set(unknown))
+        super().__init__(unknown)
+        self.message = (f"unknown LLM {', '.join(map(repr, unknown))}; this router knows "
+                        f"{len(known)}: {', '.join(known)}. Use one of these names (see the "
+                        "router_models table), or add the LLM with `python -m training.add_model`.")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """CUDA when onnxruntime-gpu sees a usable GPU, else CPU. The choice is logged."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise ValueError(f"ONNX Runtime providers {missing} are not available here; available: "
+                             f"{available}. Install onnxruntime-gpu for CUDAExecutionProvider.")
+        return list(requested)
+    if "CUDAExecutionProvider" in available and _gpu_present():
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception as exc:  # CUDA libraries missing: fall back to CPU, said aloud
+                log.warning("CUDA libraries could not be loaded (%s); using the CPU", exc)
+                return ["CPUExecutionProvider"]
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _gpu_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+class Router:
+    """Scores prompts for the LLMs of one bundle.
+
+    >>> router = Router("build/demo/bundle")
+    >>> router.score(["Solve 2x + 3 = 7"], ["gpt-4", "llama-3-8b"])   # [P, M] float32 in [-1, 1]
+    """
+
+    def __init__(self, bundle: str | os.PathLike[str] | Bundle, *, providers: Sequence[str] | None = None,
+                 threads: int | None = None, batch_size: int = 32, cache_size: int = 100_000):
+        import onnxruntime as ort
+
+        self.bundle = Bundle.load(bundle)
+        m = self.bundle.manifest
+        self.models: tuple[str, ...] = self.bundle.model_names
+        self._model_index = {name: j for j, name in enumerate(self.models)}
+        self.tokenizer = PromptTokenizer.from_file(self.bundle.tokenizer_path, m["max_length"],
+                                                   m["tokenizer"]["pad_id"], m["tokenizer"]["padding_side"])
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.providers = choose_providers(providers)
+        self.session = ort.InferenceSession(str(self.bundle.onnx_path), options, providers=self.providers)
+        log.info("routerdb: %s on %s", self.bundle.path, self.session.get_providers()[0])
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        self.batch_size = batch_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.encoded_prompts = 0  # prompts run through the encoder, for tests and benchmarks
+
+    # --- public API ----------------------------------------------------------------------------
+
+    def score(self, prompts: Sequence[str | None], models: Sequence[str] | None = None) -> np.ndarray:
+        """Scores [P, M] (float32 in [-1, 1]); `models` defaults to every LLM of the bundle."""
+        cols = self.model_columns(models) if models is not None else np.arange(len(self.models))
+        return self.score_all(prompts)[:, cols]
+
+    def score_pairs(self, prompts: Sequence[str | None], models: Sequence[str]) -> np.ndarray:
+        """One score per (prompt, model) row; each distinct prompt encoded once."""
+        cols = self.model_columns(models)
+        uniq, inverse = _unique(prompts)
+        return self.score_all(uniq)[inverse, cols]
+
+    def best(self, prompts: Sequence[str | None], candidates: Sequence[str] | None = None) -> list[str]:
+        names = list(candidates) if candidates is not None else list(self.models)
+        scores = self.score(prompts, names)
+        return [names[j] for j in scores.argmax(axis=1)]
+
+    def model_columns(self, models: Sequence[str]) -> np.ndarray:
+        try:
+            return np.fromiter((self._model_index[m] for m in models), dtype=np.int64, count=len(models))
+        except KeyError:
+            raise UnknownModelError([m for m in models if m not in self._model_index], self.models) from None
+
+    def score_all(self, prompts: Sequence[str | None]) -> np.ndarray:
+        """Scores [P, M_all] against every LLM of the bundle, using and filling the cache."""
+        out = np.empty((len(prompts), len(self.models)), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        with self._lock:
+            for row, prompt in enumerate(prompts):
+                key = "" if prompt is None else prompt
+                hit = self._cache.get(key)
+                if hit is None:
+                    missing.setdefault(key, []).append(row)
+                else:
+                    self._cache.move_to_end(key)
+                    out[row] = hit
+        if missing:
+            texts = list(missing)
+            fresh = self._encode_and_score(texts)
+            with self._lock:
+                for text, scores in zip(texts, fresh):
+                    for row in missing[text]:
+                        out[row] = scores
+                    self._remember(text, scores)
+        return out
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _remember(self, text: str, scores: np.ndarray) -> None:
+        if self._cache_size <= 0:
+            return
+        self._cache[text] = scores
+        self._cache.move_to_end(text)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _encode_and_score(self, texts: list[str]) -> np.ndarray:
+        ids = self.tokenizer.token_ids(texts)
+        features = compute_features(texts)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.empty((len(texts), len(self.models)), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            out[rows] = self._run([ids[i] for i in rows], features[rows])
+        self.encoded_prompts += len(texts)
+        return out
+
+    def _run(self, ids: list[list[int]], features: np.ndarray) -> np.ndarray:
+        batch = self.tokenizer.pad(ids)
+        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                 "features": features.astype(np.float32), "model_embeddings": self.bundle.model_embeddings}
+        return self.session.run(["scores"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
+
+
+def _unique(prompts: Sequence[str | None]) -> tuple[list[str | None], np.ndarray]:
+    index: dict[str | None, int] = {}
+    inverse = np.fromiter((index.setdefault(p, len(index)) for p in prompts), dtype=np.int64,
+                          count=len(prompts))
+    return list(index), inverse

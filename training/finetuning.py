@@ -1,0 +1,210 @@
+"""Ways to fine-tune the prompt encoder, one registry keyed by the spec's `kind`.
+
+Each method has the same shape: `prepare(spec, ref)` loads the encoder ready to train (frozen
+parts frozen, adapters attached) and `for_export(spec, ref, trained)` returns a plain,
+full-precision encoder with the same function, for ONNX export. QLoRA merges its adapters into
+a freshly loaded full-precision copy of the base, not into the 4-bit weights (lossy).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from training import specs
+from training.encoder import EncoderRef, load_base_model
+
+log = logging.getLogger(__name__)
+
+
+class FineTuningError(ValueError):
+    """A fine-tuning method that cannot apply to this encoder; says why and what to use."""
+
+
+@dataclass(frozen=True)
+class Method:
+    prepare: Callable[[object, EncoderRef], nn.Module]
+    for_export: Callable[[object, EncoderRef, nn.Module], nn.Module]
+
+
+# --- LoRA and QLoRA ------------------------------------------------------------------------
+
+_LINEAR_TYPES: tuple[type, ...] = (nn.Linear,)
+try:  # GPT-2 uses Conv1D for its projections; peft's LoRA supports it
+    from transformers.pytorch_utils import Conv1D
+
+    _LINEAR_TYPES = (nn.Linear, Conv1D)
+except ImportError:  # pragma: no cover - every supported transformers has it
+    pass
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Full names of the attention / MLP projections inside the transformer blocks."""
+    blocks_name, _ = find_blocks(model)
+    return [n for n, m in model.named_modules()
+            if isinstance(m, _LINEAR_TYPES) and n.startswith(blocks_name + ".")]
+
+
+def resolve_target_modules(model: nn.Module, wanted) -> list[str]:
+    candidates = linear_module_names(model)
+    if wanted == "auto":
+        if not candidates:
+            raise FineTuningError(f"found no linear layers in the blocks of {type(model).__name__}")
+        return candidates
+    suffixes = sorted({n.rsplit(".", 1)[-1] for n in candidates})
+    unknown = [w for w in wanted if w not in suffixes and w not in candidates]
+    if unknown:
+        raise FineTuningError(
+            f"finetuning.target_modules {unknown} not found in {type(model).__name__}; "
+            f"its block projections are {suffixes}. Use some of those, or \"auto\"."
+        )
+    return [n for n in candidates if n in wanted or n.rsplit(".", 1)[-1] in wanted]
+
+
+def _lora_config(spec, model: nn.Module):
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                      target_modules=resolve_target_modules(model, spec.target_modules), bias="none")
+
+
+def _prepare_lora(spec: specs.LoRA, ref: EncoderRef) -> nn.Module:
+    from peft import get_peft_model
+
+    base = load_base_model(ref)
+    return get_peft_model(base, _lora_config(spec, base))
+
+
+def _export_lora(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
+    return copy.deepcopy(trained).merge_and_unload()
+
+
+def check_4bit_support() -> None:
+    """Stop before training, with the alternative, where bitsandbytes cannot run 4-bit here."""
+    try:
+        import bitsandbytes.functional as bnbf
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        bnbf.quantize_4bit(torch.randn(64, 64, device=device), quant_type="nf4")
+    except Exception as exc:  # any failure means 4-bit cannot run on this machine
+        raise FineTuningError(
+            f"finetuning.kind 'qlora' needs bitsandbytes 4-bit support, which failed here: "
+            f"{type(exc).__name__}: {exc}. Install bitsandbytes>=0.45, or use finetuning.kind "
+            "'lora' (same adapters, full-precision base)."
+        ) from None
+
+
+def _prepare_qlora(spec: specs.QLoRA, ref: EncoderRef) -> nn.Module:
+    from peft import get_peft_model
+    from transformers import BitsAndBytesConfig
+
+    check_4bit_support()
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.bnb_4bit_quant_type,
+                               bnb_4bit_compute_dtype=getattr(torch, spec.bnb_4bit_compute_dtype))
+    base = load_base_model(ref, quantization_config=quant,
+                           device_map={"": 0} if torch.cuda.is_available() else {"": "cpu"})
+    return get_peft_model(base, _lora_config(spec, base))
+
+
+def _export_qlora(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    full = load_base_model(ref)  # full precision: merging into 4-bit weights loses accuracy
+    peft_model = get_peft_model(full, _lora_config(spec, full))
+    adapters = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(trained).items()}
+    set_peft_model_state_dict(peft_model, adapters)
+    return peft_model.merge_and_unload()
+
+
+# --- partial and full fine-tuning ---------------------------------------------------------
+
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of transformer blocks (the longest one)."""
+    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not lists:
+        raise FineTuningError(f"cannot find the transformer blocks of {type(model).__name__}")
+    return max(lists, key=lambda nm: (len(nm[1]), -nm[0].count(".")))
+
+
+def _prepare_last_layers(spec: specs.LastLayers, ref: EncoderRef) -> nn.Module:
+    model = load_base_model(ref)
+    _, blocks = find_blocks(model)
+    if spec.num_layers > len(blocks):
+        raise FineTuningError(
+            f"finetuning.num_layers is {spec.num_layers} but {type(model).__name__} has "
+            f"{len(blocks)} layers; use 1 to {len(blocks)}, or kind 'full' to train everything."
+        )
+    model.requires_grad_(False)
+    for block in blocks[len(blocks) - spec.num_layers:]:
+        block.requires_grad_(True)
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in _FINAL_NORMS and not re.search(r"\.\d+\.", name + "."):
+            module.requires_grad_(True)
+    return model
+
+
+def _prepare_bitfit(spec: specs.BitFit, ref: EncoderRef) -> nn.Module:
+    model = load_base_model(ref)
+    biases = 0
+    for name, param in model.named_parameters():
+        is_bias = name.endswith(".bias") or name == "bias"
+        param.requires_grad_(is_bias)
+        biases += is_bias
+    if not biases:
+        raise FineTuningError(
+            f"finetuning.kind 'bitfit' trains bias terms, but {type(model).__name__} has none; "
+            "use 'lora' or 'last_layers'."
+        )
+    return model
+
+
+def _prepare_full(spec, ref: EncoderRef) -> nn.Module:
+    return load_base_model(ref)
+
+
+def _prepare_frozen(spec, ref: EncoderRef) -> nn.Module:
+    return load_base_model(ref).requires_grad_(False)
+
+
+def _export_plain(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
+    return copy.deepcopy(trained)
+
+
+METHODS: dict[str, Method] = {
+    "lora": Method(_prepare_lora, _export_lora),
+    "qlora": Method(_prepare_qlora, _export_qlora),
+    "last_layers": Method(_prepare_last_layers, _export_plain),
+    "bitfit": Method(_prepare_bitfit, _export_plain),
+    "full": Method(_prepare_full, _export_plain),
+    "frozen": Method(_prepare_frozen, _export_plain),
+}
+
+
+def prepare_encoder(spec, ref: EncoderRef) -> nn.Module:
+    encoder = METHODS[spec.kind].prepare(spec, ref)
+    trainable, total = count_parameters(encoder)
+    log.info("fine-tuning %s: %s of %s encoder parameters trainable (%.3f%%)", spec.kind,
+             f"{trainable:,}", f"{total:,}", 100.0 * trainable / max(total, 1))
+    return encoder
+
+
+def export_encoder(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
+    return METHODS[spec.kind].for_export(spec, ref, trained).float().cpu().eval()
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    trainable = total = 0
+    for p in module.parameters():
+        n = p.numel() * (2 if p.dtype == torch.uint8 else 1)  # 4-bit weights: two per byte
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total

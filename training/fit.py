@@ -1,0 +1,88 @@
+"""`python -m training.fit SPEC.json`: train a router and export its bundle, as the spec says.
+
+    python -m training.fit examples/specs/demo.json                 # train, checkpoint, export
+    python -m training.fit examples/specs/demo.json --validate-only # check the spec, report all problems
+    python -m training.fit examples/specs/demo.json --resume        # continue an interrupted run
+
+Writes `output.run_dir/` (checkpoint/ each epoch, state/, train.log, spec.json, history.json)
+and the verified ONNX bundle to `output.bundle_dir/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("training.fit")
+
+
+def fit(spec, *, resume: bool = False) -> Path:
+    from training import data as data_mod
+    from training.export import export_bundle
+    from training.model import TransformerEmbeddingModel
+
+    run_dir = Path(spec.output.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
+    aliases = data_mod.load_aliases(spec.data.aliases) if spec.data.aliases else None
+    pairs = data_mod.concat_pairs([data_mod.load_pairs(src, aliases=aliases) for src in spec.data.train])
+    if spec.data.max_pairs_per_prompt:
+        pairs = data_mod.cap_pairs_per_prompt(pairs, spec.data.max_pairs_per_prompt, spec.seed)
+    log.info("loaded %d pairs (%d prompts) from %d file(s)", pairs.num_rows,
+             len(set(pairs["prompt"].to_pylist())), len(spec.data.train))
+    model = TransformerEmbeddingModel(spec.router_config())
+    history = model.train(pairs, validation_split=spec.data.validation, run_dir=run_dir, resume=resume)
+    (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+    _, val = data_mod.split_by_prompt(pairs, spec.data.validation.fraction, spec.data.validation.seed)
+    verify = sorted(set(val["prompt"].to_pylist()))[: spec.export.verify_prompts]
+    bundle = export_bundle(model, spec.output.bundle_dir, verify or pairs["prompt"].to_pylist()[:8],
+                           spec=spec.model_dump(mode="json"), opset=spec.export.opset,
+                           tolerance=spec.export.tolerance, quantize=spec.export.quantize)
+    log.info("bundle written to %s", bundle)
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__.split("\n")[0])
+    parser.add_argument("spec", help="path to a JSON spec (see examples/specs/)")
+    parser.add_argument("--validate-only", action="store_true", help="check the spec and stop")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    args = parser.parse_args(argv)
+    from training.specs import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.validate_only:
+        print(f"{args.spec}: valid ({spec.finetuning.kind} fine-tuning of {spec.encoder.name}, "
+              f"{spec.epochs} epoch(s), {len(spec.data.train)} data file(s))")
+        return 0
+    _setup_logging(Path(spec.output.run_dir))
+    try:
+        fit(spec, resume=args.resume)
+    except (ValueError, FileNotFoundError, PermissionError, OSError) as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _setup_logging(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in (logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

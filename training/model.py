@@ -1,0 +1,272 @@
+"""TransformerEmbeddingModel: the router's Python API (train / predict / save / load / export).
+
+    model = TransformerEmbeddingModel(encoder="sentence-transformers/all-MiniLM-L6-v2")
+    history = model.train("pairs.parquet", validation_split=ValidationSplit(0.2, 42), epochs=3)
+    scores = model.predict(["Prove that sqrt(2) is irrational."])   # {llm name: np.ndarray}
+    model.save("run/"); model = TransformerEmbeddingModel.load("run/")
+
+Batches are built from whole prompts: a step encodes a set of distinct prompts once and uses all
+of their comparison pairs (about `batch_size` pairs), because the encoder is the whole cost.
+With `balance_model_samples`, pairs are drawn by WeightedRandomSampler instead (inverse frequency
+of the pair's rarer LLM) and each drawn batch's distinct prompts are encoded once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from routerdb.features import FEATURE_NAMES, FeatureStats, compute_features
+from routerdb.tokenizer import PromptTokenizer
+from training import data as data_mod
+from training.encoder import EncoderRef, load_config, load_tokenizer, resolve_encoder
+from training.finetuning import count_parameters, prepare_encoder
+from training.head import ScoringHead
+from training.network import FeatureNorm, RouterNet
+from training.pooling import Pooling, detect_pooling
+from training.specs import RouterConfig, ValidationSplit
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "router.json", "weights.safetensors", "tokenizer.json"
+CHECKPOINT_VERSION = 1
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TransformerEmbeddingModel:
+    """A prompt encoder + LLM embeddings + scoring head, trained from pairwise comparisons."""
+
+    def __init__(self, config: RouterConfig | None = None, **fields: Any):
+        base = (config or RouterConfig()).model_dump()
+        self.config = RouterConfig.model_validate({**base, **fields})
+        self.net: RouterNet | None = None
+        self.model_names: list[str] = []
+        self.model_embeddings: nn.Parameter | None = None
+        self.tokenizer: PromptTokenizer | None = None
+        self.encoder_ref: EncoderRef | None = None
+        self.pooling_reason = ""
+        self.feature_stats: FeatureStats | None = None
+        self.history: list[dict[str, float]] = []
+        self.device = pick_device()
+
+    # --- building --------------------------------------------------------------------------
+
+    def _build(self, model_names: Sequence[str], stats: FeatureStats | None) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.encoder_ref = resolve_encoder(cfg.encoder.name)
+        self.tokenizer = load_tokenizer(self.encoder_ref, cfg.encoder.max_length)
+        hf_config = load_config(self.encoder_ref)
+        mode, normalize, reason = detect_pooling(self.encoder_ref.local_dir, hf_config)
+        if cfg.encoder.pooling != "auto":
+            mode, reason = cfg.encoder.pooling, "set in the spec"
+        self.pooling_reason = reason
+        log.info("pooling: %s%s (%s)", mode, " + L2 normalise" if normalize else "", reason)
+        encoder = prepare_encoder(cfg.finetuning, self.encoder_ref)
+        feature_norm = None
+        if cfg.use_prompt_features:
+            self.feature_stats = stats or FeatureStats(tuple([0.0] * len(FEATURE_NAMES)),
+                                                       tuple([1.0] * len(FEATURE_NAMES)))
+            feature_norm = FeatureNorm(self.feature_stats.mean, self.feature_stats.std)
+        n_features = len(FEATURE_NAMES) if cfg.use_prompt_features else 0
+        head = ScoringHead(hf_config.hidden_size + n_features, cfg.embedding_spec.dim,
+                           list(cfg.head.hidden_dims), cfg.head.dropout, cfg.head.negative_slope)
+        self.net = RouterNet(encoder, Pooling(mode, normalize), feature_norm, head)
+        self.model_names = list(model_names)
+        self.model_embeddings = nn.Parameter(0.1 * torch.randn(len(model_names), cfg.embedding_spec.dim))
+        if not _is_quantized(encoder):
+            self.net.to(self.device)
+        self.net.head.to(self.device)
+        self.net.feature_norm and self.net.feature_norm.to(self.device)
+        self.model_embeddings.data = self.model_embeddings.data.to(self.device)
+
+    @property
+    def frozen_encoder(self) -> bool:
+        return not any(p.requires_grad for p in self.net.encoder.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [*self.net.head.parameters(), self.model_embeddings]
+
+    # --- data ------------------------------------------------------------------------------
+
+    def _as_pairs(self, data, aliases=None) -> pa.Table:
+        if isinstance(data, pa.Table) and set(data_mod.PAIR_COLUMNS) <= set(data.column_names):
+            return data
+        if isinstance(data, (list, tuple)):
+            return data_mod.concat_pairs([data_mod.load_pairs(d, aliases=aliases) for d in data])
+        return data_mod.load_pairs(data, aliases=aliases)
+
+    def _encode_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.token_ids(prompts)
+
+    def _tensors(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer.pad(ids)
+        return (torch.from_numpy(batch.input_ids).to(self.device),
+                torch.from_numpy(batch.attention_mask).to(self.device))
+
+    # --- training --------------------------------------------------------------------------
+
+    def train(self, data, validation_split: ValidationSplit | None = ValidationSplit(0.2, 42), *,
+              epochs: int | None = None, batch_size: int | None = None, aliases=None,
+              run_dir: str | Path | None = None, resume: bool = False) -> list[dict[str, float]]:
+        """Train on pairwise or per-model-score data; returns one dict of metrics per epoch."""
+        from training.loop import fit_loop
+
+        cfg = self.config
+        updates = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size}.items() if v is not None}
+        if updates:
+            self.config = cfg = cfg.model_copy(update=updates)
+        pairs = self._as_pairs(data, aliases)
+        pairs, dropped = data_mod.drop_rare_models(pairs, cfg.min_model_comparisons)
+        if dropped:
+            log.info("dropped %d LLM(s) with fewer than %d comparisons: %s", len(dropped),
+                     cfg.min_model_comparisons, ", ".join(dropped))
+        if validation_split is not None:
+            train_pairs, val_pairs = data_mod.split_by_prompt(pairs, validation_split.fraction,
+                                                              validation_split.seed)
+        else:
+            train_pairs, val_pairs = pairs, pairs.slice(0, 0)
+        names = sorted(set(pairs["model_a"].to_pylist()) | set(pairs["model_b"].to_pylist()))
+        train_prompts = sorted(set(train_pairs["prompt"].to_pylist()))
+        stats = FeatureStats.fit(compute_features(train_prompts)) if cfg.use_prompt_features else None
+        if self.net is None:
+            self._build(names, stats)
+        self.history = fit_loop(self, train_pairs, val_pairs, run_dir=run_dir, resume=resume)
+        return self.history
+
+    # --- inference -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def embed_prompts(self, prompts: Sequence[str], batch_size: int = 32,
+                      progress: bool = False) -> torch.Tensor:
+        """Pooled encoder vectors [P, H] (float32, on the model's device), in input order."""
+        self.net.eval()
+        ids = self._encode_ids(prompts)
+        order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch
+        out = torch.empty(len(prompts), self._hidden_size(), device=self.device)
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="encoding", disable=not progress, unit="batch"):
+            rows = order[start:start + batch_size]
+            input_ids, mask = self._tensors([ids[i] for i in rows])
+            out[torch.as_tensor(rows, device=self.device)] = self.net.embed(input_ids, mask).float()
+        return out
+
+    def _hidden_size(self) -> int:
+        return self.net.head.prompt_in.in_features - (len(FEATURE_NAMES) if self.net.feature_norm else 0)
+
+    def features_tensor(self, prompts: Sequence[str]) -> torch.Tensor:
+        n_features = len(FEATURE_NAMES) if self.net.feature_norm is not None else 0
+        if not n_features:
+            return torch.zeros(len(prompts), 0, device=self.device)
+        return torch.from_numpy(compute_features(list(prompts))).to(self.device)
+
+    @torch.no_grad()
+    def score_matrix(self, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Scores [P, M] for every prompt against every LLM in `self.model_names`."""
+        self._require_built()
+        pooled = self.embed_prompts(prompts, batch_size)
+        self.net.eval()
+        scores = self.net.score(pooled, self.features_tensor(prompts), self.model_embeddings)
+        return scores.float().cpu().numpy()
+
+    def predict(self, input_data, batch_size: int = 32) -> dict[str, np.ndarray]:
+        """{LLM name: scores in [-1, 1] for each prompt}; input: prompts, or a table with `prompt`."""
+        prompts = _prompts_of(input_data)
+        matrix = self.score_matrix(prompts, batch_size)
+        return {name: matrix[:, j] for j, name in enumerate(self.model_names)}
+
+    def _require_built(self) -> None:
+        if self.net is None:
+            raise RuntimeError("this model has not been trained or loaded; call .train(...) or "
+                               "TransformerEmbeddingModel.load(path) first")
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint stores: trainable encoder weights, head, LLM vectors, feature stats."""
+        out = {f"encoder.{n}": p for n, p in self.net.encoder.named_parameters() if p.requires_grad}
+        out.update({f"head.{n}": p for n, p in self.net.head.state_dict().items()})
+        out["model_embeddings"] = self.model_embeddings
+        return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        encoder_params = dict(self.net.encoder.named_parameters())
+        head = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+        self.net.head.load_state_dict(head)
+        with torch.no_grad():
+            self.model_embeddings.data = tensors["model_embeddings"].to(self.device)
+            for key, value in tensors.items():
+                if key.startswith("encoder."):
+                    param = encoder_params[key[8:]]
+                    param.copy_(value.to(param.dtype))
+
+    def describe(self) -> dict[str, Any]:
+        trainable, total = count_parameters(self.net.encoder)
+        return {
+            "checkpoint_version": CHECKPOINT_VERSION,
+            "config": self.config.model_dump(mode="json"),
+            "model_names": self.model_names,
+            "pooling": {"mode": self.net.pooling.mode, "normalize": self.net.pooling.normalize,
+                        "reason": self.pooling_reason},
+            "feature_names": list(FEATURE_NAMES) if self.net.feature_norm is not None else [],
+            "feature_stats": self.feature_stats.to_dict() if self.net.feature_norm is not None else None,
+            "encoder": {"name": self.encoder_ref.name, "origin": self.encoder_ref.origin,
+                        "trainable_parameters": trainable, "total_parameters": total},
+            "tokenizer": {"max_length": self.tokenizer.max_length, "pad_id": self.tokenizer.pad_id,
+                          "padding_side": self.tokenizer.padding_side},
+            "history": self.history,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        self._require_built()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self.state_tensors(), str(path / WEIGHTS_FILE))
+        (path / TOKENIZER_FILE).write_text(self.tokenizer.json, encoding="utf-8")
+        (path / CONFIG_FILE).write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TransformerEmbeddingModel:
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{str(path)!r} holds no {CONFIG_FILE}: not a saved router. "
+                                    "Pass the directory given to .save() (or a run's checkpoint/).")
+        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        if meta.get("checkpoint_version", 0) > CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint version {meta['checkpoint_version']} is newer than this "
+                             f"routerdb reads ({CHECKPOINT_VERSION}); upgrade routerdb.")
+        model = cls(RouterConfig.model_validate(meta["config"]))
+        stats = FeatureStats.from_dict(meta["feature_stats"]) if meta["feature_stats"] else None
+        model._build(meta["model_names"], stats)
+        model.load_state_tensors(load_file(str(path / WEIGHTS_FILE)))
+        model.history = meta.get("history", [])
+        return model
+
+
+def _prompts_of(input_data) -> list[str]:
+    if isinstance(input_data, str):
+        return [input_data]
+    if isinstance(input_data, pa.Table):
+        return input_data.column("prompt").to_pylist()
+    if hasattr(input_data, "columns") and "prompt" in getattr(input_data, "columns", []):
+        return list(input_data["prompt"])
+    return list(input_data)
+
+
+def _is_quantized(module: nn.Module) -> bool:
+    return bool(getattr(module, "is_loaded_in_4bit", False) or getattr(module, "is_quantized", False)
+                or any(p.dtype == torch.uint8 for p in module.parameters()))

@@ -1,0 +1,241 @@
+"""Typed training specs: closed pydantic models, one JSON file per run. No torch import.
+
+A spec is data; the behaviour for each `kind` lives in a registry beside the code that runs it
+(`training.finetuning.METHODS`, `training.embeddings.KINDS`, `training.optim.OPTIMIZERS`), and a
+test checks that every union member here has a registry entry there.
+
+Relative paths in a spec are resolved against the current working directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+class ValidationSplit(Closed):
+    fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of distinct prompts held out
+    seed: int = 42  # the split's own seed, independent of the training seed
+
+    def __init__(self, fraction: float = 0.2, seed: int = 42, /, **kw):  # ValidationSplit(0.2, 42)
+        super().__init__(fraction=kw.pop("fraction", fraction), seed=kw.pop("seed", seed), **kw)
+
+
+class DataSpec(Closed):
+    train: list[str] = Field(min_length=1)  # Parquet / CSV / JSONL files, pairwise or per-model scores
+    aliases: str | None = None  # model_aliases.json: spellings of one LLM mapped to one name
+    validation: ValidationSplit = ValidationSplit()
+    max_pairs_per_prompt: int | None = Field(None, ge=1)  # cap pairs from score data (seeded)
+
+
+# --- encoder and fine-tuning ------------------------------------------------------------------
+
+
+class EncoderSpec(Closed):
+    name: str = DEFAULT_ENCODER  # local path, installed packaged copy, or hub name
+    max_length: int = Field(128, ge=8, le=8192)  # tokens; longer prompts are truncated
+    pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: from the encoder's files
+
+
+class LoRA(Closed):
+    kind: Literal["lora"] = "lora"
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Literal["auto"] | list[str] = "auto"
+    lr: float = Field(2e-4, gt=0)
+
+
+class QLoRA(Closed):
+    kind: Literal["qlora"] = "qlora"
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Literal["auto"] | list[str] = "auto"
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    lr: float = Field(2e-4, gt=0)
+
+
+class LastLayers(Closed):
+    kind: Literal["last_layers"] = "last_layers"
+    num_layers: int = Field(2, ge=1)
+    lr: float = Field(5e-5, gt=0)
+
+
+class BitFit(Closed):
+    kind: Literal["bitfit"] = "bitfit"
+    lr: float = Field(1e-3, gt=0)
+
+
+class Full(Closed):
+    kind: Literal["full"] = "full"
+    lr: float = Field(2e-5, gt=0)
+
+
+class Frozen(Closed):
+    kind: Literal["frozen"] = "frozen"  # encoder not trained; prompt embeddings computed once
+    lr: float = Field(1e-3, gt=0)  # unused for the encoder; kept so every method has a rate
+
+
+FineTuning = Annotated[LoRA | QLoRA | LastLayers | BitFit | Full | Frozen, Field(discriminator="kind")]
+
+
+# --- LLM embeddings -----------------------------------------------------------------------------
+
+
+class LearnedEmbedding(Closed):
+    kind: Literal["learned"] = "learned"  # a trainable vector per LLM, learned with the head
+    dim: int = Field(32, ge=1)
+
+
+EmbeddingSpec = Annotated[LearnedEmbedding, Field(discriminator="kind")]
+
+
+# --- head, optimiser, schedule ----------------------------------------------------------------
+
+
+class HeadSpec(Closed):
+    hidden_dims: list[int] = Field(default_factory=lambda: [256, 64], min_length=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    negative_slope: float = Field(0.01, ge=0)  # LeakyReLU
+    lr_multiplier: float = Field(10.0, gt=0)  # head rate = method rate x this (encoder-relative)
+
+
+class AdamW(Closed):
+    kind: Literal["adamw"] = "adamw"
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class Adam(Closed):
+    kind: Literal["adam"] = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class Muon(Closed):
+    kind: Literal["muon"] = "muon"  # torch.optim.Muon on 2-D weight matrices, AdamW on the rest
+    momentum: float = Field(0.95, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+
+
+Optimizer = Annotated[AdamW | Adam | Muon, Field(discriminator="kind")]
+
+
+class Schedule(Closed):
+    kind: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+
+
+class OutputSpec(Closed):
+    run_dir: str  # checkpoints and the training log
+    bundle_dir: str  # the exported ONNX bundle
+
+
+class ExportSpec(Closed):
+    opset: int = Field(17, ge=14)
+    quantize: Literal["none", "int8"] = "none"
+    verify_prompts: int = Field(64, ge=1)  # held-out prompts checked ONNX vs torch
+    tolerance: float = Field(1e-4, gt=0)
+
+
+class RouterConfig(Closed):
+    """How the router is built and trained. Defaults are the recommended values."""
+
+    encoder: EncoderSpec = EncoderSpec()
+    finetuning: FineTuning = LoRA()
+    embedding_spec: EmbeddingSpec = LearnedEmbedding()
+    embedding_model_epochs: int = Field(5, ge=0)
+    min_model_comparisons: int = Field(0, ge=0)  # drop LLMs with fewer comparisons (logged)
+    load_embedding_model_from: str | None = None
+    head: HeadSpec = HeadSpec()
+    use_prompt_features: bool = True
+    optimizer: Optimizer = AdamW()
+    schedule: Schedule = Schedule()
+    loss: Literal["margin_ranking", "bradley_terry"] = "margin_ranking"
+    margin: float = Field(0.1, ge=0)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)  # pairs per step
+    grad_clip: float | None = Field(1.0, gt=0)
+    balance_model_samples: bool = False
+    seed: int = 42
+    export: ExportSpec = ExportSpec()
+    progress: bool = True  # progress bars
+
+    @field_validator("encoder", mode="before")
+    @classmethod
+    def _encoder_by_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value  # encoder="path/or/hub-id"
+
+
+class FitSpec(RouterConfig):
+    """Everything `python -m training.fit` needs: a RouterConfig plus where data and outputs are."""
+
+    data: DataSpec
+    output: OutputSpec
+
+    @model_validator(mode="after")
+    def _check_paths(self) -> FitSpec:
+        if Path(self.output.run_dir).resolve() == Path(self.output.bundle_dir).resolve():
+            raise ValueError(
+                "output.run_dir and output.bundle_dir are the same directory; the bundle is "
+                "replaced atomically, so give it its own directory (e.g. RUN_DIR/bundle)."
+            )
+        return self
+
+    def router_config(self) -> RouterConfig:
+        return RouterConfig.model_validate(self.model_dump(exclude={"data", "output"}))
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message lists every problem at once."""
+
+
+def parse_spec(data: dict, *, where: str = "<spec>") -> FitSpec:
+    try:
+        return FitSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_describe(exc, where)) from None
+
+
+def load_spec(path: str | Path) -> FitSpec:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {str(path)!r}: {exc.strerror}. Pass a JSON spec file.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(
+            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}. "
+            "Specs are JSON objects; see examples/specs/."
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec is a JSON object, got {type(data).__name__}.")
+    return parse_spec(data, where=str(path))
+
+
+def _describe(exc: ValidationError, where: str) -> str:
+    lines = [f"{where}: {exc.error_count()} problem(s):"]
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        hint = ""
+        if err["type"] == "extra_forbidden":
+            hint = " Remove it or check its spelling; see FitSpec in training/specs.py for the fields."
+        lines.append(f"  - {loc}: {err['msg']}{got_text}.{hint}")
+    return "\n".join(lines)
