@@ -23,3 +23,24 @@ def tiny_encoders(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def sample_path() -> Path:
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_router(tiny_encoders):
+    """A LoRA-tuned tiny BERT router trained briefly on synthetic scores (3 LLMs)."""
+    from training.model import TransformerEmbeddingModel
+    from training.specs import LoRA, ValidationSplit
+
+    model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), finetuning=LoRA(),
+                                      epochs=2, batch_size=32, progress=False)
+    model.train(tiny_models.synthetic_scores(), validation_split=ValidationSplit(0.25, 0))
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_router, tmp_path_factory) -> Path:
+    """The tiny router exported to a verified bundle (treat as read-only; copy to modify)."""
+    from training.export import export_bundle
+
+    prompts = tiny_models.synthetic_scores()["prompt"].to_pylist()[::3][:20]
+    return export_bundle(tiny_router, tmp_path_factory.mktemp("bundles") / "tiny", prompts)

@@ -98,3 +98,21 @@ def _write_sentence_transformers_pooling(out: Path, mode: str) -> None:
     flags = {"pooling_mode_cls_token": mode == "cls", "pooling_mode_mean_tokens": mode == "mean",
              "pooling_mode_lasttoken": mode == "last_token"}
     (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **flags}))
+
+
+def synthetic_scores(n_prompts: int = 60, seed: int = 0):
+    """A per-model score table where the best LLM depends on the prompt: 'coder' wins code
+    prompts, 'chat' the others, 'weak' never. Learnable from the prompt text alone."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_prompts):
+        base = CORPUS[i % 10]
+        prompt = f"{base} (variant {i}, {rng.integers(1000)})"
+        code = "python" in base.lower() or "select" in base.lower()
+        for model, score in (("coder", float(code)), ("chat", float(not code)), ("weak", 0.0)):
+            rows.append({"prompt_id": f"p{i}", "prompt": prompt, "model": model, "score": score,
+                         "benchmark": "synthetic"})
+    return pa.Table.from_pylist(rows)
