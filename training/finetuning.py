@@ -109,7 +109,21 @@ def _prepare_qlora(spec: specs.QLoRA, ref: EncoderRef) -> nn.Module:
                                bnb_4bit_compute_dtype=getattr(torch, spec.bnb_4bit_compute_dtype))
     base = load_base_model(ref, quantization_config=quant,
                            device_map={"": 0} if torch.cuda.is_available() else {"": "cpu"})
+    _keep_4bit_layout(base)
     return get_peft_model(base, _lora_config(spec, base))
+
+
+def _keep_4bit_layout(model: nn.Module) -> None:
+    """Stop bitsandbytes repacking 4-bit weights in place on CPUs with AVX512-BF16.
+
+    bitsandbytes 0.50 rewrites a Linear4bit's weights into a CPU inference layout on its first
+    no-grad eval forward (validation, `.predict`). Training on the rewritten weights fails in
+    backward, and the rewrite itself fails for layers narrower than one quantisation block (64),
+    so the router keeps the one layout that both training and inference can use.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _export_qlora(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
