@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,12 +51,22 @@ def linear_module_names(model: nn.Module) -> list[str]:
 
 
 def resolve_target_modules(model: nn.Module, wanted) -> list[str]:
+    """Full module names for LoRA: every block projection ("auto"), or those named in `wanted`
+    (a suffix such as "query" / "q_proj" / "c_attn", or a full name)."""
     candidates = linear_module_names(model)
     if wanted == "auto":
         if not candidates:
-            raise FineTuningError(f"found no linear layers in the blocks of {type(model).__name__}")
+            raise FineTuningError(
+                f"finetuning.target_modules \"auto\" found no linear layers in the transformer blocks "
+                f"of {type(model).__name__}; use kind 'last_layers' or 'full' for this encoder."
+            )
         return candidates
     suffixes = sorted({n.rsplit(".", 1)[-1] for n in candidates})
+    if not wanted:
+        raise FineTuningError(
+            f"finetuning.target_modules is an empty list; name some of {type(model).__name__}'s "
+            f"block projections {suffixes}, or use \"auto\" for all of them."
+        )
     unknown = [w for w in wanted if w not in suffixes and w not in candidates]
     if unknown:
         raise FineTuningError(
@@ -70,8 +79,12 @@ def resolve_target_modules(model: nn.Module, wanted) -> list[str]:
 def _lora_config(spec, model: nn.Module):
     from peft import LoraConfig
 
+    targets = resolve_target_modules(model, spec.target_modules)
+    modules = dict(model.named_modules())
+    # GPT-2's Conv1D stores its weight as [in, out]; peft needs to know, or it warns and guesses.
+    fan_in_fan_out = all(not isinstance(modules[n], nn.Linear) for n in targets)
     return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                      target_modules=resolve_target_modules(model, spec.target_modules), bias="none")
+                      target_modules=targets, fan_in_fan_out=fan_in_fan_out, bias="none")
 
 
 def _prepare_lora(spec: specs.LoRA, ref: EncoderRef) -> nn.Module:
@@ -138,7 +151,9 @@ def _export_qlora(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
 
 # --- partial and full fine-tuning ---------------------------------------------------------
 
-_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
+# The norm applied after the last block (Llama / Qwen / Mistral `norm`, GPT-2 `ln_f`, ModernBERT
+# `final_norm`); it is a sibling of the block list. BERT-style encoders have none.
+_FINAL_NORMS = ("norm", "ln_f", "final_norm", "final_layer_norm", "final_layernorm")
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -147,6 +162,14 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     if not lists:
         raise FineTuningError(f"cannot find the transformer blocks of {type(model).__name__}")
     return max(lists, key=lambda nm: (len(nm[1]), -nm[0].count(".")))
+
+
+def final_norm_names(model: nn.Module) -> list[str]:
+    """Names of the norm(s) after the last transformer block: siblings of the block list."""
+    blocks_name, _ = find_blocks(model)
+    parent = blocks_name.rpartition(".")[0]
+    return [n for n, _ in model.named_modules()
+            if n and n.rpartition(".")[0] == parent and n.rpartition(".")[2] in _FINAL_NORMS]
 
 
 def _prepare_last_layers(spec: specs.LastLayers, ref: EncoderRef) -> nn.Module:
@@ -160,9 +183,12 @@ def _prepare_last_layers(spec: specs.LastLayers, ref: EncoderRef) -> nn.Module:
     model.requires_grad_(False)
     for block in blocks[len(blocks) - spec.num_layers:]:
         block.requires_grad_(True)
-    for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] in _FINAL_NORMS and not re.search(r"\.\d+\.", name + "."):
-            module.requires_grad_(True)
+    modules = dict(model.named_modules())
+    norms = final_norm_names(model)
+    for name in norms:
+        modules[name].requires_grad_(True)
+    log.info("last_layers: training the last %d of %d blocks%s", spec.num_layers, len(blocks),
+             f" and the final norm {', '.join(norms)}" if norms else " (no final norm in this architecture)")
     return model
 
 
