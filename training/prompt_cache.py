@@ -1,0 +1,163 @@
+"""A disk cache of frozen-encoder prompt embeddings, keyed by sha256 of the prompt text.
+
+The encoder is the whole cost of every frozen-encoder experiment (all-MiniLM-L6-v2 encodes
+~50 prompts/s on 2 CPU cores), so each distinct prompt is encoded once, ever, and every head
+training run, baseline and near-duplicate split reads the vectors from here:
+
+    cache = PromptCache.for_encoder("sentence-transformers/all-MiniLM-L6-v2", max_length=128)
+    cache.fill(prompts)                 # encodes only the prompts not cached yet
+    vectors = cache.lookup(prompts)     # [P, H] float32, in input order
+
+The vectors are exactly what `TransformerEmbeddingModel.embed_prompts` returns for a frozen
+encoder (same tokenizer, truncation, pooling and normalisation), because they are computed by it.
+Storage: Parquet shards `part-NNNNN.parquet` with columns `key` (sha256 hex) and `embedding`
+(list<float32>), under `build/cache/<encoder>-<max_length>/`; a shard is written every
+`shard_size` prompts, so an interrupted fill keeps what it finished. No pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("build/cache")
+
+
+def prompt_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class PromptCache:
+    def __init__(self, directory: str | Path, encoder: str, max_length: int = 128):
+        self.directory = Path(directory)
+        self.encoder, self.max_length = encoder, max_length
+        self._index: dict[str, int] = {}
+        self._rows: list[np.ndarray] = []
+        self._model = None
+        self._load()
+
+    @classmethod
+    def for_encoder(cls, encoder: str, max_length: int = 128, root: str | Path = DEFAULT_ROOT) -> PromptCache:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder).strip("_")
+        return cls(Path(root) / f"{slug}-{max_length}", encoder, max_length)
+
+    def _load(self) -> None:
+        for shard in sorted(self.directory.glob("part-*.parquet")):
+            table = pq.read_table(shard)
+            keys = table["key"].to_pylist()
+            flat = table["embedding"].combine_chunks()
+            dim = len(flat[0]) if len(flat) else 0
+            values = flat.flatten().to_numpy().astype(np.float32).reshape(len(keys), dim)
+            for key, row in zip(keys, values, strict=True):
+                if key not in self._index:
+                    self._index[key] = len(self._rows)
+                    self._rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def missing(self, prompts: Sequence[str]) -> list[str]:
+        """Distinct prompts (first-seen order) that have no cached vector."""
+        seen: dict[str, None] = {}
+        for p in prompts:
+            if prompt_key(p) not in self._index:
+                seen.setdefault(p, None)
+        return list(seen)
+
+    def fill(self, prompts: Sequence[str], shard_size: int = 2000, progress: bool = False) -> int:
+        """Encode and store every prompt not cached yet; returns how many were encoded."""
+        todo = self.missing(prompts)
+        if not todo:
+            return 0
+        model = self._encoder_model()
+        lengths = np.array([len(x) for x in model._encode_ids(todo)])
+        todo = [todo[i] for i in np.argsort(lengths, kind="stable")]  # similar lengths together
+        self.directory.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        for start in range(0, len(todo), shard_size):
+            chunk = todo[start:start + shard_size]
+            vectors = model.embed_prompts(chunk, progress=progress).cpu().numpy().astype(np.float32)
+            self._write_shard(chunk, vectors)
+            done = start + len(chunk)
+            log.info("cached %d/%d prompts (%.1f prompts/s)", done, len(todo),
+                     done / (time.perf_counter() - t0))
+        return len(todo)
+
+    def lookup(self, prompts: Sequence[str]) -> np.ndarray:
+        """Cached vectors [P, H] in input order; KeyError naming how many are missing."""
+        try:
+            rows = [self._index[prompt_key(p)] for p in prompts]
+        except KeyError:
+            n = len(self.missing(prompts))
+            raise KeyError(f"{n} prompt(s) are not in the embedding cache {self.directory}; "
+                           "call PromptCache.fill(prompts) first") from None
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self._rows[i] for i in rows])
+
+    @property
+    def dim(self) -> int:
+        return len(self._rows[0]) if self._rows else 0
+
+    def _write_shard(self, prompts: list[str], vectors: np.ndarray) -> None:
+        keys = [prompt_key(p) for p in prompts]
+        n = len(list(self.directory.glob("part-*.parquet")))
+        dim = vectors.shape[1]
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+        table = pa.table({"key": keys, "embedding": emb.cast(pa.list_(pa.float32()))})
+        tmp = self.directory / f".part-{n:05d}.tmp"
+        pq.write_table(table, tmp)
+        tmp.rename(self.directory / f"part-{n:05d}.parquet")  # a reader never sees half a shard
+        for key, row in zip(keys, vectors, strict=True):
+            self._index.setdefault(key, len(self._rows))
+            if self._index[key] == len(self._rows):
+                self._rows.append(row)
+
+    def _encoder_model(self):
+        """A frozen TransformerEmbeddingModel used only for its encoder and pooling."""
+        if self._model is None:
+            from training.model import TransformerEmbeddingModel
+            from training.specs import EncoderSpec, Frozen
+
+            encoder = EncoderSpec(name=self.encoder, max_length=self.max_length)
+            model = TransformerEmbeddingModel(encoder=encoder, finetuning=Frozen(), use_prompt_features=False,
+                                              progress=False)
+            model._build(["_"], None)
+            self._model = model
+        return self._model
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.prompt_cache DATA...`: fill the cache for every prompt of the files."""
+    import argparse
+
+    from training import data as data_mod
+
+    parser = argparse.ArgumentParser(prog="python -m training.prompt_cache", description=main.__doc__)
+    parser.add_argument("data", nargs="+")
+    parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--max-length", type=int, default=128)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    prompts: list[str] = []
+    for path in args.data:
+        table, _ = data_mod.read_table(path)
+        prompts += [p for p in table["prompt"].to_pylist() if p is not None]
+    cache = PromptCache.for_encoder(args.encoder, args.max_length)
+    log.info("%d distinct prompts, %d cached", len(set(prompts)), len(cache))
+    cache.fill(prompts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
