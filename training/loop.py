@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from routerdb.features import compute_features
 from training.head import ranking_loss
 from training.optim import build_optimizers, schedule_factor
-from training.sampling import balanced_batches, balanced_weights, model_shares, prompt_batches
+from training.sampling import balanced_batches, balanced_weights, model_shares, pair_weights, prompt_batches
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,27 @@ class PairArrays:
         self.a = np.array([model_index[m] for m in pairs["model_a"].to_pylist()], dtype=np.int64)
         self.b = np.array([model_index[m] for m in pairs["model_b"].to_pylist()], dtype=np.int64)
         self.label = pairs["label"].to_numpy().astype(np.int64)
+        self.source = np.asarray(pairs["source"].to_pylist(), dtype=object)
+        self.weight = np.ones(len(self.label))  # loss weight per pair (see training.sampling.pair_weights)
+
+    def _subset(self, rows) -> PairArrays:
+        out = object.__new__(PairArrays)
+        for name, values in vars(self).items():
+            setattr(out, name, values[rows])
+        return out
 
     def decisive(self) -> PairArrays:
-        keep = self.label != 0
-        out = object.__new__(PairArrays)
-        out.p, out.a, out.b, out.label = self.p[keep], self.a[keep], self.b[keep], self.label[keep]
+        return self._subset(self.label != 0)
+
+    def ties_as_half_wins(self) -> PairArrays:
+        """The decisive pairs, plus every tie twice (once won by each side) at half weight."""
+        tie = np.flatnonzero(self.label == 0)
+        rows = np.concatenate([np.flatnonzero(self.label != 0), tie, tie])
+        out = self._subset(rows)
+        n = len(tie)
+        if n:
+            out.label[-2 * n:] = np.repeat([1, -1], n)
+            out.weight[-2 * n:] *= 0.5
         return out
 
     def __len__(self) -> int:
@@ -54,10 +70,13 @@ def fit_loop(model, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
     prompts = sorted(set(train_pairs["prompt"].to_pylist()) | set(val_pairs["prompt"].to_pylist()))
     prompt_index = {p: i for i, p in enumerate(prompts)}
     model_index = {m: j for j, m in enumerate(model.model_names)}
-    train = PairArrays(train_pairs, prompt_index, model_index).decisive()
-    val = PairArrays(val_pairs, prompt_index, model_index).decisive()
-    if not len(train):
+    train = PairArrays(train_pairs, prompt_index, model_index)
+    if not np.any(train.label != 0):
         raise ValueError("no decisive training pairs (every pair is a tie); ranking needs winners")
+    train = train.ties_as_half_wins() if cfg.ties == "half" else train.decisive()
+    train.weight = pair_weights(train.p, train.source, train.weight, cfg.prompt_weighting,
+                                dict(cfg.source_weights))
+    val = PairArrays(val_pairs, prompt_index, model_index).decisive()
     log.info("training on %d decisive pairs over %d prompts; validating on %d pairs",
              len(train), len(np.unique(train.p)), len(val))
     ids = model._encode_ids(prompts)
@@ -137,7 +156,12 @@ def _step(model, optim, train: PairArrays, rows, ids, features, cached) -> float
     s_a = scores[inv_t, torch.as_tensor(train.a[rows], device=scores.device)]
     s_b = scores[inv_t, torch.as_tensor(train.b[rows], device=scores.device)]
     label = torch.as_tensor(train.label[rows], device=scores.device)
-    loss = ranking_loss(s_a, s_b, label, kind=cfg.loss, margin=cfg.margin)
+    weight = None
+    if not np.all(train.weight == 1.0):
+        weight = torch.as_tensor(train.weight[rows], dtype=s_a.dtype, device=scores.device)
+    loss = ranking_loss(s_a, s_b, label, kind=cfg.loss, margin=cfg.margin, weight=weight)
+    if weight is not None:
+        loss = loss * weight.mean()  # mean of weight x loss: weights (mean 1 overall) scale steps too
     optim.zero_grad()
     loss.backward()
     if cfg.grad_clip is not None:

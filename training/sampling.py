@@ -30,6 +30,32 @@ def prompt_batches(p_idx: np.ndarray, batch_size: int, generator: torch.Generato
     return batches
 
 
+def pair_weights(p_idx: np.ndarray, source: np.ndarray, base: np.ndarray, prompt_weighting: str,
+                 source_weights: dict[str, float]) -> np.ndarray:
+    """Loss weight per training pair, scaled to mean 1.
+
+    `prompt_weighting` says what one prompt is worth: "pairs": every pair counts once, so a prompt
+    with many pairs counts more; "prompts": each prompt's pairs share a total of 1, so every
+    prompt counts the same; "sqrt": in between (a prompt with n pairs counts sqrt(n)).
+    `source_weights` then multiplies the pairs of each named source (the `source` column; others
+    x 1). `base` carries weights set before (half-weight ties)."""
+    counts = np.bincount(p_idx, weights=base)[p_idx]  # pairs of each row's prompt
+    per_prompt = {"pairs": np.ones_like(counts), "sqrt": 1.0 / np.sqrt(counts), "prompts": 1.0 / counts}
+    if prompt_weighting not in per_prompt:
+        raise ValueError(f"prompt_weighting {prompt_weighting!r}; allowed: {sorted(per_prompt)}")
+    w = base * per_prompt[prompt_weighting]
+    unknown = sorted(set(source_weights) - set(np.unique(source).tolist()))
+    if unknown:
+        log.warning("source_weights name sources not in the training data: %s", ", ".join(unknown))
+    for name, factor in source_weights.items():
+        w = np.where(source == name, w * factor, w)
+    if prompt_weighting != "pairs" or source_weights:
+        shares = {s: float(w[source == s].sum() / w.sum()) for s in np.unique(source)}
+        log.info("share of the training loss per source: %s",
+                 ", ".join(f"{k} {v:.1%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])))
+    return w / w.mean()
+
+
 def balanced_weights(a_idx: np.ndarray, b_idx: np.ndarray, n_models: int) -> np.ndarray:
     """Per-pair weight: inverse frequency of the pair's rarer LLM (the one with fewer pairs)."""
     counts = np.bincount(np.concatenate([a_idx, b_idx]), minlength=n_models).astype(np.float64)

@@ -169,6 +169,9 @@ class RouterConfig(Closed):
     batch_size: int = Field(64, ge=1)  # pairs per step
     grad_clip: float | None = Field(1.0, gt=0)
     balance_model_samples: bool = False
+    ties: Literal["ignore", "half"] = "ignore"  # half: a tie is half a win for each side in the loss
+    prompt_weighting: Literal["pairs", "sqrt", "prompts"] = "pairs"  # what a prompt's pairs weigh in all
+    source_weights: dict[str, float] = Field(default_factory=dict)  # loss multiplier per `source` value
     seed: int = 42
     export: ExportSpec = ExportSpec()
     progress: bool = True  # progress bars
