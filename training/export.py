@@ -12,6 +12,7 @@ import copy
 import datetime as dt
 import importlib.metadata as md
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,8 +120,14 @@ def _export_onnx(model, graph: RouterNet, prompts: list[str], path: Path, opset:
     batch = model.tokenizer(sample)
     args = (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
             model.features_tensor(sample).cpu(), model.model_embeddings.detach().float().cpu())
-    torch.onnx.export(graph, args, str(path), input_names=list(INPUTS), output_names=["scores"],
-                      dynamic_axes=DYNAMIC_AXES, opset_version=opset, dynamo=False, do_constant_folding=True)
+    with warnings.catch_warnings():
+        # Tracer notes about Python-level shape checks; the export is verified on prompts of
+        # other lengths and batch sizes than the trace sample, so a baked-in shape would fail there.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*advanced indexing.*")
+        torch.onnx.export(graph, args, str(path), input_names=list(INPUTS), output_names=["scores"],
+                          dynamic_axes=DYNAMIC_AXES, opset_version=opset, dynamo=False,
+                          do_constant_folding=True)
 
 
 def _quantize_int8(path: Path) -> None:

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from routerdb.bundle import FORMAT_VERSION, Bundle, BundleError, models_table, write_bundle
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    target = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, target)
+    return target
+
+
+def _edit_manifest(path, fn):
+    manifest = json.loads((path / "manifest.json").read_text())
+    fn(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_manifest_describes_itself(tiny_bundle):
+    b = Bundle.load(tiny_bundle)
+    m = b.manifest
+    assert m["format"] == "routerdb-bundle" and m["format_version"] == FORMAT_VERSION
+    assert {"torch", "transformers", "onnx", "tokenizers"} <= set(m["library_versions"])
+    assert set(m["files"]) == {"model.onnx", "tokenizer.json", "models.parquet"}
+    assert all(len(f["sha256"]) == 64 for f in m["files"].values())
+    assert m["pooling"] in ("mean", "cls", "last_token") and m["max_length"] == 128
+    assert len(m["feature_names"]) == len(m["feature_stats"]["mean"]) > 30
+    assert m["spec"]["finetuning"]["kind"] == "lora"
+    assert m["verification"]["max_abs_diff"] <= 1e-4
+    assert b.model_names == ("chat", "coder", "weak") and b.model_embeddings.shape == (3, 32)
+
+
+def test_tampered_file_is_refused(bundle_copy):
+    with open(bundle_copy / "model.onnx", "r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match=r"'model.onnx' has sha256 .* altered or damaged"):
+        Bundle.load(bundle_copy)
+
+
+def test_truncated_file_is_refused(bundle_copy):
+    data = (bundle_copy / "models.parquet").read_bytes()
+    (bundle_copy / "models.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="models.parquet"):
+        Bundle.load(bundle_copy)
+
+
+def test_newer_format_is_refused(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(BundleError, match=r"format version 2, this routerdb reads versions 1 to 1. Upgrade"):
+        Bundle.load(bundle_copy)
+
+
+def test_missing_file_is_refused(bundle_copy):
+    (bundle_copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="'tokenizer.json' is missing"):
+        Bundle.load(bundle_copy)
+
+
+def test_path_outside_bundle_is_refused(bundle_copy, tmp_path):
+    outside = tmp_path / "evil.onnx"
+    shutil.copy(bundle_copy / "model.onnx", outside)
+    _edit_manifest(bundle_copy, lambda m: m["files"]["model.onnx"].update(path="../evil.onnx"))
+    with pytest.raises(BundleError, match="points outside the bundle"):
+        Bundle.load(bundle_copy)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="not a directory"):
+        Bundle.load(tmp_path / "nothing")
+    with pytest.raises(BundleError, match="has no manifest.json"):
+        Bundle.load(tmp_path)
+    (tmp_path / "manifest.json").write_text("{oops")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Bundle.load(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(BundleError, match="expected 'routerdb-bundle'"):
+        Bundle.load(tmp_path)
+
+
+def _write_small(target, fail: bool = False):
+    def files(tmp):
+        import pyarrow.parquet as pq
+
+        (tmp / "a.txt").write_text("new")
+        pq.write_table(models_table(["m"], np.zeros((1, 2))), tmp / "models.parquet")
+        return {"a": "a.txt", "models.parquet": "models.parquet"}
+
+    def verify(tmp):
+        if fail:
+            raise RuntimeError("verification failed")
+        return {"verification": {"ok": True}}
+
+    return write_bundle(target, {"note": "x"}, files, verify=verify)
+
+
+def test_write_is_atomic_and_failed_verify_keeps_previous(tmp_path):
+    target = tmp_path / "b"
+    _write_small(target)
+    before = (target / "manifest.json").read_text()
+    assert json.loads(before)["verification"] == {"ok": True}
+    with pytest.raises(RuntimeError, match="verification failed"):
+        _write_small(target, fail=True)
+    assert (target / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary directories left
+
+
+def test_models_table_rejects_duplicates():
+    with pytest.raises(BundleError, match="unique"):
+        models_table(["a", "a"], np.zeros((2, 3)))

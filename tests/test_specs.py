@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from training import finetuning, optim, specs
+from training.fit import main as fit_main
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_SPECS = sorted((REPO / "examples" / "specs").glob("*.json"))
+
+
+def _tags(union) -> set[str]:
+    members = typing.get_args(typing.get_args(union)[0])
+    return {m.model_fields["kind"].default for m in members}
+
+
+def test_examples_exist():
+    assert any(p.name == "demo.json" for p in EXAMPLE_SPECS)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_SPECS, ids=lambda p: p.name)
+def test_every_example_spec_validates(path):
+    spec = specs.load_spec(path)
+    assert spec.output.bundle_dir and spec.data.train
+    for src in spec.data.train:
+        assert (REPO / src).exists() or Path(src).is_absolute() or "shared" in src, src
+
+
+def test_registries_match_spec_unions():
+    assert _tags(specs.FineTuning) == set(finetuning.METHODS)
+    assert _tags(specs.Optimizer) == set(optim.OPTIMIZERS)
+
+
+def test_all_problems_reported_at_once():
+    bad = {"data": {"train": []}, "output": {"run_dir": "r", "bundle_dir": "b"},
+           "finetuning": {"kind": "lorax"}, "epochs": 0, "learning_rate": 1}
+    with pytest.raises(specs.SpecError) as err:
+        specs.parse_spec(bad, where="bad.json")
+    text = str(err.value)
+    assert text.startswith("bad.json: 4 problem(s)")
+    for fragment in ("data.train", "'lorax'", "epochs", "learning_rate", "Extra inputs"):
+        assert fragment in text
+
+
+def test_unknown_nested_key_is_refused():
+    with pytest.raises(specs.SpecError, match=r"finetuning\.lora\.rnak"):
+        specs.parse_spec({"data": {"train": ["x"]}, "output": {"run_dir": "r", "bundle_dir": "b"},
+                          "finetuning": {"kind": "lora", "rnak": 4}})
+
+
+def test_same_run_and_bundle_dir_refused():
+    with pytest.raises(specs.SpecError, match="same directory"):
+        specs.parse_spec({"data": {"train": ["x"]}, "output": {"run_dir": "a", "bundle_dir": "a"}})
+
+
+def test_load_spec_reports_bad_json_with_position(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text('{"data": ')
+    with pytest.raises(specs.SpecError, match=r"s\.json: not valid JSON at line 1"):
+        specs.load_spec(path)
+    with pytest.raises(specs.SpecError, match="cannot read spec"):
+        specs.load_spec(tmp_path / "missing.json")
+
+
+def test_validation_split_positional_and_encoder_by_name():
+    assert specs.ValidationSplit(0.3, 7) == specs.ValidationSplit(fraction=0.3, seed=7)
+    config = specs.RouterConfig(encoder="some/model")
+    assert config.encoder.name == "some/model" and config.encoder.max_length == 128
+
+
+def test_validate_only_cli(tmp_path, capsys):
+    assert fit_main([str(REPO / "examples/specs/demo.json"), "--validate-only"]) == 0
+    assert "valid (lora fine-tuning" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data": {}, "output": {}}))
+    assert fit_main([str(bad), "--validate-only"]) == 2
+    err = capsys.readouterr().err
+    assert "data.train: Field required" in err and "output.run_dir: Field required" in err
+
+
+def test_specs_module_does_not_import_torch():
+    code = "import sys, training.specs; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
