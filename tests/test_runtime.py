@@ -66,7 +66,8 @@ def test_cross_join_encodes_each_prompt_once_with_cache(tiny_bundle):
     con = duckdb.connect()
     routerdb.register(con, router)
     con.execute("CREATE TABLE logs AS SELECT 'prompt ' || (i % 7) AS prompt FROM range(70) t(i)")
-    n = con.execute("SELECT count(route_score(prompt, model)) FROM logs CROSS JOIN router_models").fetchone()[0]
+    query = "SELECT count(route_score(prompt, model)) FROM logs CROSS JOIN router_models"
+    n = con.execute(query).fetchone()[0]
     assert n == 210 and router.encoded_prompts == 7  # chunks hold one model each; the cache spans them
 
 

@@ -99,8 +99,9 @@ def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], 
                 "report the encoder architecture."
             )
         log.info("verified: ONNX Runtime vs torch max |diff| %.2e over %d prompts", diff, len(prompts))
+        against = "merged full-precision model" if quantized_base else "trained model"
         return {"verification": {"max_abs_diff": diff, "prompts": len(prompts), "tolerance": limit,
-                                 "against": "merged full-precision model" if quantized_base else "trained model"}}
+                                 "against": against}}
 
     manifest = _manifest(model, spec, opset, quantize, merge_gap, quantized_base)
     return write_bundle(bundle_dir, manifest, write_files, verify=verify)
