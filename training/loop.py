@@ -97,7 +97,8 @@ def fit_loop(model, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
     total = steps_per_epoch * cfg.epochs
     lr = cfg.finetuning.lr
     head_lr = lr if model.frozen_encoder else lr * cfg.head.lr_multiplier
-    optim = build_optimizers(cfg.optimizer, net.encoder, model.head_parameters(), lr, head_lr)
+    optim = build_optimizers(cfg.optimizer, net.encoder, model.head_parameters(), lr, head_lr,
+                             head_modules=[net.head])
     optim.set_schedule(schedule_factor(cfg.schedule.kind, int(cfg.schedule.warmup_ratio * total), total))
 
     history: list[dict[str, float]] = []

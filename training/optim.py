@@ -2,18 +2,22 @@
 
 Parameter groups: the encoder's trainable parameters at the fine-tuning method's rate, the head
 and the LLM embeddings at that rate x `head.lr_multiplier` (or the method's rate alone when the
-encoder is frozen). Muon (torch.optim.Muon) orthogonalises updates of 2-D weight matrices only;
-every other parameter (biases, norms, embedding tables, the head's output layer) goes to AdamW,
-as Muon's authors recommend.
+encoder is frozen). Muon (torch.optim.Muon) orthogonalises updates of the linear layers' weight
+matrices only (attention / MLP projections, LoRA's A and B, the head's hidden layers); every other
+parameter (biases, norms, token / position embedding tables, the LLM embedding vectors, the head's
+[1, n] output layer) goes to AdamW, as Muon's authors recommend.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 class Optimizers:
@@ -52,38 +56,73 @@ def _groups(encoder_params, head_params, lr: float, head_lr: float) -> list[dict
     return [g for g in groups if g["params"]]
 
 
-def _adamw(spec, groups) -> Optimizers:
+def _adamw(spec, groups, matrices: set[int]) -> Optimizers:
     return Optimizers([torch.optim.AdamW(groups, betas=spec.betas, weight_decay=spec.weight_decay)])
 
 
-def _adam(spec, groups) -> Optimizers:
+def _adam(spec, groups, matrices: set[int]) -> Optimizers:
     return Optimizers([torch.optim.Adam(groups, betas=spec.betas)])
 
 
-def _muon(spec, groups) -> Optimizers:
-    matrices, others = [], []
+def _muon(spec, groups, matrices: set[int]) -> Optimizers:
+    muon_groups, adamw_groups = [], []
     for g in groups:
-        two_d = [p for p in g["params"] if p.ndim == 2 and p.shape[0] > 1 and p.shape[1] > 1]
-        rest = [p for p in g["params"] if not any(p is q for q in two_d)]
+        two_d = [p for p in g["params"] if id(p) in matrices]
+        rest = [p for p in g["params"] if id(p) not in matrices]
         if two_d:
-            matrices.append({"params": two_d, "lr": g["lr"]})
+            muon_groups.append({"params": two_d, "lr": g["lr"]})
         if rest:
-            others.append({"params": rest, "lr": g["lr"]})
+            adamw_groups.append({"params": rest, "lr": g["lr"]})
     opts: list[torch.optim.Optimizer] = []
-    if matrices:
-        opts.append(torch.optim.Muon(matrices, momentum=spec.momentum, weight_decay=spec.weight_decay,
+    if muon_groups:
+        # match_rms_adamw scales Muon's update to AdamW's RMS, so the methods' AdamW rates apply.
+        opts.append(torch.optim.Muon(muon_groups, momentum=spec.momentum, weight_decay=spec.weight_decay,
                                      adjust_lr_fn="match_rms_adamw"))
-    if others:
-        opts.append(torch.optim.AdamW(others, weight_decay=spec.weight_decay))
+    if adamw_groups:
+        opts.append(torch.optim.AdamW(adamw_groups, weight_decay=spec.weight_decay))
+    log.info("muon: %d weight matrices on Muon, %d other tensors on AdamW",
+             sum(len(g["params"]) for g in muon_groups), sum(len(g["params"]) for g in adamw_groups))
     return Optimizers(opts)
 
 
 OPTIMIZERS: dict[str, Callable] = {"adamw": _adamw, "adam": _adam, "muon": _muon}
 
+_MATRIX_LAYERS: tuple[type, ...] = (nn.Linear,)
+try:  # GPT-2's projections are Conv1D ([in, out] weights): matrices too
+    from transformers.pytorch_utils import Conv1D
 
-def build_optimizers(spec, encoder: nn.Module, head_params, lr: float, head_lr: float) -> Optimizers:
+    _MATRIX_LAYERS = (nn.Linear, Conv1D)
+except ImportError:  # pragma: no cover - training always has transformers
+    pass
+
+
+def matrix_parameters(*modules: nn.Module) -> set[int]:
+    """ids of the weight matrices Muon may take: linear-layer weights (LoRA's A and B included)
+    with both sides > 1. Embedding tables, norms, biases and a [1, n] output layer are excluded."""
+    out = set()
+    for module in modules:
+        for layer in module.modules():
+            w = getattr(layer, "weight", None)
+            if isinstance(layer, _MATRIX_LAYERS) and w is not None and w.ndim == 2 and min(w.shape) > 1:
+                out.add(id(w))
+    return out
+
+
+def build_optimizers(spec, encoder: nn.Module, head_params, lr: float, head_lr: float, *,
+                     head_modules: Sequence[nn.Module] | None = None) -> Optimizers:
+    """Optimisers over the encoder's trainable parameters (rate `lr`) and `head_params` (`head_lr`).
+
+    `head_modules` (the modules owning `head_params`) tell Muon which head parameters are
+    linear-layer matrices; without them every 2-D head parameter with both sides > 1 counts.
+    """
+    head_params = list(head_params)
     enc = [p for p in encoder.parameters() if p.requires_grad]
-    return OPTIMIZERS[spec.kind](spec, _groups(enc, head_params, lr, head_lr))
+    if head_modules is not None:
+        matrices = matrix_parameters(encoder, *head_modules)
+    else:
+        matrices = matrix_parameters(encoder) | {id(p) for p in head_params
+                                                 if p.ndim == 2 and min(p.shape) > 1}
+    return OPTIMIZERS[spec.kind](spec, _groups(enc, head_params, lr, head_lr), matrices)
 
 
 def schedule_factor(kind: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
