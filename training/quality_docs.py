@@ -1,0 +1,175 @@
+"""docs/quality.md from the results of `training.quality` (runs.jsonl and final.json).
+
+Every number in the page comes from those files; the page is rewritten whole each time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from training.report import accuracy_table, cost_table, interval, routing_table, slug, summary_table
+
+ROUTER, BT = "routerdb", "bradley_terry"
+BASELINES = ("random", "bradley_terry", "prompt_length", "knn", "matrix_factorization")
+PROMPT_BASELINES = ("knn", "matrix_factorization")  # the frozen-embedding baselines
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pts(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:+.2f}"
+
+
+def ablation_table(rows: list[dict]) -> list[str]:
+    base = next((r for r in rows if r["name"].startswith("base")), None)
+    lines = ["| run | pooled accuracy % | vs base, points | minus BT, points [95% CI] | shuffle drop, points "
+             "| APGR gpt-4 vs Mixtral | train time |",
+             "|---|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        vs = _pts(r["accuracy"] - base["accuracy"]) if base else ""
+        apgr = f"{r['apgr']:.3f}" if "apgr" in r else ""
+        lines.append(f"| {r['name']} | {100 * r['accuracy']:.2f} | {vs} | {_pts(r['minus_bt'])} "
+                     f"{interval(r['minus_bt_ci'], 2, True)} | {_pts(r['shuffle_drop'])} | {apgr} | "
+                     f"{r['seconds']:.0f} s |")
+    return lines
+
+
+def per_source_ablation(rows: list[dict]) -> list[str]:
+    sources = sorted({s for r in rows for s in r["per_source"]})
+    lines = ["| run | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
+    for r in rows:
+        cells = [_pts(r["per_source"].get(s, float("nan"))) for s in sources]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def targets(final: dict) -> list[str]:
+    """The issue's targets, each with the measured numbers and met / not met."""
+    pooled = final["pairs"]["pooled"]["routers"]
+    r = pooled[ROUTER]
+    best_frozen = max(PROMPT_BASELINES, key=lambda b: pooled[b]["accuracy"])
+    lines = ["| target | measured | met? |", "|---|---|---|"]
+    ok = r["minus_bt_ci"][0] >= 0.03
+    lines.append(f"| pooled accuracy >= 3 points above Bradley-Terry (95% CI) | {_pts(r['minus_bt'])} points "
+                 f"{interval(r['minus_bt_ci'], 2, True)} | {'yes' if ok else 'no'} |")
+    beat = r["accuracy"] - pooled[best_frozen]["accuracy"]
+    lines.append(f"| above the best frozen-embedding baseline ({best_frozen}) | {_pts(beat)} points | "
+                 f"{'yes' if beat > 0 else 'no'} |")
+    big = {s: e for s, e in final["pairs"].items() if s != "pooled" and e["n_pairs"] >= 1000}
+    below = [s for s, e in big.items() if e["routers"][ROUTER]["minus_bt"] < 0]
+    lines.append(f"| at or above BT on every source with >= 1,000 test pairs ({len(big)} sources) | "
+                 + "; ".join(f"{s} {_pts(e['routers'][ROUTER]['minus_bt'])}" for s, e in big.items())
+                 + f" | {'yes' if not below else 'no: ' + ', '.join(below)} |")
+    for entry in final["routing"]:
+        rs = entry["routers"]
+        others = {k: v for k, v in rs.items() if k != ROUTER}
+        apgr_ok = all(rs[ROUTER]["apgr"] > v["apgr"] for v in others.values())
+        cpt_ok = all(rs[ROUTER]["cpt50"] < v["cpt50"] for v in others.values() if not math.isnan(v["cpt50"]))
+        best_apgr = max(others, key=lambda k: others[k]["apgr"])
+        lines.append(f"| {entry['strong']} vs {entry['weak']}: APGR above every baseline | "
+                     f"{rs[ROUTER]['apgr']:.3f} vs best baseline {best_apgr} "
+                     f"{others[best_apgr]['apgr']:.3f} | "
+                     f"{'yes' if apgr_ok else 'no'} |")
+        best_cpt = min(others, key=lambda k: 1e9 if math.isnan(others[k]["cpt50"]) else others[k]["cpt50"])
+        lines.append(f"| {entry['strong']} vs {entry['weak']}: CPT(50%) below every baseline | "
+                     f"{rs[ROUTER]['cpt50']:.1f}% vs best baseline {best_cpt} "
+                     f"{others[best_cpt]['cpt50']:.1f}% | "
+                     f"{'yes' if cpt_ok else 'no'} |")
+    cost = [e for e in final["cost"] if e["routers"]]
+    counts = ", ".join(f"{e['source']}: {len(e['models'])} LLMs" for e in cost)
+    lines.append(f"| cost curve across the RouterBench LLMs | {counts} | {'yes' if cost else 'no'} |")
+    drop = r["shuffle_drop"]
+    lines.append(f"| prompt shuffle costs >= 1 point pooled | {_pts(drop)} points | "
+                 f"{'yes' if drop >= 0.01 else 'no'} |")
+    return lines
+
+
+def write_docs(runs_path: Path, final_path: Path, out: Path,
+               timing_path: Path = Path("build/router/timing.json")) -> Path:
+    rows = _rows(runs_path)
+    final = json.loads(final_path.read_text()) if final_path.is_file() else None
+    ablations = [r for r in rows if not r["name"].startswith(("subsample", "leave out"))]
+    lora = [r for r in rows if r["name"].startswith("subsample")]
+    loso = [r for r in rows if r["name"].startswith("leave out")]
+    lines = ["# Routing quality", "",
+             "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
+             "(`python -m training.quality`; ~1 h on 2 CPU cores once the embedding cache is built, "
+             "see below). The per-run report with every table is `docs/quality/report.md`.", ""]
+    lines += SETUP
+    if final:
+        lines += ["## routerdb against every baseline (test side)", "",
+                  f"{final['n_test_prompts']:,} test prompts, {final['n_test_rows']:,} test pairs with ties "
+                  f"({final['pairs']['pooled']['n_pairs']:,} decisive). Pairwise accuracy in %, best per row "
+                  "in bold. `bradley_terry_per_source` is a reference that is told each test pair's source "
+                  "(no router is); the targets compare against the pooled `bradley_terry`.", ""]
+        lines += summary_table(final["pairs"]) + [""]
+        lines += ["### Targets of the issue", ""] + targets(final) + [""]
+        lines += ["### With intervals, log-loss, calibration and the prompt-shuffle check", ""]
+        lines += accuracy_table(final["pairs"]) + [""]
+        lines += ["![training curves](quality/training_curves.png)", "",
+                  "![calibration](quality/calibration.png)", ""]
+        if final["routing"]:
+            lines += ["### Routing curves", ""] + routing_table(final["routing"])
+            for e in final["routing"]:
+                name = f"routing_{slug(e['strong'])}_vs_{slug(e['weak'])}.png"
+                lines += [f"![routing curve](quality/{name})", ""]
+        if any(e["routers"] for e in final["cost"]):
+            lines += ["### Quality versus cost", ""] + cost_table(final["cost"])
+            for e in final["cost"]:
+                if e["routers"]:
+                    lines += [f"![cost curve](quality/cost_{slug(e['source'])}.png)", ""]
+    if ablations:
+        lines += ["## Ablations (validation side)", "", ABLATION_TEXT, ""] + ablation_table(ablations) + [""]
+        lines += ["Minus Bradley-Terry per source, points:", ""] + per_source_ablation(ablations) + [""]
+    if lora:
+        lines += ["## Encoder tuning: frozen vs LoRA (subsample)", "", LORA_TEXT, ""]
+        lines += ablation_table(lora) + [""]
+    if loso:
+        lines += ["## Leave one source out", "", LOSO_TEXT, ""]
+        lines += ["| left-out source | decisive test pairs (LLMs seen in training) | router accuracy % "
+                  "| minus BT, points [95% CI] | shuffle drop |", "|---|---:|---:|---|---:|"]
+        lines += [f"| {r['source']} | {r['n_pairs']:,} | {100 * r['accuracy']:.2f} | {_pts(r['minus_bt'])} "
+                  f"{interval(r['minus_bt_ci'], 2, True)} | {_pts(r['shuffle_drop'])} |" for r in loso] + [""]
+    if timing_path.is_file():
+        t = json.loads(timing_path.read_text())
+        lines += ["## `make router`", "", f"Measured: {t['seconds'] / 60:.1f} minutes on this 2-core CPU "
+                  f"({t.get('note', '')}).", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+SETUP = [
+    "## Setup", "",
+    "- **Data**: every file of `../shared/data` (EloBench, AlpacaEval, PandaLM pairwise; LLMRouter, "
+    "RouterDC, RouterBench per-model scores turned into pairs, equal scores = tie), model aliases "
+    "applied. A *source* below is one file.",
+    "- **Split**: prompts whose frozen all-MiniLM-L6-v2 embeddings have cosine >= 0.95 are one group "
+    "(transitively); 20 % of the groups (seed 0) are the *test* side, over all files at once, so a "
+    "prompt shared by AlpacaEval, EloBench and PandaLM is on one side everywhere. Decisions were made "
+    "on a *validation* side (15 % of the training groups, seed 1); the test side was used once.",
+    "- **Baselines** are fitted on the same training rows: random, Bradley-Terry (one strength per "
+    "LLM), prompt length (strong / weak curves), kNN win rates (k = 20) and RouteLLM-style matrix "
+    "factorisation over the same frozen embeddings.",
+    "- **Intervals**: 95 % percentile bootstrap, 1,000 resamples of near-duplicate prompt groups "
+    "(paired for the difference to Bradley-Terry).",
+    "- **Prompt shuffle**: the test prompts are permuted among themselves within each source (3 seeds) "
+    "and the router scores the pairs with the wrong prompt; the drop is what the prompt was worth.", "",
+]
+
+ABLATION_TEXT = ("Each run changes one thing from the base (head-only training over cached frozen "
+                 "all-MiniLM-L6-v2 embeddings, batch 256 pairs, lr 1e-3, 3 epochs, head [256, 64], LLM "
+                 "embedding 32) and is measured on the validation side against Bradley-Terry fitted on the "
+                 "same rows.")
+LORA_TEXT = ("LoRA runs the encoder with gradients at every step (~10 prompts/s on this CPU), so all "
+             "~30,000 training prompts are out of reach for the ablation budget; both runs use the same "
+             "random subsample of training prompts and the full validation side.")
+LOSO_TEXT = ("Train on every other source's training side, test on this source's test side, on the pairs "
+             "whose two LLMs appear in the training rows (an LLM never seen cannot be scored by a learned "
+             "table). Bradley-Terry is fitted on the same rows.")
