@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint router clean
+.PHONY: install demo test lint router quality clean
 .DEFAULT_GOAL := demo
 
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +30,20 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The recommended router (examples/specs/router.json) trained on all of ../shared/data, aliases
+# applied, from scratch: build/router/bundle/. Time measured on the 2-core CPU in docs/quality.md.
+router: install
+	@mkdir -p build/router
+	@start=$$(date +%s); $(BIN)/python -m training.fit examples/specs/router.json && \
+	echo "{\"seconds\": $$(( $$(date +%s) - start )), \"note\": \"make router, from scratch\"}" \
+	> build/router/timing.json
+	$(BIN)/routerdb info build/router/bundle
+
+# Every experiment and table of docs/quality.md (ablations, LoRA subsample, leave-one-source-out,
+# test report with plots in docs/quality/); encodes each prompt once into build/cache/ first.
+quality: install
+	$(BIN)/python -m training.quality
 
 lint: install
 	$(BIN)/ruff check routerdb training tests bench
