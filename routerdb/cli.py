@@ -3,6 +3,7 @@
     routerdb info BUNDLE                       the manifest in words
     routerdb score BUNDLE "prompt" ...         every LLM's score and the best LLM per prompt
     routerdb sql BUNDLE FILE.sql | "SELECT ..." run DuckDB SQL with route_score & co. registered
+    routerdb rescore BUNDLE INPUT OUTPUT       add route_best and route_scores to every row of a log
 """
 
 from __future__ import annotations
@@ -24,21 +25,25 @@ def _info(args) -> int:
     ver = m.get("verification", {})
     ft = m.get("finetuning", {})
     lines = [
-        f"bundle      {b.path}  (format {m['format']} v{m['format_version']}, created {m.get('created', '?')})",
+        f"bundle      {b.path}  (format {m['format']} v{m['format_version']}, "
+        f"created {m.get('created', '?')})",
         f"encoder     {m['encoder']['name']} ({m['encoder']['origin']}), {ft.get('kind', '?')} fine-tuning; "
         f"{ft.get('merged', '')}",
         f"pooling     {m['pooling']}; max length {m['max_length']} tokens; "
         f"{len(m.get('feature_names') or [])} prompt features",
-        f"LLMs        {len(b.model_names)} (embedding dim {b.model_embeddings.shape[1]}): {', '.join(b.model_names)}",
+        f"LLMs        {len(b.model_names)} (embedding dim {b.model_embeddings.shape[1]}): "
+        f"{', '.join(b.model_names)}",
         f"graph       opset {m['graph']['opset']}, quantize {m['graph']['quantize']}, "
-        f"verified max |ONNX - torch| {ver.get('max_abs_diff', float('nan')):.2e} on {ver.get('prompts', 0)} prompts",
+        f"verified max |ONNX - torch| {ver.get('max_abs_diff', float('nan')):.2e} "
+        f"on {ver.get('prompts', 0)} prompts",
         "versions    " + ", ".join(f"{k} {v}" for k, v in sorted(m.get("library_versions", {}).items())),
     ]
     history = m.get("history") or []
     if history:
         last = history[-1]
         lines.append(f"training    {len(history)} epoch(s); last validation accuracy "
-                     f"{last.get('val_accuracy', float('nan')):.4f}, loss {last.get('val_loss', float('nan')):.4f}")
+                     f"{last.get('val_accuracy', float('nan')):.4f}, "
+                     f"loss {last.get('val_loss', float('nan')):.4f}")
     print("\n".join(lines))
     return 0
 
@@ -49,10 +54,10 @@ def _score(args) -> int:
     router = Router(args.bundle)
     models = args.models.split(",") if args.models else list(router.models)
     scores = router.score(args.prompts, models)
-    for prompt, row in zip(args.prompts, scores):
+    for prompt, row in zip(args.prompts, scores, strict=True):
         best = models[int(row.argmax())]
         print(f"{prompt[:70]!r}: best {best}")
-        for name, value in sorted(zip(models, row), key=lambda kv: -kv[1]):
+        for name, value in sorted(zip(models, row, strict=True), key=lambda kv: -kv[1]):
             print(f"    {value:+.4f}  {name}")
     return 0
 
@@ -70,6 +75,17 @@ def _sql(args) -> int:
         result = con.sql(statement)
     if result is not None:
         result.show(max_width=args.width, max_rows=args.max_rows)
+    return 0
+
+
+def _rescore(args) -> int:
+    from routerdb.rescore import rescore
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    out = rescore(args.bundle, args.input, args.output, prompt_column=args.prompt_column, models=models,
+                  table=args.table, batch_rows=args.batch_rows, part_rows=args.part_rows,
+                  progress=not args.no_progress)
+    print(f"wrote {out}")
     return 0
 
 
@@ -98,13 +114,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--max-rows", type=int, default=60)
     p.set_defaults(run=_sql)
+    p = sub.add_parser("rescore", help="add route_best and route_scores to every row of a prompt log "
+                       "(Parquet out; streaming, resumable after a kill)")
+    p.add_argument("bundle")
+    p.add_argument("input", help="a .parquet or .csv file, or a DuckDB database with --table")
+    p.add_argument("output", help="the Parquet file to write")
+    p.add_argument("--prompt-column", default="prompt", help="the column holding the prompt text")
+    p.add_argument("--models", help="comma-separated LLM names to score (default: all)")
+    p.add_argument("--table", help="the table to read when INPUT is a DuckDB database")
+    p.add_argument("--batch-rows", type=int, default=8192, help="rows read and scored at a time")
+    p.add_argument("--part-rows", type=int, default=100_000,
+                   help="rows per part file (the most a resumed run redoes)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_rescore)
     args = parser.parse_args(argv)
     from routerdb.bundle import BundleError
+    from routerdb.rescore import RescoreError
     from routerdb.scorer import UnknownModelError
 
     try:
         return args.run(args)
-    except (BundleError, UnknownModelError, FileNotFoundError) as exc:
+    except (BundleError, UnknownModelError, RescoreError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # duckdb errors: show the message, not a traceback

@@ -71,7 +71,8 @@ def _create_models_table(con, router: Router, table: str) -> None:
     name = '"' + table.replace('"', '""') + '"'
     con.register("__routerdb_models", arrow)
     try:
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM __routerdb_models ORDER BY model")
+        # TEMP: per connection like the functions, and possible on a read-only database.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM __routerdb_models ORDER BY model")
     finally:
         con.unregister("__routerdb_models")
 
@@ -94,11 +95,12 @@ def _route_best(router: Router):
 
 def _route_best_among(router: Router):
     def route_best_among(prompts, candidates):
-        prompts, candidates = _strings(prompts), _strings(candidates)
+        scores = router.score_all(_strings(prompts))  # [rows, M_all]: each distinct prompt once
         out: list[str | None] = []
-        for prompt, names in zip(prompts, candidates):
+        for row, names in enumerate(_strings(candidates)):
             names = [n for n in (names or []) if n is not None]
-            out.append(router.best([prompt], names)[0] if names else None)
+            best = int(scores[row, router.model_columns(names)].argmax()) if names else -1
+            out.append(names[best] if names else None)
         return pa.array(out, type=pa.string())
     return route_best_among
 

@@ -8,6 +8,7 @@ keyed by prompt text (per bundle) makes a repeated query nearly free.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -80,17 +81,25 @@ class Router:
         self.tokenizer = PromptTokenizer.from_file(self.bundle.tokenizer_path, m["max_length"],
                                                    m["tokenizer"]["pad_id"], m["tokenizer"]["padding_side"])
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # ONNX Runtime's own default (one thread per physical core) unless set here or by
+        # ROUTERDB_THREADS; 0 or unset keeps the default.
+        self.threads = threads or int(os.environ.get("ROUTERDB_THREADS") or 0) or None
+        if self.threads:
+            options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
         self.providers = choose_providers(providers)
         self.session = ort.InferenceSession(str(self.bundle.onnx_path), options, providers=self.providers)
-        log.info("routerdb: %s on %s", self.bundle.path, self.session.get_providers()[0])
+        log.info("routerdb: %s on %s (providers available: %s), %s intra-op threads", self.bundle.path,
+                 self.session.get_providers()[0], ", ".join(ort.get_available_providers()),
+                 self.threads or "default")
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        # prompt -> scores [M_all]; keyed by a 16-byte digest of the text so a huge prompt costs
+        # no memory here. The cache belongs to this Router, i.e. to one bundle (path + digest).
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the cache
+        self._encode_lock = threading.Lock()  # one encoder run at a time
         self.encoded_prompts = 0  # prompts run through the encoder, for tests and benchmarks
 
     # --- public API ----------------------------------------------------------------------------
@@ -120,25 +129,38 @@ class Router:
     def score_all(self, prompts: Sequence[str | None]) -> np.ndarray:
         """Scores [P, M_all] against every LLM of the bundle, using and filling the cache."""
         out = np.empty((len(prompts), len(self.models)), dtype=np.float32)
+        groups: dict[str, list[int]] = {}  # distinct prompt text -> its rows
+        for row, prompt in enumerate(prompts):
+            groups.setdefault("" if prompt is None else prompt, []).append(row)
+        keys = {text: cache_key(text) for text in groups}
+        missing = self._from_cache(groups, keys, out)
+        if missing:
+            # One encoder run at a time: DuckDB calls a UDF from several threads at once, often with
+            # the same prompts (one chunk per LLM); the second caller then finds them cached.
+            with self._encode_lock:
+                missing = self._from_cache(missing, keys, out)
+                if missing:
+                    texts = list(missing)
+                    fresh = self._encode_and_score(texts)
+                    with self._lock:
+                        for text, scores in zip(texts, fresh, strict=True):
+                            out[missing[text]] = scores
+                            self._remember(keys[text], scores)
+        return out
+
+    def _from_cache(self, groups: dict[str, list[int]], keys: dict[str, bytes],
+                    out: np.ndarray) -> dict[str, list[int]]:
+        """Fill the rows of cached prompts into `out`; returns the groups not in the cache."""
         missing: dict[str, list[int]] = {}
         with self._lock:
-            for row, prompt in enumerate(prompts):
-                key = "" if prompt is None else prompt
-                hit = self._cache.get(key)
+            for text, rows in groups.items():
+                hit = self._cache.get(keys[text])
                 if hit is None:
-                    missing.setdefault(key, []).append(row)
+                    missing[text] = rows
                 else:
-                    self._cache.move_to_end(key)
-                    out[row] = hit
-        if missing:
-            texts = list(missing)
-            fresh = self._encode_and_score(texts)
-            with self._lock:
-                for text, scores in zip(texts, fresh):
-                    for row in missing[text]:
-                        out[row] = scores
-                    self._remember(text, scores)
-        return out
+                    self._cache.move_to_end(keys[text])
+                    out[rows] = hit
+        return missing
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -146,11 +168,11 @@ class Router:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _remember(self, text: str, scores: np.ndarray) -> None:
+    def _remember(self, key: bytes, scores: np.ndarray) -> None:
         if self._cache_size <= 0:
             return
-        self._cache[text] = scores
-        self._cache.move_to_end(text)
+        self._cache[key] = scores
+        self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
@@ -170,6 +192,11 @@ class Router:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "features": features.astype(np.float32), "model_embeddings": self.bundle.model_embeddings}
         return self.session.run(["scores"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
+
+
+def cache_key(text: str) -> bytes:
+    """The cache key of a prompt: a 128-bit BLAKE2b digest of its exact text."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def _unique(prompts: Sequence[str | None]) -> tuple[list[str | None], np.ndarray]:
