@@ -32,6 +32,12 @@ def fit(spec, *, resume: bool = False) -> Path:
     log.info("loaded %d pairs (%d prompts) from %d file(s)", pairs.num_rows,
              len(set(pairs["prompt"].to_pylist())), len(spec.data.train))
     model = TransformerEmbeddingModel(spec.router_config())
+    if spec.finetuning.kind == "frozen" and spec.encoder.pooling == "auto":
+        from training.prompt_cache import PromptCache, attach
+
+        # a frozen encoder's prompt vectors never change: read them from build/cache/, encoding
+        # (and storing) only the prompts not there yet
+        attach(model, PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length))
     history = model.train(pairs, validation_split=spec.data.validation, run_dir=run_dir, resume=resume)
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))
     _, val = data_mod.split_by_prompt(pairs, spec.data.validation.fraction, spec.data.validation.seed)

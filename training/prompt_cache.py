@@ -9,8 +9,10 @@ training run, baseline and near-duplicate split reads the vectors from here:
     vectors = cache.lookup(prompts)     # [P, H] float32, in input order
 
 The vectors are exactly what `TransformerEmbeddingModel.embed_prompts` returns for a frozen
-encoder (same tokenizer, truncation, pooling and normalisation), because they are computed by it.
-Storage: Parquet shards `part-NNNNN.parquet` with columns `key` (sha256 hex) and `embedding`
+encoder (same tokenizer, truncation, pooling and normalisation), because they are computed by it;
+`attach(model, cache)` makes a frozen-encoder model read them from here (`training.fit` does, so
+`make router` encodes nothing already cached).
+Storage: Parquet shards `part-<time>-<pid>.parquet` with columns `key` (sha256 hex) and `embedding`
 (list<float32>), under `build/cache/<encoder>-<max_length>/`; a shard is written every
 `shard_size` prompts, so an interrupted fill keeps what it finished. No pickle.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -111,13 +114,13 @@ class PromptCache:
 
     def _write_shard(self, prompts: list[str], vectors: np.ndarray) -> None:
         keys = [prompt_key(p) for p in prompts]
-        n = len(list(self.directory.glob("part-*.parquet")))
+        name = f"part-{time.time_ns():020d}-{os.getpid()}"  # unique: two processes may fill at once
         dim = vectors.shape[1]
         emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
         table = pa.table({"key": keys, "embedding": emb.cast(pa.list_(pa.float32()))})
-        tmp = self.directory / f".part-{n:05d}.tmp"
+        tmp = self.directory / f".{name}.tmp"
         pq.write_table(table, tmp)
-        tmp.rename(self.directory / f"part-{n:05d}.parquet")  # a reader never sees half a shard
+        tmp.rename(self.directory / f"{name}.parquet")  # a reader never sees half a shard
         for key, row in zip(keys, vectors, strict=True):
             self._index.setdefault(key, len(self._rows))
             if self._index[key] == len(self._rows):
@@ -135,6 +138,21 @@ class PromptCache:
             model._build(["_"], None)
             self._model = model
         return self._model
+
+
+def attach(model, cache: PromptCache) -> None:
+    """Make a frozen-encoder `TransformerEmbeddingModel` read its prompt vectors from `cache`
+    (encoding and storing the ones it lacks), instead of running the encoder every time."""
+    import torch
+
+    def embed_prompts(prompts, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
+        prompts = list(prompts)
+        cache.fill(prompts, progress=progress)
+        return torch.from_numpy(cache.lookup(prompts)).to(model.device)
+
+    model.embed_prompts = embed_prompts
+    if hasattr(model, "text_vectors"):
+        model.text_vectors = cache.lookup  # phase-1 LLM embedding kinds read prompt vectors here too
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from training import evaluate as ev
-from training.prompt_cache import PromptCache
+from training.prompt_cache import PromptCache, attach
 from training.specs import LoRA, RouterConfig
 
 log = logging.getLogger("training.quality")
@@ -61,6 +60,18 @@ ABLATIONS: list[tuple[str, dict]] = [
     ("head: [512, 128]", {"head": {"hidden_dims": [512, 128]}}),
     ("LLM embedding dim 64", {"embedding_spec": {"kind": "learned", "dim": 64}}),
 ]
+
+
+def embedding_kind_ablations() -> list[tuple[str, dict]]:
+    """The phase-1 LLM embedding kinds of training/embeddings.py, where this checkout has them."""
+    import typing
+
+    from training import specs
+
+    kinds = [typing.get_args(m.model_fields["kind"].annotation)[0]
+             for m in typing.get_args(typing.get_args(specs.EmbeddingSpec)[0])]
+    return [(f"LLM embedding: {k} (phase 1)", {"embedding_spec": {"kind": k, "dim": 32}})
+            for k in kinds if k in ("frozen", "attention")]
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -110,9 +121,7 @@ def cached_model(config: RouterConfig, cache: PromptCache | None):
 
     model = TransformerEmbeddingModel(config)
     if cache is not None and config.finetuning.kind == "frozen":
-        def embed_prompts(prompts, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-            return torch.from_numpy(cache.lookup(list(prompts))).to(model.device)
-        model.embed_prompts = embed_prompts
+        attach(model, cache)
     return model
 
 
@@ -175,7 +184,7 @@ def stage_ablate(ds, cache, runs: Path, extra: list[tuple[str, dict]] = ()) -> N
     tv = train_side(ds)
     pairs = fit_pairs(tv)
     done = done_runs(runs)
-    for name, overrides in [*ABLATIONS, *extra]:
+    for name, overrides in [*ABLATIONS, *embedding_kind_ablations(), *extra]:
         if name in done:
             continue
         model, seconds = train(router_config(overrides), pairs, cache)
