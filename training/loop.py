@@ -2,8 +2,10 @@
 
 After each epoch the run directory gets `checkpoint/` (the model, as `.save` writes it) and
 `state/` (optimiser, schedule, random-number state, epoch), so `resume=True` continues an
-interrupted run to the same result as an uninterrupted one. Both are written to a temporary
-directory and renamed into place, so a kill leaves the previous epoch's checkpoint intact.
+interrupted run to the same result as an uninterrupted one (bit-identical on CPU). Both are
+written to a temporary directory and renamed into place, and `state/` records the hash of the
+checkpoint's weights, so a kill at any moment leaves a complete earlier pair to resume from.
+Resuming with a changed spec (other than `progress` / `export`) is refused.
 """
 
 from __future__ import annotations
@@ -103,9 +105,12 @@ def fit_loop(model, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
 
     history: list[dict[str, float]] = []
     start_epoch = 0
-    if resume and run_dir is not None and (Path(run_dir) / "state").is_dir():
-        start_epoch, history = _restore(model, optim, generator, Path(run_dir))
-        log.info("resuming after epoch %d", start_epoch)
+    saved = find_checkpoint(Path(run_dir)) if resume and run_dir is not None else None
+    if saved is not None:
+        start_epoch, history = _restore(model, optim, generator, *saved)
+        log.info("resuming after epoch %d of %d from %s", start_epoch, cfg.epochs, saved[0])
+    elif resume:
+        log.warning("no complete checkpoint in %s to resume from: training from the start", run_dir)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         if weights is None:
@@ -223,35 +228,94 @@ def _unflatten(obj, tensors: dict[str, torch.Tensor]):
 
 
 def _checkpoint(model, optim, generator, run_dir: Path, epoch: int, history) -> None:
+    """Write checkpoint/ and state/ for `epoch`; the previous pair stays until both are in place."""
+    from training.model import WEIGHTS_FILE
+
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / ".checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(tmp / "checkpoint")
     tensors: dict[str, torch.Tensor] = {}
     state = {"epoch": epoch, "history": history,
+             "weights_sha256": _sha256(tmp / "checkpoint" / WEIGHTS_FILE),  # pairs state with checkpoint
              "optim": _flatten(optim.state_dict(), tensors),
              "generator": _flatten(generator.get_state(), tensors),
              "torch_rng": _flatten(torch.get_rng_state(), tensors)}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = _flatten(torch.cuda.get_rng_state_all(), tensors)
     (tmp / "state").mkdir()
     save_file(tensors, str(tmp / "state" / "tensors.safetensors"))
     (tmp / "state" / "state.json").write_text(json.dumps(state))
-    for name in ("checkpoint", "state"):
+    # A kill between these renames leaves a mix of new, .old and missing directories;
+    # find_checkpoint picks the newest checkpoint/state pair whose weights hash matches.
+    for name in _PAIR:
         old = run_dir / f".{name}.old"
         shutil.rmtree(old, ignore_errors=True)
         if (run_dir / name).exists():
             (run_dir / name).rename(old)
+    for name in _PAIR:
         (tmp / name).rename(run_dir / name)
-        shutil.rmtree(old, ignore_errors=True)
+    for name in _PAIR:
+        shutil.rmtree(run_dir / f".{name}.old", ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _restore(model, optim, generator, run_dir: Path):
+_PAIR = ("checkpoint", "state")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def find_checkpoint(run_dir: Path) -> tuple[Path, Path, dict] | None:
+    """(checkpoint dir, state dir, state) of the newest complete epoch saved in `run_dir`, or None."""
     from training.model import WEIGHTS_FILE
 
-    model.load_state_tensors(load_file(str(run_dir / "checkpoint" / WEIGHTS_FILE)))
-    state = json.loads((run_dir / "state" / "state.json").read_text())
-    tensors = load_file(str(run_dir / "state" / "tensors.safetensors"))
+    found = []
+    for ck in (run_dir / "checkpoint", run_dir / ".checkpoint.old"):
+        for st in (run_dir / "state", run_dir / ".state.old"):
+            if not ((ck / WEIGHTS_FILE).is_file() and (st / "state.json").is_file()):
+                continue
+            state = json.loads((st / "state.json").read_text())
+            if state.get("weights_sha256") == _sha256(ck / WEIGHTS_FILE):
+                found.append((state["epoch"], ck, st, state))
+    if not found:
+        return None
+    _, ck, st, state = max(found, key=lambda f: f[0])
+    return ck, st, state
+
+
+# Fields that may change between an interrupted run and its resumption without changing the result.
+_RESUME_FREE = {"progress", "export"}
+
+
+def _check_same_config(model, checkpoint: Path) -> None:
+    from training.model import CONFIG_FILE
+
+    saved = json.loads((checkpoint / CONFIG_FILE).read_text())["config"]
+    now = model.config.model_dump(mode="json")
+    changed = sorted(k for k in set(saved) | set(now) if k not in _RESUME_FREE and saved.get(k) != now.get(k))
+    if changed:
+        details = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"cannot resume from {checkpoint}: the spec changed since it was written ({details}). "
+            "Resume with the original spec, or train the changed spec in a new output.run_dir "
+            "(to continue from these weights with new settings, TransformerEmbeddingModel.load the "
+            "checkpoint and call .train)."
+        )
+
+
+def _restore(model, optim, generator, checkpoint: Path, state_dir: Path, state: dict):
+    from training.model import WEIGHTS_FILE
+
+    _check_same_config(model, checkpoint)
+    model.load_state_tensors(load_file(str(checkpoint / WEIGHTS_FILE)))
+    tensors = load_file(str(state_dir / "tensors.safetensors"))
     optim.load_state_dict(_unflatten(state["optim"], tensors))
     generator.set_state(_unflatten(state["generator"], tensors))
     torch.set_rng_state(_unflatten(state["torch_rng"], tensors))
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(_unflatten(state["cuda_rng"], tensors))
     return state["epoch"], state["history"]
