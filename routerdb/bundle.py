@@ -10,17 +10,22 @@ A bundle is a directory::
 
 Loading checks the format version, that every file named by the manifest lies inside the bundle,
 and every file's sha256 before anything reads it. Nothing is unpickled and no code is executed.
-Writing goes to a temporary directory beside the target, which is renamed into place only when
-complete, so a reader never sees half a bundle.
+Writing goes to a temporary directory beside the target, which is swapped into place only when
+complete (one atomic renameat2 exchange on Linux), so a reader never sees half a bundle.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,12 +36,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from routerdb.onnx_file import OnnxFileError, check_self_contained
+
 log = logging.getLogger(__name__)
 
 FORMAT = "routerdb-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "models.parquet")
+MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few kB
 
 
 class BundleError(ValueError):
@@ -93,13 +101,21 @@ class Bundle:
                 f"{str(root)!r} has no {MANIFEST}: it is not a routerdb bundle or it is incomplete. "
                 "Re-export it with `python -m training.fit SPEC`."
             )
+        root_resolved = root.resolve()
+        if not manifest_path.resolve().is_relative_to(root_resolved):
+            raise BundleError(
+                f"{manifest_path} is a link to a file outside the bundle; refusing to read it. "
+                "Copy the bundle with its real files (e.g. `cp -rL`), or re-export it."
+            )
         raw = manifest_path.read_bytes()
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{manifest_path} is {len(raw)} bytes, more than the {MAX_MANIFEST_BYTES} a "
+                              "manifest may have; it is not a routerdb manifest. Re-export the bundle.")
         try:
             manifest = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{manifest_path} is not valid JSON ({exc}); re-export the bundle.") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise BundleError(f"{manifest_path} is not valid JSON ({exc}); re-export the bundle.") from None
         _check_format(manifest, manifest_path)
-        root_resolved = root.resolve()
         for name in REQUIRED_FILES:
             if name not in manifest["files"]:
                 raise BundleError(
@@ -108,6 +124,11 @@ class Bundle:
                 )
         for name, entry in manifest["files"].items():
             _verify_file(root_resolved, name, entry)
+        try:
+            check_self_contained((root / manifest["files"]["model.onnx"]["path"]).read_bytes())
+        except OnnxFileError as exc:
+            raise BundleError(f"{manifest['files']['model.onnx']['path']!r}: {exc}. Re-export the "
+                              "bundle with `python -m training.fit SPEC`.") from None
         names, embeddings = _read_models(root / manifest["files"]["models.parquet"]["path"])
         digest = hashlib.sha256(raw).hexdigest()
         return cls(root, manifest, names, embeddings, digest)
@@ -118,19 +139,40 @@ def _check_format(manifest: Any, where: Path) -> None:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise BundleError(f"{where}: format is {got!r}, expected {FORMAT!r}; not a routerdb bundle.")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if not _is_int(version, 1):
+        raise BundleError(f"{where}: bundle format version {version!r:.40}; allowed: an integer from 1 to "
+                          f"{FORMAT_VERSION}. The manifest is damaged; re-export the bundle.")
+    if version > FORMAT_VERSION:
         raise BundleError(
             f"{where}: bundle format version {version!r}, this routerdb reads versions 1 to "
             f"{FORMAT_VERSION}. Upgrade routerdb (`pip install -U routerdb`) to read a newer bundle."
         )
     if not isinstance(manifest.get("files"), dict):
         raise BundleError(f"{where}: 'files' must be a mapping of file name to path and sha256.")
+    problems = []
+    if not _is_int(manifest.get("max_length"), 1):
+        problems.append(f"max_length {manifest.get('max_length')!r:.80} (allowed: an integer >= 1)")
+    tokenizer = manifest.get("tokenizer")
+    if not (isinstance(tokenizer, dict) and _is_int(tokenizer.get("pad_id"), 0)
+            and tokenizer.get("padding_side") in ("right", "left")):
+        problems.append(f"tokenizer {tokenizer!r:.80} (allowed: {{'pad_id': an integer >= 0, "
+                        "'padding_side': 'right' or 'left'})")
+    if problems:
+        raise BundleError(f"{where}: {'; '.join(problems)}. The manifest is damaged or was not written by "
+                          "routerdb; re-export the bundle.")
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _verify_file(root: Path, name: str, entry: Any) -> None:
     if not isinstance(entry, dict) or not {"path", "sha256"} <= entry.keys():
-        raise BundleError(f"manifest entry for {name!r} must have 'path' and 'sha256', got {entry!r}")
-    target = (root / str(entry["path"])).resolve()
+        raise BundleError(f"manifest entry for {name!r} must have 'path' and 'sha256', got {entry!r:.200}")
+    if not isinstance(entry["path"], str) or not entry["path"] or "\0" in entry["path"]:
+        raise BundleError(f"manifest entry {name!r} has path {entry['path']!r:.80}; allowed: the non-empty "
+                          "relative path of a file inside the bundle. Re-export the bundle.")
+    target = (root / entry["path"]).resolve()
     if not target.is_relative_to(root):
         raise BundleError(
             f"manifest entry {name!r} points outside the bundle ({entry['path']!r}); refusing to "
@@ -151,12 +193,34 @@ def _verify_file(root: Path, name: str, entry: Any) -> None:
 
 
 def _read_models(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
-    table = pq.read_table(path)
-    names = tuple(table.column("model").to_pylist())
-    emb = table.column("embedding").combine_chunks()
-    dim = len(emb[0]) if len(emb) else 0
+    """The LLM table, checked: unique non-empty names, one finite vector of one length per LLM."""
+    def bad(received: str) -> BundleError:
+        return BundleError(f"{path.name}: {received}; allowed: columns model (text, unique, not null) and "
+                           "embedding (lists of finite numbers, all of one length >= 1), at least one row. "
+                           "The file was not written by routerdb; re-export the bundle.")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise bad(f"cannot be read as Parquet ({exc})") from None
+    if not {"model", "embedding"} <= set(table.column_names):
+        raise bad(f"columns {table.column_names}")
+    names, emb = table.column("model"), table.column("embedding")
+    if not pa.types.is_string(names.type) or not (pa.types.is_list(emb.type)
+                                                   or pa.types.is_fixed_size_list(emb.type)):
+        raise bad(f"column types model: {names.type}, embedding: {emb.type}")
+    names_list = names.to_pylist()
+    if not names_list or None in names_list or "" in names_list or len(set(names_list)) != len(names_list):
+        raise bad(f"{len(names_list)} model names, some missing, empty or repeated" if names_list
+                  else "no rows")
+    emb = emb.combine_chunks()
+    lengths = set(emb.value_lengths().to_pylist()) if pa.types.is_list(emb.type) else {emb.type.list_size}
+    if emb.null_count or len(lengths) != 1 or 0 in lengths or not pa.types.is_floating(emb.type.value_type):
+        raise bad(f"embeddings of lengths {sorted(x for x in lengths if x is not None)} "
+                  f"({emb.null_count} missing) of type {emb.type.value_type}")
     matrix = np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-    return names, matrix.reshape(len(names), dim)
+    if not np.isfinite(matrix).all():
+        raise bad("embeddings with NaN or infinite values")
+    return tuple(names_list), matrix.reshape(len(names_list), lengths.pop())
 
 
 def models_table(names: list[str] | tuple[str, ...], embeddings: np.ndarray) -> pa.Table:
@@ -182,13 +246,22 @@ def write_bundle(
 
     `write_files(tmpdir)` writes the bundle's files into `tmpdir` and returns {logical name:
     relative path}. The manifest gets the format header and a sha256 per file, then the
-    directory is renamed onto `target`; an existing bundle there is replaced only then.
-    `verify(tmpdir)`, if given, checks the complete bundle before the rename and raises to stop it;
+    directory is swapped onto `target`; an existing bundle there is replaced only then.
+    `verify(tmpdir)`, if given, checks the complete bundle before the swap and raises to stop it;
     a mapping it returns is added to the manifest (e.g. the measured export error).
+
+    A failure or a kill at any point leaves `target` as it was (the previous bundle or nothing)
+    or complete; temporary directories of a killed writer are removed by the next write.
+    `target` must be new, empty, or a bundle: any other directory is refused, never deleted.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    check_replaceable(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    except OSError as exc:
+        raise _write_error(target, exc) from None
     try:
         files = write_files(tmp)
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
@@ -199,7 +272,11 @@ def write_bundle(
         _write_manifest(tmp, full)
         if verify is not None:
             _write_manifest(tmp, {**full, **(verify(tmp) or {})})
+        _fsync_tree(tmp)
         _replace_dir(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(target, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -207,15 +284,81 @@ def write_bundle(
     return target
 
 
+def check_replaceable(target: Path) -> None:
+    """Refuse a target that exists and is not a bundle: replacing it would delete someone's files."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise BundleError(f"bundle directory {str(target)!r} exists and is not a directory; refusing to "
+                          "replace it. Choose a new directory for the bundle (output.bundle_dir).")
+    if target.is_dir() and any(target.iterdir()):
+        try:
+            is_bundle = json.loads((target / MANIFEST).read_bytes()).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError, RecursionError):
+            is_bundle = False
+        if not is_bundle:
+            raise BundleError(
+                f"{str(target)!r} is a non-empty directory that is not a routerdb bundle; writing the bundle "
+                "there would delete its files, so nothing was written. Choose a new or empty directory "
+                "for the bundle (output.bundle_dir), or remove this one yourself."
+            )
+
+
+def _write_error(target: Path, exc: OSError) -> OSError:
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "a part of the path is a file, not a directory"
+    return OSError(exc.errno, f"cannot write the bundle {str(target)!r}: {reason} "
+                   f"({exc.filename or target.parent}). Nothing was written and any previous bundle there "
+                   "is unchanged. Free disk space, fix the permissions, or choose another directory.")
+
+
 def _write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush the new files to disk before they become the bundle (a power cut keeps one or the other)."""
+    for path in [*directory.iterdir(), directory]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _clean_stale(target: Path) -> None:
+    """Remove what writers killed mid-way left beside `target`; restore a bundle a kill left aside."""
+    for entry in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
+        match = _STALE.fullmatch(entry.name[len(target.name) + 1:])
+        if match is None or _alive(int(match.group(2))):
+            continue  # not ours, or another writer at work
+        aside = entry / "bundle"
+        if match.group(1) == "old" and aside.is_dir() and not target.exists():
+            log.warning("restoring the previous bundle %s that an interrupted write left aside", target)
+            os.replace(aside, target)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+_STALE = re.compile(r"\.(tmp|old)-(\d+)-[^/]+")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def _replace_dir(new: Path, target: Path) -> None:
     if not target.exists():
         os.replace(new, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    if _exchange(new, target):  # Linux: one atomic step, no moment without a bundle
+        shutil.rmtree(new, ignore_errors=True)  # now holds the previous bundle
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
     os.replace(target, old / "bundle")
     try:
         os.replace(new, target)
@@ -224,3 +367,21 @@ def _replace_dir(new: Path, target: Path) -> None:
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, or another libc
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # kernel or filesystem without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))

@@ -8,7 +8,7 @@
 Functions (NULL prompts give NULL; an unknown LLM name is an error listing the known ones):
     route_score(prompt VARCHAR, model VARCHAR) -> DOUBLE         score in [-1, 1]
     route_best(prompt VARCHAR) -> VARCHAR                         best LLM of the bundle
-    route_best_among(prompt VARCHAR, candidates VARCHAR[]) -> VARCHAR
+    route_best_among(prompt VARCHAR, candidates VARCHAR[]) -> VARCHAR   NULL for no candidates
     route_scores(prompt VARCHAR) -> MAP(VARCHAR, DOUBLE)          every LLM's score
 Table:
     router_models(model VARCHAR, embedding FLOAT[])               one row per LLM
@@ -58,8 +58,9 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
     varchar, double = T.VARCHAR, T.DOUBLE
     con.create_function("route_score", _route_score(router), [varchar, varchar], double, type="arrow")
     con.create_function("route_best", _route_best(router), [varchar], varchar, type="arrow")
+    # "special": an empty candidate list is a row too (-> NULL), which DEFAULT handling refuses.
     con.create_function("route_best_among", _route_best_among(router),
-                        [varchar, con.list_type(varchar)], varchar, type="arrow")
+                        [varchar, con.list_type(varchar)], varchar, type="arrow", null_handling="special")
     con.create_function("route_scores", _route_scores(router), [varchar],
                         con.map_type(varchar, double), type="arrow")
     _create_models_table(con, router, table)
@@ -95,12 +96,14 @@ def _route_best(router: Router):
 
 def _route_best_among(router: Router):
     def route_best_among(prompts, candidates):
-        scores = router.score_all(_strings(prompts))  # [rows, M_all]: each distinct prompt once
-        out: list[str | None] = []
-        for row, names in enumerate(_strings(candidates)):
-            names = [n for n in (names or []) if n is not None]
-            best = int(scores[row, router.model_columns(names)].argmax()) if names else -1
-            out.append(names[best] if names else None)
+        # NULL prompt, NULL or empty list, or only NULL names -> NULL; NULL names are skipped.
+        texts = _strings(prompts)
+        lists = [[n for n in (names or []) if n is not None] for names in _strings(candidates)]
+        live = [row for row, names in enumerate(lists) if names and texts[row] is not None]
+        scores = router.score_all([texts[row] for row in live])  # [live, M_all]: each prompt once
+        out: list[str | None] = [None] * len(texts)
+        for i, row in enumerate(live):
+            out[row] = lists[row][int(scores[i, router.model_columns(lists[row])].argmax())]
         return pa.array(out, type=pa.string())
     return route_best_among
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from routerdb.bundle import Bundle
-from routerdb.features import compute_features
+from routerdb.bundle import Bundle, BundleError
+from routerdb.features import FEATURE_NAMES, FEATURES_VERSION, compute_features
 from routerdb.tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,9 @@ class Router:
         m = self.bundle.manifest
         self.models: tuple[str, ...] = self.bundle.model_names
         self._model_index = {name: j for j, name in enumerate(self.models)}
-        self.tokenizer = PromptTokenizer.from_file(self.bundle.tokenizer_path, m["max_length"],
-                                                   m["tokenizer"]["pad_id"], m["tokenizer"]["padding_side"])
+        tok = m["tokenizer"]
+        self.tokenizer = _loaded(self.bundle, "tokenizer.json", lambda: PromptTokenizer.from_file(
+            self.bundle.tokenizer_path, m["max_length"], tok["pad_id"], tok["padding_side"]))
         options = ort.SessionOptions()
         # ONNX Runtime's own default (one thread per physical core) unless set here or by
         # ROUTERDB_THREADS; 0 or unset keeps the default.
@@ -88,7 +89,9 @@ class Router:
             options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
         self.providers = choose_providers(providers)
-        self.session = ort.InferenceSession(str(self.bundle.onnx_path), options, providers=self.providers)
+        self.session = _loaded(self.bundle, "model.onnx", lambda: ort.InferenceSession(
+            str(self.bundle.onnx_path), options, providers=self.providers))
+        _check_graph_inputs(self.session, self.bundle)
         log.info("routerdb: %s on %s (providers available: %s), %s intra-op threads", self.bundle.path,
                  self.session.get_providers()[0], ", ".join(ort.get_available_providers()),
                  self.threads or "default")
@@ -117,10 +120,16 @@ class Router:
 
     def best(self, prompts: Sequence[str | None], candidates: Sequence[str] | None = None) -> list[str]:
         names = list(candidates) if candidates is not None else list(self.models)
+        if not names:
+            raise ValueError("best() got an empty list of candidate LLMs; pass at least one name, or "
+                             "candidates=None for every LLM of the bundle")
         scores = self.score(prompts, names)
         return [names[j] for j in scores.argmax(axis=1)]
 
     def model_columns(self, models: Sequence[str]) -> np.ndarray:
+        if isinstance(models, (str, bytes)):
+            raise TypeError(f"models must be a list of LLM names, got the single {type(models).__name__} "
+                            f"{models[:80]!r}; wrap it in a list: [{models[:80]!r}]")
         try:
             return np.fromiter((self._model_index[m] for m in models), dtype=np.int64, count=len(models))
         except KeyError:
@@ -128,6 +137,7 @@ class Router:
 
     def score_all(self, prompts: Sequence[str | None]) -> np.ndarray:
         """Scores [P, M_all] against every LLM of the bundle, using and filling the cache."""
+        _check_prompts(prompts)
         out = np.empty((len(prompts), len(self.models)), dtype=np.float32)
         groups: dict[str, list[int]] = {}  # distinct prompt text -> its rows
         for row, prompt in enumerate(prompts):
@@ -192,6 +202,42 @@ class Router:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "features": features.astype(np.float32), "model_embeddings": self.bundle.model_embeddings}
         return self.session.run(["scores"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
+
+
+def _loaded(bundle: Bundle, name: str, load):
+    """`load()`, with a failure reported as a damaged bundle file rather than a library's traceback."""
+    try:
+        return load()
+    except Exception as exc:  # tokenizers and ONNX Runtime raise their own (or bare) exception types
+        raise BundleError(f"{bundle.path}: {name} cannot be loaded ({type(exc).__name__}: "
+                          f"{str(exc)[:300]}); the file is damaged or was not written by routerdb. "
+                          "Re-export the bundle.") from None
+
+
+def _check_graph_inputs(session, bundle: Bundle) -> None:
+    """The graph must take the bundle's LLM vectors and this routerdb's prompt features."""
+    widths = {"model_embeddings": bundle.model_embeddings.shape[1], "features": len(FEATURE_NAMES)}
+    sources = {"model_embeddings": "the LLM vectors in models.parquet",
+               "features": f"prompt features (features version {FEATURES_VERSION})"}
+    for graph_input in session.get_inputs():
+        want = widths.get(graph_input.name)
+        got = graph_input.shape[1] if len(graph_input.shape) == 2 else None
+        if want is not None and isinstance(got, int) and got not in (want, 0):
+            raise BundleError(
+                f"{bundle.path}: model.onnx takes {graph_input.name} of width {got}, but "
+                f"{sources[graph_input.name]} have width {want}. "
+                "The files come from different exports, or the bundle needs another routerdb version; "
+                "re-export the bundle.")
+
+
+def _check_prompts(prompts) -> None:
+    if isinstance(prompts, (str, bytes)):
+        raise TypeError(f"prompts must be a list of strings, got a single {type(prompts).__name__} "
+                        f"{prompts[:80]!r}; wrap it in a list: [{prompts[:80]!r}]")
+    for row, prompt in enumerate(prompts):
+        if prompt is not None and not isinstance(prompt, str):
+            raise TypeError(f"prompt {row} is {type(prompt).__name__} {prompt!r:.80}; allowed: str or None "
+                            "(None scores as the empty prompt). Convert it with str() or decode it first.")
 
 
 def cache_key(text: str) -> bytes:

@@ -121,7 +121,7 @@ def read_table(src) -> tuple[pa.Table, str]:
     if pandas is not None and isinstance(src, pandas.DataFrame):
         try:
             return pa.Table.from_pandas(src, preserve_index=False), TABLE_NAME
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError) as exc:
             raise _error(
                 TABLE_NAME,
                 received=f"a DataFrame Arrow cannot convert ({exc})",
@@ -196,7 +196,7 @@ def load_aliases(spec: str | os.PathLike | Mapping | None = None) -> dict[str, s
     name = "<aliases>"
     if isinstance(spec, (str, os.PathLike)):
         name = str(spec)
-        spec = json.loads(Path(spec).read_text(encoding="utf-8"))
+        spec = _read_aliases_file(Path(spec))
     if not isinstance(spec, Mapping):
         raise TypeError(f"aliases must be a path or a mapping, got {type(spec).__name__}")
     if isinstance(spec.get("aliases"), Mapping):
@@ -213,10 +213,22 @@ def load_aliases(spec: str | os.PathLike | Mapping | None = None) -> dict[str, s
     return {k: v for k, v in spec.items() if k != v}
 
 
+def _read_aliases_file(path: Path) -> Any:
+    allowed = 'a JSON file {"aliases": {canonical: [spellings]}} or {spelling: canonical}'
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        received = f"a path that cannot be read ({exc.strerror})"
+        fix = "pass the path of an existing aliases file (data.aliases in the spec)"
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        received, fix = f"text that is not valid JSON ({exc})", "fix the JSON (UTF-8, one object)"
+    raise _error(str(path), received=received, allowed=allowed, fix=fix)
+
+
 def _grouped_aliases(groups: Mapping, name: str) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for canonical, spellings in groups.items():
-        if isinstance(spellings, str) or not all(isinstance(s, str) for s in spellings):
+        if not isinstance(spellings, list) or not all(isinstance(s, str) for s in spellings):
             raise _error(
                 name,
                 column=canonical,
@@ -242,10 +254,10 @@ def _grouped_aliases(groups: Mapping, name: str) -> dict[str, str]:
 
 def _as_string(table: pa.Table, column: str, name: str) -> pa.ChunkedArray:
     col = table.column(column)
-    if col.type == pa.string():
-        return col
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        _check_utf8(pc.cast(col, pa.large_binary()), name, column)  # e.g. a CSV not saved as UTF-8
     try:
-        return pc.cast(col, pa.string())
+        col = col if col.type == pa.string() else pc.cast(col, pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise _error(
             name,
@@ -254,6 +266,27 @@ def _as_string(table: pa.Table, column: str, name: str) -> pa.ChunkedArray:
             allowed="text",
             fix=f"store {column} as text",
         ) from exc
+    try:
+        col.validate(full=True)  # JSON Lines and Parquet readers pass invalid UTF-8 through
+    except pa.ArrowInvalid:
+        _check_utf8(pc.cast(col, pa.large_binary()), name, column)
+    return col
+
+
+def _check_utf8(col: pa.ChunkedArray, name: str, column: str) -> None:
+    """Raise for the first value that is not valid UTF-8 (the error path only: one value at a time)."""
+    for row, value in enumerate(col.to_pylist()):
+        try:
+            value is None or value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _error(
+                name,
+                row=row,
+                column=column,
+                received=f"bytes that are not valid UTF-8 text ({_show(value)}: {exc.reason})",
+                allowed="UTF-8 text",
+                fix="save the file as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8`), or fix or drop the row",
+            ) from None
 
 
 def _text(table: pa.Table, column: str, name: str, *, what: str, fix: str) -> pa.ChunkedArray:

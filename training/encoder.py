@@ -45,6 +45,12 @@ def resolve_encoder(name: str) -> EncoderRef:
                 "directory saved by `save_pretrained`, or use a hub id."
             )
         return EncoderRef(name, str(path), "local")
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name:
+        raise FileNotFoundError(
+            f"encoder directory {name!r} does not exist. encoder.name is a directory saved by "
+            "`save_pretrained`, a packaged copy (" + ", ".join(PACKAGED_COPIES) + ") or a hub id "
+            "'org/name'; fix the path."
+        )
     packaged = PACKAGED_COPIES.get(name)
     if packaged is not None:
         spec = importlib.util.find_spec(packaged[0])  # locate without importing the package
@@ -60,24 +66,36 @@ def resolve_encoder(name: str) -> EncoderRef:
 def load_config(ref: EncoderRef):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(ref.location)
+    try:
+        return AutoConfig.from_pretrained(ref.location, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        if ref.origin != "hub":
+            raise
+        raise OSError(
+            f"encoder {ref.name!r} is not a local directory or an installed packaged copy, and the "
+            f"Hugging Face hub could not provide it ({str(exc).splitlines()[0]}). Use a directory saved "
+            "by `save_pretrained`, a packaged copy (" + ", ".join(PACKAGED_COPIES) + "), or a hub id "
+            "that is in the local cache or reachable (HF_HUB_OFFLINE unset)."
+        ) from None
 
 
 def load_base_model(ref: EncoderRef, **kwargs):
     """The bare transformer (no task head), e.g. BertModel / LlamaModel / GPT2Model."""
     from transformers import AutoModel
 
+    # Weights from safetensors only (a pickled pytorch_model.bin is refused), no code from the repo.
+    safe = {"use_safetensors": True, "trust_remote_code": False}
     try:
         # BERT-like models: without the unused pooler, whose `dense` would also match LoRA targets.
-        return AutoModel.from_pretrained(ref.location, add_pooling_layer=False, **kwargs)
+        return AutoModel.from_pretrained(ref.location, add_pooling_layer=False, **safe, **kwargs)
     except TypeError:
-        return AutoModel.from_pretrained(ref.location, **kwargs)
+        return AutoModel.from_pretrained(ref.location, **safe, **kwargs)
 
 
 def load_tokenizer(ref: EncoderRef, max_length: int) -> PromptTokenizer:
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(ref.location)
+    hf = AutoTokenizer.from_pretrained(ref.location, trust_remote_code=False)
     if not getattr(hf, "is_fast", False):
         raise ValueError(
             f"encoder {ref.name!r} has no fast tokenizer (tokenizer.json); routerdb needs one to "
@@ -88,4 +106,10 @@ def load_tokenizer(ref: EncoderRef, max_length: int) -> PromptTokenizer:
     if limit < max_length:
         log.info("max_length %d exceeds the tokenizer's limit %d; using %d", max_length, limit, limit)
         max_length = int(limit)
-    return PromptTokenizer(hf.backend_tokenizer.to_str(), max_length, pad_id or 0, hf.padding_side)
+    if hf.padding_side != "right":
+        # A tokenizer's padding side is set for generation. For encoding, right padding is right for
+        # every architecture: left padding shifts absolute positions (BERT, GPT-2: other vectors
+        # for the same prompt), while causal attention never sees pads on the right.
+        log.info("encoder %s: its tokenizer pads on the %s; the router pads on the right",
+                 ref.name, hf.padding_side)
+    return PromptTokenizer(hf.backend_tokenizer.to_str(), max_length, pad_id or 0, "right")

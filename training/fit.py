@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger("training.fit")
@@ -25,7 +26,7 @@ def fit(spec, *, resume: bool = False) -> Path:
     from training.model import TransformerEmbeddingModel
 
     run_dir = Path(spec.output.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_outputs(spec)
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
     aliases = data_mod.load_aliases(spec.data.aliases) if spec.data.aliases else None
     pairs = data_mod.concat_pairs([data_mod.load_pairs(src, aliases=aliases) for src in spec.data.train])
@@ -49,6 +50,26 @@ def fit(spec, *, resume: bool = False) -> Path:
     return bundle
 
 
+def check_outputs(spec) -> None:
+    """Fail before training, not after it, when an output directory cannot be written."""
+    from routerdb.bundle import check_replaceable
+
+    for field in ("run_dir", "bundle_dir"):
+        path = Path(getattr(spec.output, field))
+        folder = path if field == "run_dir" else path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):
+                reason = "a part of the path is a file, not a directory"
+            raise OSError(exc.errno, f"output.{field} {str(path)!r} cannot be written: {reason}. Choose "
+                          f"a path in a writable directory for output.{field}, or fix its permissions."
+                          ) from None
+    check_replaceable(Path(spec.output.bundle_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__.split("\n")[0])
     parser.add_argument("spec", help="path to a JSON spec (see examples/specs/)")
@@ -66,10 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.spec}: valid ({spec.finetuning.kind} fine-tuning of {spec.encoder.name}, "
               f"{spec.epochs} epoch(s), {len(spec.data.train)} data file(s))")
         return 0
-    _setup_logging(Path(spec.output.run_dir))
+    from training.export import ExportError
+
     try:
+        check_outputs(spec)
+        _setup_logging(Path(spec.output.run_dir))
         fit(spec, resume=args.resume)
-    except (ValueError, FileNotFoundError, PermissionError, OSError) as exc:
+    except (ValueError, OSError, ExportError, MemoryError) as exc:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1

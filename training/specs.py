@@ -10,16 +10,20 @@ Relative paths in a spec are resolved against the current working directory.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+Path_ = Annotated[str, Field(min_length=1)]  # a file or directory path: "" would mean the working directory
+Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's moment decay rates
 
 
 class Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN or Infinity in any float field (JSON allows the literals) is an error.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -27,14 +31,14 @@ class Closed(BaseModel):
 
 class ValidationSplit(Closed):
     fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of distinct prompts held out
-    seed: int = 42  # the split's own seed, independent of the training seed
+    seed: int = Field(42, ge=0, lt=2**64)  # the split's own seed, independent of the training seed
 
     def __init__(self, fraction: float = 0.2, seed: int = 42, /, **kw):  # ValidationSplit(0.2, 42)
         super().__init__(fraction=kw.pop("fraction", fraction), seed=kw.pop("seed", seed), **kw)
 
 
 class DataSpec(Closed):
-    train: list[str] = Field(min_length=1)  # Parquet / CSV / JSONL files, pairwise or per-model scores
+    train: list[Path_] = Field(min_length=1)  # Parquet / CSV / JSONL files, pairwise or per-model scores
     aliases: str | None = None  # model_aliases.json: spellings of one LLM mapped to one name
     validation: ValidationSplit = ValidationSplit()
 
@@ -43,7 +47,7 @@ class DataSpec(Closed):
 
 
 class EncoderSpec(Closed):
-    name: str = DEFAULT_ENCODER  # local path, installed packaged copy, or hub name
+    name: str = Field(DEFAULT_ENCODER, min_length=1)  # local path, installed packaged copy, or hub name
     max_length: int = Field(128, ge=8, le=8192)  # tokens; longer prompts are truncated
     pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: from the encoder's files
 
@@ -107,7 +111,7 @@ EmbeddingSpec = Annotated[LearnedEmbedding, Field(discriminator="kind")]
 
 
 class HeadSpec(Closed):
-    hidden_dims: list[int] = Field(default_factory=lambda: [256, 64], min_length=1)
+    hidden_dims: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256, 64], min_length=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     negative_slope: float = Field(0.01, ge=0)  # LeakyReLU
     lr_multiplier: float = Field(10.0, gt=0)  # head rate = method rate x this (encoder-relative)
@@ -116,12 +120,12 @@ class HeadSpec(Closed):
 class AdamW(Closed):
     kind: Literal["adamw"] = "adamw"
     weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
 
 
 class Adam(Closed):
     kind: Literal["adam"] = "adam"
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
 
 
 class Muon(Closed):
@@ -139,12 +143,12 @@ class Schedule(Closed):
 
 
 class OutputSpec(Closed):
-    run_dir: str  # checkpoints and the training log
-    bundle_dir: str  # the exported ONNX bundle
+    run_dir: Path_  # checkpoints and the training log
+    bundle_dir: Path_  # the exported ONNX bundle
 
 
 class ExportSpec(Closed):
-    opset: int = Field(17, ge=14)
+    opset: int = Field(17, ge=14, le=20)  # 20: the newest the TorchScript ONNX exporter writes
     quantize: Literal["none", "int8"] = "none"
     verify_prompts: int = Field(64, ge=1)  # held-out prompts checked ONNX vs torch
     tolerance: float = Field(1e-4, gt=0)
@@ -171,8 +175,9 @@ class RouterConfig(Closed):
     balance_model_samples: bool = False
     ties: Literal["ignore", "half"] = "ignore"  # half: a tie is half a win for each side in the loss
     prompt_weighting: Literal["pairs", "sqrt", "prompts"] = "pairs"  # what a prompt's pairs weigh in all
-    source_weights: dict[str, float] = Field(default_factory=dict)  # loss multiplier per `source` value
-    seed: int = 42
+    # loss multiplier per `source` value
+    source_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    seed: int = Field(42, ge=0, lt=2**64)  # numpy and torch seeds: non-negative, 64-bit
     export: ExportSpec = ExportSpec()
     progress: bool = True  # progress bars
 
@@ -218,16 +223,33 @@ def load_spec(path: str | Path) -> FitSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read spec {str(path)!r}: {exc.strerror}. Pass a JSON spec file.") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}). Save the spec as "
+                        "UTF-8 JSON; see examples/specs/.") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise SpecError(
             f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}. "
             "Specs are JSON objects; see examples/specs/."
         ) from None
+    except RecursionError:
+        raise SpecError(f"{path}: JSON nested too deeply to be a spec; see examples/specs/.") from None
+    except SpecError as exc:  # from _unique_keys
+        raise SpecError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec is a JSON object, got {type(data).__name__}.")
     return parse_spec(data, where=str(path))
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's dict; a key given twice is an error (json.loads would keep the last silently)."""
+    counts = Counter(key for key, _ in pairs)
+    repeated = sorted(key for key, n in counts.items() if n > 1)
+    if repeated:
+        raise SpecError(f"key(s) {repeated} appear more than once in one JSON object; the spec would "
+                        "silently keep the last. Keep one of each.")
+    return dict(pairs)
 
 
 def _describe(exc: ValidationError, where: str) -> str:
@@ -235,7 +257,7 @@ def _describe(exc: ValidationError, where: str) -> str:
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         got = err.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        got_text = "" if isinstance(got, dict) else f" (got {got!r:.100})"
         hint = ""
         if err["type"] == "extra_forbidden":
             hint = " Remove it or check its spelling; see FitSpec in training/specs.py for the fields."
