@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -70,12 +71,28 @@ def _sql(args) -> int:
     query = Path(args.query).read_text() if args.query.endswith(".sql") else args.query
     con = duckdb.connect(args.database or ":memory:")
     register(con, args.bundle)
+    for name, value in args.set or []:
+        con.execute(f"SET VARIABLE {name} = ?", [value])
     result = None
     for statement in _statements(query):
         result = con.sql(statement)
     if result is not None:
         result.show(max_width=args.width, max_rows=args.max_rows)
     return 0
+
+
+def _variable(pair: str) -> tuple[str, object]:
+    """`--set NAME=VALUE`; a value that reads as a number is passed as one."""
+    name, sep, text = pair.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise argparse.ArgumentTypeError(f"{pair!r} is not NAME=VALUE with NAME a plain identifier; "
+                                         "e.g. --set strong_share=0.2")
+    for kind in (int, float):
+        try:
+            return name, kind(text)
+        except ValueError:
+            continue
+    return name, text
 
 
 def _rescore(args) -> int:
@@ -113,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database", help="DuckDB database file (default: in memory)")
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--max-rows", type=int, default=60)
+    p.add_argument("--set", action="append", type=_variable, metavar="NAME=VALUE",
+                   help="set a SQL variable before the script runs (getvariable('NAME')); repeatable")
     p.set_defaults(run=_sql)
     p = sub.add_parser("rescore", help="add route_best and route_scores to every row of a prompt log "
                        "(Parquet out; streaming, resumable after a kill)")

@@ -1,0 +1,198 @@
+"""Every shipped sql/ file: headed by what it does, runnable as shipped, and right on known inputs.
+
+Each file runs the way `routerdb sql BUNDLE FILE --set name=value` runs it. Its numbers are checked
+against the Python definitions (training.metrics) on the tiny bundle's own LLMs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from routerdb.cli import _statements, main
+from routerdb.duckdb import register, shared_router
+from tests import tiny_models
+from training.metrics import apgr, cost_quality_curve, routing_curve
+
+SQL = Path(__file__).resolve().parents[1] / "sql"
+FILES = sorted(SQL.glob("*.sql"))
+
+
+def run_file(bundle, name: str, **variables) -> tuple[list[str], list[tuple]]:
+    con = duckdb.connect()
+    register(con, bundle)
+    for key, value in variables.items():
+        if isinstance(value, pa.Table):
+            con.register(f"{key}_source", value)
+            con.execute(f"CREATE TABLE {key}_input AS SELECT * FROM {key}_source")
+            value = f"{key}_input"
+        con.execute(f"SET VARIABLE {key} = ?", [value])
+    result = None
+    for statement in _statements((SQL / name).read_text()):
+        result = con.sql(statement)
+    return result.columns, result.fetchall()
+
+
+@pytest.fixture(scope="module")
+def scores() -> pa.Table:
+    """Per-model quality for the tiny bundle's LLMs (coder, chat, weak), with a cost per call."""
+    table = tiny_models.synthetic_scores(n_prompts=40, seed=3)
+    cost = {"coder": 0.004, "chat": 0.001, "weak": 0.0002}
+    return table.append_column("cost", pa.array([cost[m] for m in table["model"].to_pylist()]))
+
+
+@pytest.fixture(scope="module")
+def sample_file(scores, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sql") / "sample.parquet"
+    pq.write_table(scores, path)
+    return path
+
+
+def matrix(scores: pa.Table, column: str, models: list[str]) -> tuple[list[str], np.ndarray]:
+    rows = scores.to_pylist()
+    prompts = sorted({r["prompt"] for r in rows})
+    at = {(r["prompt"], r["model"]): r[column] for r in rows}
+    return prompts, np.array([[at[p, m] for m in models] for p in prompts], dtype=np.float64)
+
+
+def test_every_file_says_what_it_does_first():
+    assert {f.name for f in FILES} >= {"demo.sql", "cost_routing.sql", "strong_share_threshold.sql",
+                                       "cost_quality_curve.sql", "routing_curve_apgr.sql"}
+    for path in FILES:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith(f"-- {path.name}: "), f"{path.name} must open with '-- NAME: what it does'"
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.name for f in FILES])
+def test_every_file_runs_as_shipped_through_the_cli(tiny_bundle, sample_file, path, capsys):
+    """The demo defaults, pointed at a sample whose LLMs are the bundle's."""
+    assert main(["sql", str(tiny_bundle), str(path), "--set", f"sample_path={sample_file}"]) == 0
+    out = capsys.readouterr().out
+    assert "rows" in out and "NULL │ NULL" not in out
+
+
+def test_routing_curve_and_apgr_match_the_python_definitions(tiny_bundle, scores):
+    prompts, quality = matrix(scores, "score", ["chat", "weak"])
+    pairs = pa.table({"prompt": prompts, "strong_score": quality[:, 0], "weak_score": quality[:, 1]})
+    cols, rows = run_file(tiny_bundle, "routing_curve_apgr.sql", pairs_table=pairs, strong_model="chat",
+                          weak_model="weak")
+    got = [dict(zip(cols, r, strict=True)) for r in rows]
+    router_scores = shared_router(tiny_bundle).score(prompts, ["chat", "weak"]).astype(np.float64)
+    diff = router_scores[:, 0] - router_scores[:, 1]
+    pct, curve = routing_curve(quality[:, 0], quality[:, 1], diff, n_points=11)
+    assert len(got) == 11 and {r["prompts"] for r in got} == {len(prompts)}
+    np.testing.assert_allclose([r["strong_call_pct"] for r in got], pct, atol=1e-9)
+    np.testing.assert_allclose([r["quality"] for r in got], curve, atol=1e-9)
+    strong, weak = quality[:, 0], quality[:, 1]
+    np.testing.assert_allclose(got[0]["apgr"], apgr(strong, weak, diff, n_points=11), atol=1e-9)
+    np.testing.assert_allclose(got[0]["apgr_exact"], apgr(strong, weak, diff), atol=1e-9)
+
+
+def test_apgr_of_a_perfect_and_a_constant_router(tiny_bundle):
+    """Hand-made cases: APGR does not depend on which router made the diff when diff is constant."""
+    prompts = [f"{tiny_models.CORPUS[i % 10]} #{i}" for i in range(10)]
+    strong = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=float)
+    pairs = pa.table({"prompt": prompts, "strong_score": strong, "weak_score": np.zeros(10)})
+    _, rows = run_file(tiny_bundle, "routing_curve_apgr.sql", pairs_table=pairs, strong_model="chat",
+                       weak_model="chat")  # diff = 0 for every prompt: a constant router
+    assert rows[0][-3] == pytest.approx(0.5) and rows[0][-2] == pytest.approx(0.5)
+
+
+def test_cost_quality_curve_matches_the_python_definition(tiny_bundle, scores):
+    models = ["chat", "coder", "weak"]  # model-name order: ties go to the first name in both
+    prompts, quality = matrix(scores, "score", models)
+    _, cost = matrix(scores, "cost", models)
+    router_scores = shared_router(tiny_bundle).score(prompts, models).astype(np.float64)
+    cols, rows = run_file(tiny_bundle, "cost_quality_curve.sql", scores_table=scores)
+    got = [dict(zip(cols, r, strict=True)) for r in rows]
+    router = [r for r in got if r["kind"] == "router"]
+    want = cost_quality_curve(quality, cost, router_scores, [r["cost_weight"] for r in router])
+    assert len(router) == 21 and router[0]["cost_weight"] == 0 and router[-1]["cost_weight"] == 2
+    np.testing.assert_allclose([r["mean_cost_usd"] for r in router], want.cost, atol=1e-12)
+    np.testing.assert_allclose([r["mean_quality"] for r in router], want.quality, atol=1e-12)
+    llm = {r["model"]: r for r in got if r["kind"] == "llm"}
+    np.testing.assert_allclose([llm[m]["mean_quality"] for m in models], want.model_quality)
+    np.testing.assert_allclose([llm[m]["mean_cost_usd"] for m in models], want.model_cost)
+    oracle = next(r for r in got if r["kind"] == "oracle")
+    assert oracle["mean_quality"] == pytest.approx(want.oracle_quality)
+    assert oracle["mean_cost_usd"] == pytest.approx(want.oracle_cost)
+
+
+def prices() -> pa.Table:
+    return pa.table({"model": ["chat", "coder", "weak"], "usd_per_1m_input_tokens": [1.0, 10.0, 0.1],
+                     "usd_per_1m_output_tokens": [2.0, 30.0, 0.2]})
+
+
+def cost_routing_expected(bundle, prompts: list[str], weight: float) -> tuple[list[str], np.ndarray]:
+    models = ["chat", "coder", "weak"]
+    table = prices()
+    tokens = np.ceil(np.array([len(p) for p in prompts]) / 4)[:, None]
+    cost = (tokens * np.array(table["usd_per_1m_input_tokens"]) + 300 * np.array(
+        table["usd_per_1m_output_tokens"])) / 1e6
+    utility = shared_router(bundle).score(prompts, models) - weight * cost / cost.max()
+    picks = utility.argmax(axis=1)
+    return [models[j] for j in picks], cost[np.arange(len(prompts)), picks]
+
+
+def test_cost_routing_with_a_weight(tiny_bundle, scores):
+    prompts = sorted(set(scores["prompt"].to_pylist()))
+    for weight in (0.0, 0.02, 0.5):
+        cols, rows = run_file(tiny_bundle, "cost_routing.sql", prompts_table=pa.table({"prompt": prompts}),
+                              prices_table=prices(), cost_weight=weight)
+        got = [dict(zip(cols, r, strict=True)) for r in rows]
+        models, cost = cost_routing_expected(tiny_bundle, prompts, weight)
+        assert [r["prompt"] for r in got] == prompts
+        assert [r["routed_to"] for r in got] == models
+        np.testing.assert_allclose([r["cost_usd"] for r in got], cost)
+        assert {r["cost_weight"] for r in got} == {weight}
+
+
+def test_cost_routing_within_a_budget(tiny_bundle, scores):
+    prompts = sorted(set(scores["prompt"].to_pylist()))
+    grid = [0.05 * i for i in range(41)]
+    means = [cost_routing_expected(tiny_bundle, prompts, w)[1].mean() for w in grid]
+    budget = (max(means) + min(means)) / 2
+    cols, rows = run_file(tiny_bundle, "cost_routing.sql", prompts_table=pa.table({"prompt": prompts}),
+                          prices_table=prices(), budget_usd=budget)
+    got = [dict(zip(cols, r, strict=True)) for r in rows]
+    weight = next(w for w, m in zip(grid, means, strict=True) if m <= budget)  # the smallest that fits
+    assert got[0]["cost_weight"] == pytest.approx(weight)
+    assert [r["routed_to"] for r in got] == cost_routing_expected(tiny_bundle, prompts, weight)[0]
+    assert all(r["within_budget"] for r in got) and got[0]["mean_cost_usd"] <= budget
+    _, rows = run_file(tiny_bundle, "cost_routing.sql", prompts_table=pa.table({"prompt": prompts}),
+                       prices_table=prices(), budget_usd=1e-12)  # unreachable: the cheapest LLM, said so
+    assert {r[1] for r in rows} == {"weak"} and not rows[0][-1]
+
+
+def test_strong_share_threshold(tiny_bundle, scores):
+    prompts = sorted(set(scores["prompt"].to_pylist()))
+    cols, rows = run_file(tiny_bundle, "strong_share_threshold.sql",
+                          prompts_table=pa.table({"prompt": prompts}), strong_model="chat",
+                          weak_model="weak", strong_share=0.25)
+    got = [dict(zip(cols, r, strict=True)) for r in rows]
+    s = shared_router(tiny_bundle).score(prompts, ["chat", "weak"]).astype(np.float64)
+    diff = s[:, 0] - s[:, 1]
+    asked = got[0]
+    assert asked["requested"] and asked["strong_share"] == 0.25
+    assert asked["threshold"] == pytest.approx(np.quantile(diff, 0.75))
+    assert asked["achieved_share"] == pytest.approx(np.mean(diff > np.quantile(diff, 0.75)))
+    grid = got[1:]
+    assert [r["strong_share"] for r in grid] == pytest.approx([i / 10 for i in range(11)])
+    assert grid[0]["achieved_share"] == 0 and grid[-1]["achieved_share"] == 1
+    for r in grid[1:-1]:
+        assert r["threshold"] == pytest.approx(np.quantile(diff, 1 - r["strong_share"]))
+        assert abs(r["achieved_share"] - r["strong_share"]) <= 1 / len(prompts) + 1e-9
+
+
+def test_strong_share_threshold_defaults_pick_the_extreme_llms(tiny_bundle, scores):
+    prompts = sorted(set(scores["prompt"].to_pylist()))
+    _, rows = run_file(tiny_bundle, "strong_share_threshold.sql", prompts_table=pa.table({"prompt": prompts}))
+    means = dict(zip(shared_router(tiny_bundle).models,
+                     shared_router(tiny_bundle).score(prompts).mean(axis=0), strict=True))
+    assert rows[0][0] == max(means, key=means.get) and rows[0][1] == min(means, key=means.get)
+    assert rows[0][2] == 0.2  # the default share
