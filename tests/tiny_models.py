@@ -78,6 +78,7 @@ def build(kind: str, out: Path, *, padding_side: str = "right", sentence_pooling
     else:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     hf.padding_side = padding_side
+    hf.init_kwargs["padding_side"] = padding_side  # saved to tokenizer_config.json
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     hf.save_pretrained(out)

@@ -2,8 +2,9 @@
 
 The mode comes from the encoder's own files: a sentence-transformers `modules.json` with its
 Pooling (and Normalize) config, else the architecture (decoder-only -> last token), else mean
-with a logged note. Last-token pooling finds the last real token from the attention mask, so it
-is correct with left or right padding.
+with a logged note. CLS and last-token pooling find the first / last real token from the
+attention mask, so pooling is correct with left or right padding. (The router itself pads on the
+right, see `training.encoder.load_tokenizer`: left padding shifts absolute position embeddings.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class Pooling(nn.Module):
         if self.mode == "mean":
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         elif self.mode == "cls":
-            pooled = hidden[:, 0]
+            first = mask.argmax(dim=1)  # first real token: 0 unless padded on the left
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
         else:
             positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
             last = (positions * mask.to(positions.dtype)).argmax(dim=1)  # last real token
@@ -80,7 +82,7 @@ def _sentence_transformers_pooling(root: Path) -> tuple[str, bool, str] | None:
                 mode = "mean"
             else:
                 return None
-            return mode, normalize, f"sentence-transformers config {cfg_file.name}"
+            return mode, normalize, f"sentence-transformers config {cfg_file.relative_to(root).as_posix()}"
     return None
 
 
