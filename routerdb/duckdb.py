@@ -47,14 +47,41 @@ def shared_router(bundle: str | os.PathLike[str] | Bundle) -> Router:
 
 
 def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bundle | Router, *,
-             table: str = "router_models") -> Router:
-    """Register the routing functions and the LLM table on `con`; returns the Router used."""
+             table: str = "router_models", functions: bool = True) -> Router:
+    """Register the routing functions and the LLM table on `con`; returns the Router used.
+
+    DuckDB keeps Python functions in the database, not the connection: every connection to the
+    same database file in this process sees them, and they stop working (DuckDB 2.0 crashes) once
+    the connection that registered them is closed. So register once per database file on a
+    connection that stays open, and pass `functions=False` on the other connections to create only
+    their (per-connection, TEMP) `router_models` table; `routerdb.sqlalchemy` does this for a pool.
+    """
     router = bundle if isinstance(bundle, Router) else shared_router(bundle)
+    if functions:
+        _create_functions(con, router)
+    _create_models_table(con, router, table)
+    return router
+
+
+def has_functions(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the routing functions are registered in `con`'s database (by any connection)."""
+    found = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() "
+                        "WHERE function_name IN ?", [list(FUNCTIONS)]).fetchall()[0][0]
+    return found == len(FUNCTIONS)
+
+
+def _create_functions(con: duckdb.DuckDBPyConnection, router: Router) -> None:
     for name in FUNCTIONS:
         try:
             con.remove_function(name)
-        except duckdb.Error:  # not registered yet
+        except duckdb.Error:  # not registered yet, or by another connection (caught below)
             pass
+    if has_functions(con):
+        raise duckdb.CatalogException(
+            "the routing functions are already registered in this database by another connection "
+            "(DuckDB shares them between connections to one database file). Register once per "
+            "database and call register(con, bundle, functions=False) on the other connections, or "
+            "use routerdb.sqlalchemy.create_engine for a pool.")
     varchar, double = T.VARCHAR, T.DOUBLE
     con.create_function("route_score", _route_score(router), [varchar, varchar], double, type="arrow")
     con.create_function("route_best", _route_best(router), [varchar], varchar, type="arrow")
@@ -63,8 +90,6 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
                         [varchar, con.list_type(varchar)], varchar, type="arrow", null_handling="special")
     con.create_function("route_scores", _route_scores(router), [varchar],
                         con.map_type(varchar, double), type="arrow")
-    _create_models_table(con, router, table)
-    return router
 
 
 def _create_models_table(con, router: Router, table: str) -> None:
