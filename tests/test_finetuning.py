@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,20 @@ def test_registry_matches_spec_union():
 
     union = get_args(get_args(specs.FineTuning)[0])
     assert {m.model_fields["kind"].default for m in union} == set(finetuning.METHODS) == set(METHODS)
+
+
+def test_gpu_check_script_runs_on_cpu(tmp_path, monkeypatch):
+    """bench/gpu_check.py is run on a GPU machine by hand; here its CPU mode keeps it working."""
+    import runpy
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    gpu_check = runpy.run_path(str(Path(__file__).parents[1] / "bench" / "gpu_check.py"))
+    args = ["--cpu", "--steps", "2", "--methods", "qlora,lora,bitfit", "--out", str(tmp_path)]
+    code = gpu_check["main"](args)
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert code == 0 and [r["method"] for r in report["results"]] == ["qlora", "lora", "bitfit"]
+    assert report["code"].startswith("training.finetuning")
+    qlora, lora, bitfit = report["results"]
+    assert lora["merge_max_abs_diff"] < 1e-5 and qlora["merge_cosine_min"] > 0.99
+    assert qlora["quant_type"] == "nf4" and 0 < bitfit["trainable_pct"] < 5
+    assert "| qlora |" in (tmp_path / "gpu_check.md").read_text()
