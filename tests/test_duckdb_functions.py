@@ -1,0 +1,148 @@
+"""The SQL functions at speed: one encode per distinct prompt across DuckDB threads, a bounded cache
+keyed by prompt text and bundle, the vectorised functions, and connections that share a database."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from routerdb.bundle import Bundle, models_table, sha256_file
+from routerdb.duckdb import has_functions, register, shared_router
+from routerdb.scorer import Router, cache_key
+
+PROMPTS = [f"Question {i}: {topic}" for i in range(300) for topic in
+           ("write a Python class for a queue", "what is the boiling point of water")][:300]
+
+
+def cross_join(con, n: int | None = None) -> list[tuple]:
+    return con.execute("SELECT p.prompt, m.model, route_score(p.prompt, m.model) AS s FROM prompts p "
+                       "CROSS JOIN router_models m ORDER BY p.prompt, m.model").fetchall()
+
+
+def connect(router: Router, prompts: list[str], threads: int = 2) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"threads": threads})
+    register(con, router)
+    con.register("p", pa.table({"prompt": prompts}))
+    con.execute("CREATE TABLE prompts AS SELECT * FROM p")
+    return con
+
+
+def test_cross_join_on_two_threads_encodes_each_prompt_once(tiny_bundle):
+    """DuckDB calls the UDF from two threads at once with the same prompts (one chunk per LLM);
+    the second waits for the first and finds the prompts cached instead of encoding them again."""
+    router = Router(tiny_bundle)
+    con = connect(router, PROMPTS, threads=2)
+    rows = cross_join(con)
+    assert router.encoded_prompts == len(PROMPTS)
+    assert len(rows) == len(PROMPTS) * len(router.models)
+    want = router.score(sorted(PROMPTS), sorted(router.models))
+    np.testing.assert_allclose(np.array([r[2] for r in rows]).reshape(want.shape), want, atol=1e-6)
+    cross_join(con)  # the repeated query: nothing encoded again
+    assert router.encoded_prompts == len(PROMPTS)
+
+
+def test_concurrent_callers_share_one_encode(tiny_bundle):
+    router = Router(tiny_bundle)
+    barrier = threading.Barrier(4)
+    out = []
+
+    def call():
+        barrier.wait()
+        out.append(router.score_all(PROMPTS[:64]))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert router.encoded_prompts == 64
+    assert all(np.array_equal(o, out[0]) for o in out)
+
+
+def test_cache_is_bounded_lru_keyed_by_text(tiny_bundle):
+    router = Router(tiny_bundle, cache_size=3)
+    router.score(["a", "b", "c"])
+    router.score(["a"])  # a becomes the most recent
+    router.score(["d"])  # evicts b, the least recent
+    assert list(router._cache) == [cache_key(t) for t in ("c", "a", "d")]
+    assert router.encoded_prompts == 4
+    router.score(["b"])
+    assert router.encoded_prompts == 5
+    huge = "x" * 1_000_000
+    router.score([huge])
+    assert all(len(k) == 16 for k in router._cache)  # a key is a digest, whatever the prompt's size
+    assert router.encoded_prompts == 6 and router.score([huge]) is not None and router.encoded_prompts == 6
+
+
+def test_cache_is_per_bundle(tiny_bundle, tmp_path):
+    """A bundle with other LLM vectors is another digest, another Router: no stale scores."""
+    copy = tmp_path / "other"
+    shutil.copytree(tiny_bundle, copy)
+    b = Bundle.load(copy)
+    pq.write_table(models_table(b.model_names, b.model_embeddings[::-1].copy()), copy / "models.parquet")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["models.parquet"]["sha256"] = sha256_file(copy / "models.parquet")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    first, second = shared_router(tiny_bundle), shared_router(copy)
+    assert first is not second and first is shared_router(tiny_bundle)
+    a, b2 = first.score(PROMPTS[:3]), second.score(PROMPTS[:3])
+    np.testing.assert_allclose(a, b2[:, ::-1], atol=1e-6)  # the reversed vectors, not the cached scores
+
+
+def test_route_best_among_per_row_candidates(tiny_bundle):
+    router = Router(tiny_bundle)
+    con = connect(router, PROMPTS[:6])
+    rows = con.execute("""
+        SELECT prompt, route_best_among(prompt, CASE WHEN row_number() OVER (ORDER BY prompt) % 3 = 0
+                                                    THEN ['weak'] ELSE ['coder', 'chat', NULL] END)
+        FROM prompts ORDER BY prompt""").fetchall()
+    for i, (prompt, best) in enumerate(rows, start=1):
+        want = ["weak"] if i % 3 == 0 else ["coder", "chat"]
+        assert best == router.best([prompt], want)[0]
+    assert router.encoded_prompts == 6
+    with pytest.raises(duckdb.Error, match="unknown LLM 'gpt-x'"):
+        con.execute("SELECT route_best_among(prompt, ['gpt-x']) FROM prompts").fetchall()
+
+
+def test_route_scores_is_a_map_of_every_llm(tiny_bundle):
+    router = Router(tiny_bundle)
+    con = connect(router, PROMPTS[:4])
+    rows = con.execute("SELECT prompt, route_scores(prompt) FROM prompts ORDER BY prompt").fetchall()
+    want = router.score([r[0] for r in rows])
+    for (_, scores), expected in zip(rows, want, strict=True):
+        assert list(scores) == list(router.models)
+        np.testing.assert_allclose(list(scores.values()), expected, atol=1e-6)
+
+
+def test_register_on_a_read_only_database(tiny_bundle, tmp_path):
+    path = tmp_path / "logs.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE logs AS SELECT 'What is 2 + 2?' AS prompt")
+    con = duckdb.connect(str(path), read_only=True)
+    register(con, tiny_bundle)  # router_models is a TEMP table: allowed on a read-only file
+    assert con.execute("SELECT route_best(prompt) FROM logs").fetchall()[0][0] in Router(tiny_bundle).models
+    con.close()
+
+
+def test_second_connection_to_one_file(tiny_bundle, tmp_path):
+    """DuckDB shares Python functions per database: the second connection gets a clear message,
+    and functions=False gives it the router_models table only."""
+    path = str(tmp_path / "shared.duckdb")
+    first, second = duckdb.connect(path), duckdb.connect(path)
+    register(first, tiny_bundle)
+    assert has_functions(second)
+    with pytest.raises(duckdb.CatalogException, match=r"already registered .* functions=False"):
+        register(second, tiny_bundle)
+    register(second, tiny_bundle, functions=False)
+    n = second.execute("SELECT count(*) FROM router_models").fetchall()[0][0]
+    assert n == len(Router(tiny_bundle).models)
+    assert second.execute("SELECT route_best('hello')").fetchall()[0][0] is not None
+    second.close()
+    first.close()
