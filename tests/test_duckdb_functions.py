@@ -146,3 +146,15 @@ def test_second_connection_to_one_file(tiny_bundle, tmp_path):
     assert second.execute("SELECT route_best('hello')").fetchall()[0][0] is not None
     second.close()
     first.close()
+
+
+def test_provider_and_threads_are_logged_and_settable(tiny_bundle, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setenv("ROUTERDB_THREADS", "1")
+    with caplog.at_level(logging.INFO, logger="routerdb.scorer"):
+        router = Router(tiny_bundle)
+    assert router.threads == 1
+    assert router.session.get_session_options().intra_op_num_threads == 1
+    assert "on CPUExecutionProvider" in caplog.text and "1 intra-op threads" in caplog.text
+    assert Router(tiny_bundle, threads=2).session.get_session_options().intra_op_num_threads == 2
