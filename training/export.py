@@ -83,8 +83,14 @@ def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], 
         import pyarrow.parquet as pq
 
         pq.write_table(models_table(model.model_names, embeddings), tmp / "models.parquet")
-        return {"model.onnx": "model.onnx", "tokenizer.json": "tokenizer.json",
-                "models.parquet": "models.parquet"}
+        files = {"model.onnx": "model.onnx", "tokenizer.json": "tokenizer.json",
+                 "models.parquet": "models.parquet"}
+        if model.embedding_model is not None:  # lets `python -m training.add_model` embed new LLMs
+            from training.embeddings import CONFIG_FILE, WEIGHTS_FILE
+
+            model.embedding_model.save(tmp)
+            files.update({CONFIG_FILE: CONFIG_FILE, WEIGHTS_FILE: WEIGHTS_FILE})
+        return files
 
     def verify(tmp: Path) -> None:
         from routerdb.scorer import Router
@@ -160,6 +166,7 @@ def _manifest(model, spec, opset, quantize, merge_gap, quantized_base) -> dict:
         "feature_names": described["feature_names"],
         "feature_stats": described["feature_stats"],
         "models": {"count": len(model.model_names), "embedding_dim": int(model.model_embeddings.shape[1])},
+        "llm_embeddings": described.get("embedding_model") or {"kind": model.config.embedding_spec.kind},
         "graph": {"inputs": list(INPUTS), "outputs": ["scores"], "opset": opset, "quantize": quantize,
                   "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()}},
         "history": described["history"],

@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 from routerdb.features import FEATURE_NAMES, FeatureStats, compute_features
 from routerdb.tokenizer import PromptTokenizer
 from training import data as data_mod
+from training.embeddings import KINDS as EMBEDDING_KINDS
+from training.embeddings import FixedTable, LearnedTable, LLMEmbeddingModel, TextVectors
 from training.encoder import EncoderRef, load_config, load_tokenizer, resolve_encoder
 from training.finetuning import count_parameters, prepare_encoder
 from training.head import ScoringHead
@@ -54,7 +56,9 @@ class TransformerEmbeddingModel:
         self.config = RouterConfig.model_validate({**base, **fields})
         self.net: RouterNet | None = None
         self.model_names: list[str] = []
-        self.model_embeddings: nn.Parameter | None = None
+        self.llm_table: nn.Module | None = None  # () -> LLM embeddings [M, D]; see training/embeddings.py
+        self.embedding_model: LLMEmbeddingModel | None = None  # phase 1, for kinds other than "learned"
+        self.text_vectors: TextVectors | None = None  # optional frozen-vector source for phase 1
         self.tokenizer: PromptTokenizer | None = None
         self.encoder_ref: EncoderRef | None = None
         self.pooling_reason = ""
@@ -86,19 +90,27 @@ class TransformerEmbeddingModel:
                            list(cfg.head.hidden_dims), cfg.head.dropout, cfg.head.negative_slope)
         self.net = RouterNet(encoder, Pooling(mode, normalize), feature_norm, head)
         self.model_names = list(model_names)
-        self.model_embeddings = nn.Parameter(0.1 * torch.randn(len(model_names), cfg.embedding_spec.dim))
+        initial = 0.1 * torch.randn(len(model_names), cfg.embedding_spec.dim)
+        # Phase-1 kinds: filled by train() from the embedding model, or by load_state_tensors().
+        learned = cfg.embedding_spec.kind == "learned"
+        self.llm_table = LearnedTable(initial) if learned else FixedTable(torch.zeros_like(initial))
         if not _is_quantized(encoder):
             self.net.to(self.device)
         self.net.head.to(self.device)
         self.net.feature_norm and self.net.feature_norm.to(self.device)
-        self.model_embeddings.data = self.model_embeddings.data.to(self.device)
+        self.llm_table.to(self.device)
+
+    @property
+    def model_embeddings(self) -> torch.Tensor | None:
+        """The LLM embeddings [M, D] the head scores against (rows in `model_names` order)."""
+        return None if self.llm_table is None else self.llm_table()
 
     @property
     def frozen_encoder(self) -> bool:
         return not any(p.requires_grad for p in self.net.encoder.parameters())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [*self.net.head.parameters(), self.model_embeddings]
+        return [*self.net.head.parameters(), *(p for p in self.llm_table.parameters() if p.requires_grad)]
 
     # --- data ------------------------------------------------------------------------------
 
@@ -144,8 +156,33 @@ class TransformerEmbeddingModel:
         stats = FeatureStats.fit(compute_features(train_prompts)) if cfg.use_prompt_features else None
         if self.net is None:
             self._build(names, stats)
+        if EMBEDDING_KINDS[cfg.embedding_spec.kind].phase1:
+            self._phase1(train_pairs, names, run_dir, resume)
         self.history = fit_loop(self, train_pairs, val_pairs, run_dir=run_dir, resume=resume)
         return self.history
+
+    def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
+        """Train (or load) the LLM embedding model on the training split; set the head's LLM table."""
+        from training.embeddings import phase1_table, train_embedding_model
+        from training.records import comparison_records
+
+        cfg = self.config
+        source = cfg.load_embedding_model_from
+        if source is None and resume and run_dir is not None and (Path(run_dir) / "checkpoint").is_dir():
+            source = str(Path(run_dir) / "checkpoint")  # resume: the checkpoint's phase-1 model
+        if source is not None:
+            self.embedding_model = LLMEmbeddingModel.load(source, self.device)
+            self.embedding_model.text_vectors = self.text_vectors
+            log.info("LLM embedding model (%s) loaded from %s", self.embedding_model.kind, source)
+        else:
+            self.embedding_model = train_embedding_model(
+                cfg.embedding_spec, train_pairs, encoder=cfg.encoder.name, max_length=cfg.encoder.max_length,
+                pooling=cfg.encoder.pooling, epochs=cfg.embedding_model_epochs, seed=cfg.seed,
+                device=self.device, text_vectors=self.text_vectors, progress=cfg.progress)
+        if self.embedding_model.dim != cfg.embedding_spec.dim:
+            raise ValueError(f"the loaded LLM embedding model has dim {self.embedding_model.dim}, "
+                             f"embedding_spec.dim is {cfg.embedding_spec.dim}; set them equal")
+        self.llm_table = phase1_table(self.embedding_model, comparison_records(train_pairs), names)
 
     # --- inference -------------------------------------------------------------------------
 
@@ -200,6 +237,8 @@ class TransformerEmbeddingModel:
         out = {f"encoder.{n}": p for n, p in self.net.encoder.named_parameters() if p.requires_grad}
         out.update({f"head.{n}": p for n, p in self.net.head.state_dict().items()})
         out["model_embeddings"] = self.model_embeddings
+        if not isinstance(self.llm_table, (LearnedTable, FixedTable)):  # trained with the head
+            out.update({f"llm_table.{n}": p for n, p in self.llm_table.state_dict().items()})
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -207,7 +246,11 @@ class TransformerEmbeddingModel:
         head = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
         self.net.head.load_state_dict(head)
         with torch.no_grad():
-            self.model_embeddings.data = tensors["model_embeddings"].to(self.device)
+            if isinstance(self.llm_table, (LearnedTable, FixedTable)):
+                self.llm_table.weight.data = tensors["model_embeddings"].to(self.device)
+            else:
+                self.llm_table.load_state_dict({k[10:]: v for k, v in tensors.items()
+                                                if k.startswith("llm_table.")})
             for key, value in tensors.items():
                 if key.startswith("encoder."):
                     param = encoder_params[key[8:]]
@@ -228,6 +271,8 @@ class TransformerEmbeddingModel:
             "tokenizer": {"max_length": self.tokenizer.max_length, "pad_id": self.tokenizer.pad_id,
                           "padding_side": self.tokenizer.padding_side},
             "history": self.history,
+            "embedding_model": None if self.embedding_model is None else {
+                "kind": self.embedding_model.kind, **self.embedding_model.report},
         }
 
     def save(self, path: str | Path) -> Path:
@@ -237,6 +282,8 @@ class TransformerEmbeddingModel:
         save_file(self.state_tensors(), str(path / WEIGHTS_FILE))
         (path / TOKENIZER_FILE).write_text(self.tokenizer.json, encoding="utf-8")
         (path / CONFIG_FILE).write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+        if self.embedding_model is not None:
+            self.embedding_model.save(path / "embedding_model")
         return path
 
     @classmethod
@@ -254,6 +301,8 @@ class TransformerEmbeddingModel:
         model._build(meta["model_names"], stats)
         model.load_state_tensors(load_file(str(path / WEIGHTS_FILE)))
         model.history = meta.get("history", [])
+        if (path / "embedding_model").is_dir():
+            model.embedding_model = LLMEmbeddingModel.load(path / "embedding_model", model.device)
         return model
 
 

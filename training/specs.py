@@ -99,12 +99,14 @@ FineTuning = Annotated[LoRA | QLoRA | LastLayers | BitFit | Full | Frozen, Field
 # --- LLM embeddings -----------------------------------------------------------------------------
 
 
+# "learned" is one trainable vector per LLM. The other kinds are phase-1 embedding models
+# (training/embeddings.py, docs/embeddings.md): trained before the head on triplets of an LLM's
+# comparison records, they embed any LLM, a new one included, from a few hundred of its records.
+
+
 class LearnedEmbedding(Closed):
     kind: Literal["learned"] = "learned"  # a trainable vector per LLM, learned with the head
     dim: int = Field(32, ge=1)
-
-
-EmbeddingSpec = Annotated[LearnedEmbedding, Field(discriminator="kind")]
 
 
 # --- head, optimiser, schedule ----------------------------------------------------------------
@@ -135,6 +137,51 @@ class Muon(Closed):
 
 
 Optimizer = Annotated[AdamW | Adam | Muon, Field(discriminator="kind")]
+
+
+class _RecordEmbedding(Closed):
+    """Fields shared by the phase-1 kinds; see docs/embeddings.md for how records become triplets."""
+
+    dim: int = Field(32, ge=1)  # size of an LLM's embedding (L2-normalised)
+    encoder: str | None = None  # sentence encoder for record texts; None: the router's encoder.name
+    hidden_dim: int = Field(256, ge=1)  # width of the per-record network
+    records_per_set: int = Field(64, ge=1)  # records per anchor / positive set (and identification query)
+    prompts_per_step: int = Field(32, ge=2)  # prompts drawn per step, split into anchor / positive halves
+    profile_records: int = Field(512, ge=1)  # at most this many records make an LLM's embedding
+    margin: float = Field(0.2, gt=0)  # triplet margin (cosine distance on unit vectors)
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)  # prompts kept out of phase 1 to measure identification
+    train_with_head: bool = False  # True: the record network keeps training with the head (phase 2)
+    lr: float = Field(1e-3, gt=0)  # rate of the record network in phase 1
+    optimizer: Optimizer = AdamW()  # phase-1 optimiser (epochs: RouterConfig.embedding_model_epochs)
+
+
+class FrozenEncoderEmbedding(_RecordEmbedding):
+    kind: Literal["frozen"] = "frozen"  # frozen sentence encoder + small trainable record network
+
+
+class FinetunableEmbedding(_RecordEmbedding):
+    kind: Literal["finetunable"] = "finetunable"  # the sentence encoder is fine-tuned in phase 1 too
+    prompts_per_step: int = Field(16, ge=2)  # each step runs the encoder with gradients on these
+    finetuning: FineTuning = LastLayers(num_layers=1)  # how the phase-1 encoder is fine-tuned
+
+
+class AttentionEmbedding(_RecordEmbedding):
+    kind: Literal["attention"] = "attention"  # set encoder: self-attention over an LLM's records
+    heads: int = Field(4, ge=1)  # attention heads; must divide hidden_dim
+    layers: int = Field(1, ge=0)  # self-attention blocks before attention pooling
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> AttentionEmbedding:
+        if self.hidden_dim % self.heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} is not divisible by heads {self.heads}; "
+                             "pick heads that divide hidden_dim (e.g. 4 for 256)")
+        return self
+
+
+EmbeddingSpec = Annotated[
+    LearnedEmbedding | FrozenEncoderEmbedding | FinetunableEmbedding | AttentionEmbedding,
+    Field(discriminator="kind"),
+]
 
 
 class Schedule(Closed):

@@ -1,0 +1,270 @@
+"""The LLM embedding model (phase 1): records, triplets, every kind on real data, persistence,
+and its integration with the router (fixed or trained with the head, reuse, resume)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import typing
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+from training import data as data_mod
+from training import embeddings, records, specs
+from training.model import TransformerEmbeddingModel
+from training.specs import Frozen, ValidationSplit
+
+PHASE1_KINDS = ("frozen", "finetunable", "attention")
+SMALL = {"prompts_per_step": 16, "records_per_set": 16, "profile_records": 64, "hidden_dim": 32, "dim": 8}
+
+
+def small_spec(kind: str, **extra):
+    fields = {"kind": kind, **SMALL, **({"heads": 2} if kind == "attention" else {}), **extra}
+    return TypeAdapter(specs.EmbeddingSpec).validate_python(fields)
+
+
+@pytest.fixture(scope="module")
+def sample_pairs(sample_path) -> pa.Table:
+    """Real data (the MIT LLMRouter sample): 120 of its prompts x 9 LLMs, as pairs."""
+    pairs = data_mod.load_pairs(sample_path)
+    keep = sorted(set(pairs["prompt"].to_pylist()))[:120]
+    return pairs.filter(pa.array(np.isin(pairs["prompt"].to_pylist(), keep)))
+
+
+def tiny_pairs() -> pa.Table:
+    return pa.table({"prompt": ["p1", "p1", "p2"], "model_a": ["x", "x", "y"], "model_b": ["y", "z", "z"],
+                     "label": pa.array([1, 0, -1], pa.int8()), "source": ["s"] * 3})
+
+
+# --- registry and spec --------------------------------------------------------------------------
+
+
+def test_registry_matches_the_spec_union():
+    members = typing.get_args(typing.get_args(specs.EmbeddingSpec)[0])
+    assert {m.model_fields["kind"].default for m in members} == set(embeddings.KINDS)
+    assert [k for k, v in embeddings.KINDS.items() if not v.phase1] == ["learned"]
+
+
+def test_spec_rejects_heads_that_do_not_divide_the_width():
+    with pytest.raises(ValueError, match="hidden_dim 30 is not divisible by heads 4"):
+        specs.RouterConfig(embedding_spec={"kind": "attention", "hidden_dim": 30})
+
+
+def test_spec_is_closed():
+    with pytest.raises(ValueError, match="opponent_dim"):
+        specs.RouterConfig(embedding_spec={"kind": "frozen", "opponent_dim": 8})
+
+
+# --- records and triplets -----------------------------------------------------------------------
+
+
+def test_two_records_per_pair_with_signed_outcomes():
+    r = records.comparison_records(tiny_pairs())
+    assert r.llms == ("x", "y", "z")
+    got = sorted((r.llms[i], r.prompts[p], r.llms[o], int(w))
+                 for i, p, o, w in zip(r.llm, r.prompt, r.opponent, r.outcome, strict=True))
+    assert got == [("x", "p1", "y", 1), ("x", "p1", "z", 0), ("y", "p1", "x", -1), ("y", "p2", "z", -1),
+                   ("z", "p1", "x", 0), ("z", "p2", "y", 1)]
+    assert r.texts == ("p1", "p2")
+    assert r.counts() == {"x": 2, "y": 2, "z": 2}
+
+
+def test_response_text_is_used_when_present():
+    pairs = tiny_pairs().append_column("response_a", pa.array(["ra", None, "rc"]))
+    r = records.comparison_records(pairs.append_column("response_b", pa.array(["rb", "rz", None])))
+    texts = sorted({(r.llms[i], r.texts[t]) for i, t in zip(r.llm, r.text, strict=True)})
+    assert ("x", "p1\n\nra") in texts and ("y", "p1\n\nrb") in texts and ("z", "p1\n\nrz") in texts
+    assert ("x", "p1") in texts and ("y", "p2\n\nrc") in texts and ("z", "p2") in texts
+
+
+def test_unknown_llm_lists_the_known_ones():
+    with pytest.raises(KeyError, match=r"no comparison records of LLM 'w'.*3 LLM\(s\): x, y, z"):
+        records.comparison_records(tiny_pairs()).of("w")
+
+
+def test_win_rates_ignore_ties():
+    assert records.win_rates(records.comparison_records(tiny_pairs())) == {"x": 1.0, "y": 0.0, "z": 1.0}
+
+
+def test_split_by_prompt_is_disjoint(sample_pairs):
+    r = records.comparison_records(sample_pairs)
+    fit, held = records.split_by_prompt(r, 0.25, 0)
+    assert len(fit) + len(held) == len(r)
+    assert not set(fit.prompt) & set(held.prompt)
+    assert len(np.unique(held.prompt)) == 30
+
+
+def test_triplet_steps_pair_sets_of_one_llm_on_disjoint_prompts(sample_pairs):
+    r = records.comparison_records(sample_pairs)
+    steps = list(records.triplet_steps(r, 16, 10, np.random.default_rng(0)))
+    assert len(steps) == math.ceil(120 / 16)
+    seen_prompts = []
+    for step in steps:
+        assert step.anchor.shape == step.positive.shape == (len(step.llm), 10)
+        assert len(set(step.llm)) == len(step.llm) >= 2
+        for n, llm in enumerate(step.llm):
+            a, p = step.anchor[n][step.anchor[n] >= 0], step.positive[n][step.positive[n] >= 0]
+            assert (r.llm[a] == llm).all() and (r.llm[p] == llm).all()
+            assert not set(r.prompt[a]) & set(r.prompt[p])
+        rows = np.concatenate([step.anchor, step.positive]).ravel()
+        seen_prompts.append(set(r.prompt[rows[rows >= 0]]))
+    assert all(not (x & y) for i, x in enumerate(seen_prompts) for y in seen_prompts[i + 1:])
+
+
+def test_batch_all_triplet_loss_pinned():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert float(embeddings.batch_all_triplet_loss(a, a, 0.2)) == 0.0  # d(a,p)=0, d(a,n)=1 > margin
+    swapped = a.flip(0)  # every positive is the other LLM's: d(a,p)=1, d(a,n)=0
+    assert float(embeddings.batch_all_triplet_loss(a, swapped, 0.2)) == pytest.approx(1.2)
+
+
+def test_identification_sets_and_profiles_are_seeded(sample_pairs):
+    r = records.comparison_records(sample_pairs)
+    s1, t1 = records.identification_sets(r, 3, 5, seed=1)
+    s2, t2 = records.identification_sets(r, 3, 5, seed=1)
+    np.testing.assert_array_equal(s1, s2)
+    assert s1.shape == (27, 5) and list(t1) == [i for i in range(9) for _ in range(3)]
+    rows = records.profile_rows(r, 0, 50, seed=0)
+    assert len(rows) == 50 and (r.llm[rows] == 0).all()
+    np.testing.assert_array_equal(rows, records.profile_rows(r, 0, 50, seed=0))
+
+
+# --- every kind trains on real data --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoders, sample_pairs):
+    train, _ = data_mod.split_by_prompt(sample_pairs, 0.2, 0)
+    encoder = str(tiny_encoders["bert"])
+    return {kind: embeddings.train_embedding_model(small_spec(kind), train, encoder=encoder, epochs=2, seed=0)
+            for kind in PHASE1_KINDS}
+
+
+@pytest.mark.parametrize("kind", PHASE1_KINDS)
+def test_every_kind_trains_and_reports_identification(trained, kind):
+    model = trained[kind]
+    report = model.report
+    assert report["llms"] == 9 and report["chance"] == pytest.approx(1 / 9)
+    assert report["records_per_set"] == 16 and report["query_sets_per_llm"] == 20
+    assert 0.0 <= report["identification_top1"] <= 1.0
+    assert [h["epoch"] for h in report["history"]] == [1, 2]
+    assert all(math.isfinite(h["triplet_loss"]) for h in report["history"])
+    assert report["identification_top1"] > report["chance"]  # outcomes alone identify above chance
+
+
+def test_finetunable_trains_its_encoder(trained, tiny_encoders):
+    fresh = embeddings.TextEncoder(embeddings.resolve_encoder(str(tiny_encoders["bert"])), 128,
+                                   finetuning=specs.LastLayers(num_layers=1))
+    tuned = dict(trained["finetunable"].text.encoder.named_parameters())
+    changed = [n for n, p in fresh.encoder.named_parameters() if p.requires_grad
+               and not torch.equal(p, tuned[n].detach().cpu())]
+    assert changed and all(".1." in n for n in changed)  # only the last of the 2 blocks
+
+
+@pytest.mark.parametrize("kind", PHASE1_KINDS)
+def test_save_load_round_trip(trained, kind, sample_pairs, tmp_path):
+    model = trained[kind]
+    r = records.comparison_records(sample_pairs)
+    before = model.embed_llms(r)
+    assert before.shape == (9, 8)
+    np.testing.assert_allclose(np.linalg.norm(before, axis=1), 1.0, rtol=1e-5)
+    model.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [embeddings.CONFIG_FILE, embeddings.WEIGHTS_FILE]
+    meta = json.loads((tmp_path / "embedding_model.json").read_text())
+    assert meta["format"] == "routerdb-embedding-model" and meta["kind"] == kind
+    assert meta["report"]["identification_top1"] == model.report["identification_top1"]
+    assert "torch" in meta["library_versions"]
+    np.testing.assert_allclose(embeddings.LLMEmbeddingModel.load(tmp_path).embed_llms(r), before, atol=1e-5)
+
+
+def test_load_refuses_newer_and_foreign_files(trained, tmp_path):
+    trained["frozen"].save(tmp_path)
+    meta = json.loads((tmp_path / "embedding_model.json").read_text())
+    (tmp_path / "embedding_model.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ValueError, match="format version 99 is newer"):
+        embeddings.LLMEmbeddingModel.load(tmp_path)
+    (tmp_path / "embedding_model.json").write_text(json.dumps({**meta, "format": "x"}))
+    with pytest.raises(ValueError, match="not a routerdb LLM embedding model"):
+        embeddings.LLMEmbeddingModel.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no LLM embedding model.*kind 'learned' has no such model"):
+        embeddings.LLMEmbeddingModel.load(tmp_path / "nowhere")
+
+
+def test_an_llm_without_records_gets_a_zero_vector(trained, sample_pairs, caplog):
+    r = records.comparison_records(sample_pairs)
+    with caplog.at_level(logging.WARNING):
+        out = trained["frozen"].embed_llms(r, ["gemma-2-9b-it", "not-there"])
+    assert np.linalg.norm(out[0]) == pytest.approx(1.0, rel=1e-5) and not out[1].any()
+    assert "no comparison records of not-there" in caplog.text
+
+
+# --- the router with phase-1 embeddings --------------------------------------------------------
+
+
+def router(tiny_encoders, kind: str, **fields) -> TransformerEmbeddingModel:
+    return TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), finetuning=Frozen(),
+                                     embedding_spec=small_spec(kind, **fields.pop("spec", {})),
+                                     embedding_model_epochs=1, epochs=1, batch_size=256, progress=False,
+                                     **fields)
+
+
+def test_router_uses_the_phase1_embeddings_fixed(tiny_encoders, sample_pairs, tmp_path, caplog):
+    model = router(tiny_encoders, "frozen")
+    with caplog.at_level(logging.INFO):
+        model.train(sample_pairs, ValidationSplit(0.2, 0), run_dir=tmp_path / "run")
+    assert "held-out top-1 identification" in caplog.text
+    train, _ = data_mod.split_by_prompt(sample_pairs, 0.2, 0)
+    expected = model.embedding_model.embed_llms(records.comparison_records(train), model.model_names)
+    np.testing.assert_allclose(model.model_embeddings.cpu().numpy(), expected, atol=1e-6)
+    assert not any(p is model.model_embeddings for p in model.head_parameters())
+    saved = json.loads((tmp_path / "run" / "checkpoint" / "router.json").read_text())
+    assert saved["embedding_model"]["kind"] == "frozen"
+    top1 = model.embedding_model.report["identification_top1"]
+    assert saved["embedding_model"]["identification_top1"] == top1
+    loaded = TransformerEmbeddingModel.load(tmp_path / "run" / "checkpoint")
+    assert loaded.embedding_model is not None
+    prompts = sample_pairs["prompt"].to_pylist()[:5]
+    np.testing.assert_allclose(loaded.score_matrix(prompts), model.score_matrix(prompts), atol=1e-6)
+
+
+def test_train_with_head_keeps_phase1_and_head_consistent(tiny_encoders, sample_pairs, tmp_path):
+    model = router(tiny_encoders, "attention", spec={"train_with_head": True})
+    model.train(sample_pairs, ValidationSplit(0.2, 0), run_dir=tmp_path / "run")
+    assert any(p.requires_grad for p in model.llm_table.parameters())
+    train, _ = data_mod.split_by_prompt(sample_pairs, 0.2, 0)
+    r = records.comparison_records(train)
+    with torch.no_grad():
+        table = model.model_embeddings.cpu().numpy()
+    # the saved (co-trained) phase-1 model embeds the LLMs exactly as the head saw them
+    again = embeddings.LLMEmbeddingModel.load(tmp_path / "run").embed_llms(r, model.model_names)
+    np.testing.assert_allclose(again, table, atol=1e-5)
+    loaded = TransformerEmbeddingModel.load(tmp_path / "run" / "checkpoint")
+    np.testing.assert_allclose(loaded.model_embeddings.cpu().numpy(), table, atol=1e-6)
+
+
+def test_load_embedding_model_from_skips_phase1(tiny_encoders, sample_pairs, tmp_path, caplog):
+    first = router(tiny_encoders, "frozen")
+    first.train(sample_pairs, ValidationSplit(0.2, 0), run_dir=tmp_path / "run")
+    second = router(tiny_encoders, "frozen", load_embedding_model_from=str(tmp_path / "run"))
+    with caplog.at_level(logging.INFO):
+        second.train(sample_pairs, ValidationSplit(0.2, 0))
+    assert "loaded from" in caplog.text and "phase 1 (frozen) epoch" not in caplog.text
+    np.testing.assert_allclose(second.model_embeddings.cpu().numpy(), first.model_embeddings.cpu().numpy())
+
+
+def test_min_model_comparisons_drops_rare_llms_with_a_log(tiny_encoders, sample_pairs, caplog):
+    involved = np.isin(sample_pairs["model_a"].to_numpy(zero_copy_only=False), ["codegemma-7b"]) | np.isin(
+        sample_pairs["model_b"].to_numpy(zero_copy_only=False), ["codegemma-7b"])
+    rare = sample_pairs.filter(pa.array(~involved | (np.arange(len(involved)) % 10 == 0)))
+    counts = data_mod.model_counts(rare)
+    assert counts["codegemma-7b"] < 200 < min(v for k, v in counts.items() if k != "codegemma-7b")
+    model = router(tiny_encoders, "frozen", min_model_comparisons=200)
+    with caplog.at_level(logging.INFO):
+        model.train(rare, ValidationSplit(0.2, 0))
+    assert "dropped 1 LLM(s) with fewer than 200 comparisons: codegemma-7b" in caplog.text
+    assert "codegemma-7b" not in model.model_names and len(model.model_names) == 8

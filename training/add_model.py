@@ -1,0 +1,152 @@
+"""`python -m training.add_model RUN_OR_BUNDLE records.parquet --name NEW --out NEW_BUNDLE`
+
+Adds an LLM to a trained router without retraining its encoder or head: the router's phase-1
+LLM embedding model embeds the new LLM from its comparison records (a few hundred are enough;
+at most `embedding_spec.profile_records` are used), and a new bundle is written with the same
+`model.onnx` and `tokenizer.json`, the LLM table plus one row, and a new manifest.
+
+    python -m training.add_model build/run/bundle new_llm.parquet --name my-llm --out build/with-my-llm
+
+RUN_OR_BUNDLE is a bundle directory (it carries the embedding model) or a run directory
+(`output.run_dir` of the spec: the embedding model from `checkpoint/`, the bundle from the
+spec's `output.bundle_dir`, or `--bundle`). records.parquet is pairwise or per-model-scores data
+(as `training.data.load_pairs` reads) in which NEW is compared with LLMs the router knows.
+The router must have been trained with `embedding_spec.kind` frozen, finetunable or attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from routerdb.bundle import Bundle, models_table, write_bundle
+
+log = logging.getLogger("training.add_model")
+
+MIN_RECORDS = 50  # fewer records than this give a noisy embedding: warned, not refused
+
+
+def resolve_source(source: str | Path, bundle: str | Path | None = None):
+    """(Bundle, LLMEmbeddingModel) from a bundle or run directory."""
+    from training.embeddings import CONFIG_FILE, WEIGHTS_FILE, LLMEmbeddingModel
+
+    source = Path(source)
+    if (source / "manifest.json").is_file():
+        loaded = Bundle.load(source)
+        files = loaded.manifest["files"]
+        if CONFIG_FILE not in files:
+            kind = loaded.manifest.get("llm_embeddings", {}).get("kind", "learned")
+            raise ValueError(
+                f"bundle {str(source)!r} has no LLM embedding model (its embedding_spec.kind is {kind!r}: "
+                "one trained vector per LLM, which cannot embed a new LLM). Retrain the router with "
+                "embedding_spec.kind 'frozen', 'finetunable' or 'attention'.")
+        from safetensors.torch import load_file
+
+        meta = json.loads((loaded.path / files[CONFIG_FILE]["path"]).read_text(encoding="utf-8"))
+        tensors = load_file(str(loaded.path / files[WEIGHTS_FILE]["path"]))
+        return loaded, LLMEmbeddingModel.from_files(meta, tensors, where=str(source))
+    spec_file = source / "spec.json"
+    if bundle is None and not spec_file.is_file():
+        raise FileNotFoundError(
+            f"{str(source)!r} is neither a bundle (manifest.json) nor a run directory (spec.json); "
+            "pass the bundle directory, or a run directory with --bundle BUNDLE.")
+    if bundle is None:
+        bundle = json.loads(spec_file.read_text(encoding="utf-8"))["output"]["bundle_dir"]
+    return Bundle.load(bundle), LLMEmbeddingModel.load(source)
+
+
+def add_model(source: str | Path, records_path, name: str, out: str | Path, *, bundle=None,
+              aliases=None) -> Path:
+    """Write `out`: the router of `source` plus LLM `name`, embedded from its records."""
+    from training import data as data_mod
+    from training.records import comparison_records
+
+    loaded, embedder = resolve_source(source, bundle)
+    if name in loaded.model_names:
+        raise ValueError(f"LLM {name!r} is already in {loaded.path} ({len(loaded.model_names)} LLMs); "
+                         "pick another --name, or add it to the original bundle without it.")
+    records = comparison_records(data_mod.load_pairs(records_path, aliases=data_mod.load_aliases(aliases)
+                                                     if aliases else None)).of(name)
+    if len(records) < MIN_RECORDS:
+        log.warning("only %d comparison records of %s; its embedding will be noisy (a few hundred "
+                    "are recommended)", len(records), name)
+    vector = embedder.embed_llms(records, [name])
+    if vector.shape[1] != loaded.model_embeddings.shape[1]:
+        raise ValueError(f"the embedding model gives {vector.shape[1]}-dim vectors but the bundle's LLM "
+                         f"table has {loaded.model_embeddings.shape[1]}; use the embedding model the "
+                         "router was trained with.")
+    names = (*loaded.model_names, name)
+    table = models_table(names, np.vstack([loaded.model_embeddings, vector]))
+    known = set(loaded.model_names)
+    opponents = sorted({records.llms[o] for o in np.unique(records.opponent)})
+    used = min(len(records), embedder.spec.profile_records)
+    entry = {"name": name, "records": len(records), "used_records": used,
+             "prompts": int(len(np.unique(records.prompt))), "opponents": opponents,
+             "unknown_opponents": [o for o in opponents if o not in known],
+             "data": str(records_path), "base_bundle_digest": loaded.digest,
+             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    manifest = {k: v for k, v in loaded.manifest.items() if k not in ("format", "format_version", "files")}
+    manifest["models"] = {**manifest.get("models", {}), "count": len(names)}
+    manifest["added_models"] = [*manifest.get("added_models", []), entry]
+    check_prompts = [records.prompts[p] for p in np.unique(records.prompt)[:16]]
+
+    def write_files(tmp: Path) -> dict[str, str]:
+        import pyarrow.parquet as pq
+
+        files = {}
+        for key, item in loaded.manifest["files"].items():
+            if key != "models.parquet":
+                shutil.copyfile(loaded.path / item["path"], tmp / key)
+                files[key] = key
+        if "embedding_model.json" not in files:  # from a run directory
+            embedder.save(tmp)
+            files.update({"embedding_model.json": "embedding_model.json",
+                          "embedding_model.safetensors": "embedding_model.safetensors"})
+        pq.write_table(table, tmp / "models.parquet")
+        return {**files, "models.parquet": "models.parquet"}
+
+    def verify(tmp: Path) -> dict:
+        from routerdb.scorer import Router
+
+        before = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0).score(check_prompts)
+        after = Router(tmp, providers=["CPUExecutionProvider"], cache_size=0).score(check_prompts)
+        diff = float(np.abs(after[:, :-1] - before).max())
+        if diff > 1e-5 or not np.isfinite(after).all():
+            raise RuntimeError(f"the new bundle changes the known LLMs' scores by {diff:.3g}; not written")
+        return {"add_model_check": {"prompts": len(check_prompts), "max_abs_diff_known_llms": diff}}
+
+    log.info("adding %s from %d of its %d records (%d prompts) to %s", name, used, len(records),
+             entry["prompts"], loaded.path)
+    return write_bundle(out, manifest, write_files, verify=verify)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.add_model", description=__doc__.split("\n")[0])
+    parser.add_argument("source", help="a bundle directory, or a run directory (output.run_dir)")
+    parser.add_argument("records", help="pairwise or per-model-scores data comparing NEW with known LLMs")
+    parser.add_argument("--name", required=True, help="the new LLM, as spelled in the records")
+    parser.add_argument("--out", required=True, help="directory of the new bundle")
+    parser.add_argument("--bundle", help="with a run directory: its bundle, if not the spec's bundle_dir")
+    parser.add_argument("--aliases", help="model_aliases.json mapping spellings to one name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        out = add_model(args.source, args.records, args.name, args.out, bundle=args.bundle,
+                        aliases=args.aliases)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: {args.name} added")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,522 @@
+"""The LLM embedding model (phase 1) and the LLM tables the scoring head reads.
+
+One registry, `KINDS`, keyed by `embedding_spec.kind`:
+
+* ``learned``: one trainable vector per LLM, learned with the head. No phase 1; it cannot embed
+  an LLM it was not trained with.
+* ``frozen``: a frozen sentence encoder embeds each record's text; a small trainable network
+  turns a record (text vector, outcome, opponent strength) into a vector; an LLM's embedding is
+  the L2-normalised projection of the mean over its records.
+* ``finetunable``: as ``frozen``, and the sentence encoder is fine-tuned in phase 1 too
+  (``embedding_spec.finetuning``, any method of `training.finetuning.METHODS`).
+* ``attention``: as ``frozen``, but the records of a set attend to each other (self-attention
+  blocks) and are pooled by attention with a learned query (a set transformer).
+
+Phase 1 trains the record network on triplets of record sets with the triplet margin loss on
+cosine distance (`training.records` says exactly how triplets are built), before the head, on
+the training split only, and reports top-1 identification on held-out prompts. It is saved on
+its own (``embedding_model.json`` + ``embedding_model.safetensors``, no pickle) in the run's
+checkpoint and in the bundle, and reused through ``load_embedding_model_from``.
+
+In phase 2 the head reads an `LLMTable`: `LearnedTable` (kind ``learned``), `FixedTable`
+(phase-1 embeddings, fixed: the default) or `ProfileTable` (``train_with_head``: the record
+network keeps training with the ranking loss, recomputing every LLM's embedding from its profile
+records at each step, so a new LLM embedded later lands in the same space as the trained ones).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from training import records as rec
+from training.encoder import EncoderRef, load_base_model, load_config, load_tokenizer, resolve_encoder
+from training.finetuning import prepare_encoder
+from training.pooling import Pooling, detect_pooling
+from training.specs import EmbeddingSpec
+
+log = logging.getLogger(__name__)
+
+FORMAT, FORMAT_VERSION = "routerdb-embedding-model", 1
+CONFIG_FILE, WEIGHTS_FILE = "embedding_model.json", "embedding_model.safetensors"
+IDENTIFICATION_SETS_PER_LLM = 20  # held-out query sets per LLM for top-1 identification
+TextVectors = Callable[[Sequence[str]], np.ndarray]  # texts -> [T, H] frozen-encoder vectors
+
+
+@dataclass(frozen=True)
+class Kind:
+    description: str
+    phase1: bool  # has a phase-1 model (can embed a new LLM)
+    attention: bool  # set encoder with attention instead of a mean over records
+    finetunes_encoder: bool
+
+
+KINDS: dict[str, Kind] = {
+    "learned": Kind("one trainable vector per LLM, learned with the head", False, False, False),
+    "frozen": Kind("frozen sentence encoder + record network, mean over records", True, False, False),
+    "finetunable": Kind("sentence encoder fine-tuned in phase 1 + record network", True, False, True),
+    "attention": Kind("frozen sentence encoder + self-attention over records, attention pooling",
+                      True, True, False),
+}
+
+
+# --- the record network -----------------------------------------------------------------------
+
+
+class AttentionPool(nn.Module):
+    """Self-attention blocks over a set, then attention pooling with one learned query."""
+
+    def __init__(self, width: int, heads: int, layers: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0,
+                                                               batch_first=True) for _ in range(layers))
+        self.query = nn.Parameter(0.02 * torch.randn(1, 1, width))
+        self.attend = nn.MultiheadAttention(width, heads, batch_first=True)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # h [S, R, W], mask [S, R] (True = a record) -> [S, W]
+        pad = ~mask
+        for block in self.blocks:
+            h = block(h, src_key_padding_mask=pad)
+        query = self.query.expand(len(h), -1, -1)
+        out, _ = self.attend(query, h, h, key_padding_mask=pad, need_weights=False)
+        return out.squeeze(1)
+
+
+class RecordNet(nn.Module):
+    """Record sets -> one unit vector per set.
+
+    A record's input places [text vector, opponent strength] in the slot of its outcome (lost /
+    tie / won), so "won on this prompt against a strong LLM" and "lost on it" are linearly
+    separable. The opponent enters only by its strength (its win rate in phase-1 data, centred),
+    not its identity: identity would leak "never plays itself" (see training/records.py).
+    """
+
+    def __init__(self, text_dim: int, spec, attention: bool):
+        super().__init__()
+        width = spec.hidden_dim
+        self.record = nn.Sequential(nn.Linear(3 * (text_dim + 1), width), nn.GELU(), nn.Linear(width, width))
+        self.pool = AttentionPool(width, spec.heads, spec.layers) if attention else None
+        self.out = nn.Linear(width, spec.dim)
+
+    def forward(self, text: torch.Tensor, opponent: torch.Tensor, outcome: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        # text [S, R, H], opponent [S, R] strength - 0.5, outcome [S, R] in {-1, 0, 1}, mask [S, R]
+        x = torch.cat([text, opponent.unsqueeze(-1).to(text.dtype)], dim=-1)
+        slots = F.one_hot(outcome.long() + 1, 3).to(x.dtype)  # [S, R, 3]
+        h = self.record((slots.unsqueeze(-1) * x.unsqueeze(-2)).flatten(-2))  # [S, R, W]
+        if self.pool is None:
+            m = mask.to(h.dtype).unsqueeze(-1)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        else:
+            pooled = self.pool(h, mask)
+        return F.normalize(self.out(pooled), dim=-1)  # [S, D]
+
+
+# --- the record text encoder ------------------------------------------------------------------
+
+
+class TextEncoder(nn.Module):
+    """A sentence encoder with its tokenizer and pooling: record texts -> vectors [T, H]."""
+
+    def __init__(self, ref: EncoderRef, max_length: int, pooling: str = "auto", finetuning=None):
+        super().__init__()
+        self.ref = ref
+        self.tokenizer = load_tokenizer(ref, max_length)
+        config = load_config(ref)
+        mode, normalize, _ = detect_pooling(ref.local_dir, config)
+        self.pooling = Pooling(mode if pooling == "auto" else pooling, normalize)
+        if finetuning is None:
+            self.encoder = load_base_model(ref).requires_grad_(False).eval()
+        else:
+            self.encoder = prepare_encoder(finetuning, ref)
+        self.hidden_size = int(config.hidden_size)
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.encoder.parameters())
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        batch = self.tokenizer(texts)
+        device = next(self.encoder.parameters()).device
+        ids, mask = (torch.from_numpy(x).to(device) for x in (batch.input_ids, batch.attention_mask))
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return self.pooling(hidden, mask).float()
+
+    @torch.no_grad()
+    def vectors(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """[T, H] float32 in input order; batches of similar token length."""
+        was_training = self.encoder.training
+        self.encoder.eval()
+        ids = self.tokenizer.token_ids(texts)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.zeros((len(texts), self.hidden_size), np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            out[rows] = self([texts[i] for i in rows]).cpu().numpy()
+        self.encoder.train(was_training)
+        return out
+
+
+# --- the phase-1 model -------------------------------------------------------------------------
+
+
+class LLMEmbeddingModel:
+    """Embeds an LLM from its comparison records. Build with `train_embedding_model` or `load`."""
+
+    def __init__(self, spec, text: TextEncoder, strengths: dict[str, float], device: torch.device):
+        self.spec = spec
+        self.text = text
+        self.strengths = dict(strengths)  # known LLM -> win rate in phase-1 data (opponent input)
+        self.net = RecordNet(text.hidden_size, spec, KINDS[spec.kind].attention)
+        self.device = device
+        self.report: dict[str, Any] = {}
+        self.text_vectors: TextVectors | None = None  # e.g. a PromptCache lookup, frozen kinds only
+        if not _is_quantized(self.text.encoder):
+            self.text.to(device)
+        self.net.to(device)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def vectors(self, records: rec.Records) -> torch.Tensor:
+        """Frozen vectors of every text of `records` [T, H] (zeros where no record uses a text)."""
+        used = np.unique(records.text)
+        texts = [records.texts[i] for i in used]
+        if self.text_vectors is not None and not self.text.trainable:
+            values = np.asarray(self.text_vectors(texts), np.float32)
+        else:
+            values = self.text.vectors(texts)
+        out = torch.zeros(len(records.texts), self.text.hidden_size, device=self.device)
+        out[torch.as_tensor(used, device=self.device)] = torch.from_numpy(values).to(self.device)
+        return out
+
+    def opponent_strength(self, records: rec.Records) -> np.ndarray:
+        """Per record: the opponent's win rate minus 0.5 (0 for an LLM phase 1 never saw)."""
+        strength = np.array([self.strengths.get(name, 0.5) - 0.5 for name in records.llms], np.float32)
+        return strength[records.opponent]
+
+    def set_inputs(self, records: rec.Records, rows: np.ndarray, vectors: torch.Tensor | None):
+        """Network inputs for sets of record rows [S, k] (-1 = padding). `vectors` is [T, H],
+        or None to run the encoder on the sets' texts now (with gradients when it trains)."""
+        mask = rows >= 0
+        safe = np.where(mask, rows, 0)
+        text_idx = records.text[safe]
+        if vectors is None:
+            used, inverse = np.unique(text_idx, return_inverse=True)
+            encoded = self.text([records.texts[i] for i in used])
+            text = encoded[torch.as_tensor(inverse.reshape(text_idx.shape), device=encoded.device)]
+        else:
+            text = vectors[torch.as_tensor(text_idx, device=vectors.device)]
+        t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+        return text, t(self.opponent_strength(records)[safe]), t(records.outcome[safe]), t(mask)
+
+    def embed_sets(self, records: rec.Records, rows: np.ndarray,
+                   vectors: torch.Tensor | None) -> torch.Tensor:
+        return self.net(*self.set_inputs(records, rows, vectors))  # [S, D]
+
+    # --- embeddings --------------------------------------------------------------------------
+
+    def profiles(self, records: rec.Records, names: Sequence[str]) -> np.ndarray:
+        """Rows [M, L] (-1 padded) of the records each LLM's embedding is computed from."""
+        sets = []
+        for name in names:
+            llm = records.llms.index(name) if name in records.llms else -1
+            sets.append(rec.profile_rows(records, llm, self.spec.profile_records, 0) if llm >= 0
+                        else np.zeros(0, np.int64))
+        width = max([len(s) for s in sets] + [1])
+        out = np.full((len(sets), width), -1, np.int64)
+        for j, rows in enumerate(sets):
+            out[j, :len(rows)] = rows
+        return out
+
+    @torch.no_grad()
+    def embed_llms(self, records: rec.Records, names: Sequence[str] | None = None,
+                   vectors: torch.Tensor | None = None) -> np.ndarray:
+        """Embeddings [M, D] of `names` (default: every LLM with records), each from at most
+        `profile_records` of its records. An LLM with no records gets a zero vector (logged)."""
+        names = list(records.llms if names is None else names)
+        missing = [n for n in names if n not in records.llms]
+        if missing:
+            log.warning("no comparison records of %s: zero embedding", ", ".join(missing))
+        rows = self.profiles(records, names)
+        vectors = self.vectors(records) if vectors is None else vectors
+        self.net.eval()
+        out = torch.zeros(len(names), self.dim, device=self.device)
+        has = rows[:, 0] >= 0
+        for start in range(0, len(names), 16):  # 16 LLMs x profile_records at a time
+            part = np.flatnonzero(has[start:start + 16]) + start
+            if len(part):
+                out[torch.as_tensor(part, device=self.device)] = self.embed_sets(records, rows[part], vectors)
+        return out.cpu().numpy()
+
+    @torch.no_grad()
+    def identification(self, fit: rec.Records, heldout: rec.Records,
+                       vectors: torch.Tensor | None = None) -> float:
+        """Top-1 accuracy: held-out sets of `records_per_set` records, nearest LLM prototype
+        (each LLM's embedding from its fit records) by cosine. NaN without held-out records."""
+        names = [n for n in fit.llms if n in heldout.llms]
+        if not names or len(heldout) == 0:
+            return float("nan")
+        heldout = heldout.take(np.isin(heldout.llm, [heldout.llms.index(n) for n in names]))
+        prototypes = torch.from_numpy(self.embed_llms(fit, names, vectors)).to(self.device)
+        sets, truth = rec.identification_sets(heldout, IDENTIFICATION_SETS_PER_LLM,
+                                              self.spec.records_per_set, seed=1)
+        self.net.eval()
+        if vectors is None or heldout.texts is not fit.texts:
+            vectors = self.vectors(heldout)
+        queries = torch.cat([self.embed_sets(heldout, sets[i:i + 256], vectors)
+                             for i in range(0, len(sets), 256)])
+        guess = (queries @ prototypes.T).argmax(dim=1).cpu().numpy()
+        true_names = [heldout.llms[t] for t in truth]
+        return float(np.mean([names[g] == t for g, t in zip(guess, true_names, strict=True)]))
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        if KINDS[self.kind].finetunes_encoder:
+            trained = self.text.encoder.named_parameters()
+            out.update({f"encoder.{n}": p for n, p in trained if p.requires_grad})
+        return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
+
+    def describe(self) -> dict[str, Any]:
+        from training.export import library_versions
+
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "library_versions": library_versions(), "spec": self.spec.model_dump(mode="json"),
+                "encoder": {"name": self.text.ref.name, "max_length": self.text.tokenizer.max_length,
+                            "pooling": self.text.pooling.mode},
+                "text_dim": self.text.hidden_size, "opponent_strength": self.strengths, "report": self.report}
+
+    def save(self, path: str | Path) -> Path:
+        """Write `path/embedding_model.json` and `path/embedding_model.safetensors`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(self.tensors(), str(path / WEIGHTS_FILE))
+        (path / CONFIG_FILE).write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | None = None) -> LLMEmbeddingModel:
+        """Load from a directory holding the two files, a checkpoint or run directory, or a bundle."""
+        folder = find_embedding_model(path)
+        meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        return cls.from_files(meta, load_file(str(folder / WEIGHTS_FILE)), device, where=str(folder))
+
+    @classmethod
+    def from_files(cls, meta: dict, tensors: dict[str, torch.Tensor], device: torch.device | None = None,
+                   *, where: str = "<embedding model>") -> LLMEmbeddingModel:
+        _check_meta(meta, where)
+        from pydantic import TypeAdapter
+
+        spec = TypeAdapter(EmbeddingSpec).validate_python(meta["spec"])
+        finetuning = spec.finetuning if KINDS[spec.kind].finetunes_encoder else None
+        enc = meta["encoder"]
+        text = TextEncoder(resolve_encoder(enc["name"]), enc["max_length"], enc["pooling"], finetuning)
+        model = cls(spec, text, meta["opponent_strength"], device or _default_device())
+        model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        params = dict(model.text.encoder.named_parameters())
+        with torch.no_grad():
+            for key, value in tensors.items():
+                if key.startswith("encoder."):
+                    params[key[8:]].copy_(value.to(params[key[8:]].dtype))
+        model.report = meta.get("report", {})
+        return model
+
+
+def find_embedding_model(path: str | Path) -> Path:
+    """The folder holding embedding_model.json: `path` itself, its embedding_model/, or
+    checkpoint/embedding_model/ of a run directory."""
+    path = Path(path)
+    for folder in (path, path / "embedding_model", path / "checkpoint" / "embedding_model"):
+        if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no LLM embedding model at {str(path)!r}: expected {CONFIG_FILE} and {WEIGHTS_FILE} there, in "
+        "embedding_model/, or in checkpoint/embedding_model/. Pass a bundle or run trained with "
+        "embedding_spec.kind 'frozen', 'finetunable' or 'attention' (kind 'learned' has no such model)."
+    )
+
+
+def _check_meta(meta: Any, where: str) -> None:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{where}: not a routerdb LLM embedding model (format {FORMAT!r} expected); "
+                         "save it with LLMEmbeddingModel.save")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{where}: embedding model format version {meta['format_version']} is newer than "
+                         f"this routerdb reads ({FORMAT_VERSION}); upgrade routerdb.")
+    if meta.get("kind") not in KINDS or not KINDS[meta["kind"]].phase1:
+        phase1 = [k for k, v in KINDS.items() if v.phase1]
+        raise ValueError(f"{where}: embedding model kind {meta.get('kind')!r}; allowed: {phase1}.")
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _is_quantized(module: nn.Module) -> bool:
+    return bool(getattr(module, "is_loaded_in_4bit", False) or getattr(module, "is_quantized", False))
+
+
+# --- phase-1 training --------------------------------------------------------------------------
+
+
+def build_embedding_model(spec, strengths: dict[str, float], *, encoder: str, max_length: int,
+                          pooling: str = "auto", device: torch.device | None = None) -> LLMEmbeddingModel:
+    kind = KINDS[spec.kind]
+    if not kind.phase1:
+        raise ValueError(f"embedding_spec.kind {spec.kind!r} has no phase-1 model; use one of "
+                         f"{[k for k, v in KINDS.items() if v.phase1]}")
+    ref = resolve_encoder(spec.encoder or encoder)
+    text = TextEncoder(ref, max_length, pooling, spec.finetuning if kind.finetunes_encoder else None)
+    return LLMEmbeddingModel(spec, text, strengths, device or _default_device())
+
+
+def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: int = 128,
+                          pooling: str = "auto", epochs: int = 5, seed: int = 42,
+                          device: torch.device | None = None, text_vectors: TextVectors | None = None,
+                          progress: bool = False) -> LLMEmbeddingModel:
+    """Phase 1 on the comparison records of `pairs` (the router's training split)."""
+    from training.optim import build_optimizers, schedule_factor
+
+    records = rec.comparison_records(pairs)
+    fit, heldout = rec.split_by_prompt(records, spec.heldout_fraction, seed)
+    torch.manual_seed(seed)
+    model = build_embedding_model(spec, rec.win_rates(records), encoder=spec.encoder or encoder,
+                                  max_length=max_length, pooling=pooling, device=device)
+    model.text_vectors = text_vectors
+    cached = None if model.text.trainable else model.vectors(records)
+    enc_lr = spec.finetuning.lr if KINDS[spec.kind].finetunes_encoder else spec.lr
+    optim = build_optimizers(spec.optimizer, model.text.encoder, list(model.net.parameters()), enc_lr,
+                             spec.lr)
+    steps = epochs * math.ceil(len(np.unique(fit.prompt)) / spec.prompts_per_step)
+    optim.set_schedule(schedule_factor("cosine", int(0.05 * steps), max(steps, 1)))
+    rng = np.random.default_rng(seed)
+    log.info("phase 1 (%s): %d records of %d LLMs; %d prompts fit, %d held out for identification",
+             spec.kind, len(records), len(records.llms), len(np.unique(fit.prompt)),
+             len(np.unique(heldout.prompt)))
+    history = []
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        loss = _epoch(model, optim, fit, cached, rng, progress)
+        last = epoch == epochs - 1
+        if cached is None and last:
+            cached = model.vectors(records)  # the fine-tuned encoder, once, for evaluation
+        top1 = model.identification(fit, heldout, cached) if cached is not None else float("nan")
+        history.append({"epoch": epoch + 1, "triplet_loss": loss, "identification_top1": top1,
+                        "seconds": time.perf_counter() - t0})
+        log.info("phase 1 (%s) epoch %d: triplet loss %.4f, held-out top-1 identification %.3f "
+                 "(%d LLMs, chance %.3f, %d records per set) (%.0fs)", spec.kind, epoch + 1, loss, top1,
+                 len(records.llms), 1 / max(len(records.llms), 1), spec.records_per_set,
+                 history[-1]["seconds"])
+    if not epochs:
+        top1 = model.identification(fit, heldout, cached)
+        history.append({"epoch": 0, "triplet_loss": float("nan"), "identification_top1": top1,
+                        "seconds": 0.0})
+    model.report = {"identification_top1": history[-1]["identification_top1"], "llms": len(records.llms),
+                    "chance": 1 / max(len(records.llms), 1), "records_per_set": spec.records_per_set,
+                    "query_sets_per_llm": IDENTIFICATION_SETS_PER_LLM, "records": len(records),
+                    "heldout_prompts": int(len(np.unique(heldout.prompt))), "history": history}
+    return model
+
+
+def _epoch(model: LLMEmbeddingModel, optim, fit: rec.Records, cached, rng, progress: bool) -> float:
+    from tqdm.auto import tqdm
+
+    spec = model.spec
+    model.net.train()
+    model.text.encoder.train(model.text.trainable)
+    losses = []
+    steps = rec.triplet_steps(fit, spec.prompts_per_step, spec.records_per_set, rng)
+    for step in tqdm(steps, desc=f"phase 1 ({spec.kind})", disable=not progress, leave=False):
+        emb = model.embed_sets(fit, np.concatenate([step.anchor, step.positive]), cached)
+        anchor, positive = emb.chunk(2)
+        loss = batch_all_triplet_loss(anchor, positive, spec.margin)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def batch_all_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, margin: float) -> torch.Tensor:
+    """Triplet margin loss (cosine distance) over every (anchor_i, positive_i, positive_j), j != i."""
+    n = len(anchor)  # anchor, positive [N, D], row i from LLM i
+    i, j = torch.nonzero(~torch.eye(n, dtype=torch.bool, device=anchor.device), as_tuple=True)
+    return F.triplet_margin_with_distance_loss(anchor[i], positive[i], positive[j], margin=margin,
+                                               distance_function=cosine_distance)
+
+
+def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return 1.0 - (x * y).sum(-1)  # inputs are unit vectors
+
+
+# --- the LLM tables the head reads -----------------------------------------------------------
+
+
+class LearnedTable(nn.Module):
+    """Kind 'learned': one trainable vector per LLM."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight  # [M, D]
+
+
+class FixedTable(nn.Module):
+    """Phase-1 embeddings, not trained further."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight  # [M, D]
+
+
+class ProfileTable(nn.Module):
+    """`train_with_head`: every LLM's embedding recomputed from its profile records at each call,
+    by the phase-1 record network, which therefore trains with the head."""
+
+    def __init__(self, model: LLMEmbeddingModel, records: rec.Records, names: Sequence[str]):
+        super().__init__()
+        self.net = model.net
+        rows = model.profiles(records, names)
+        text, opponent, outcome, mask = model.set_inputs(records, rows, model.vectors(records))
+        for name, value in (("text", text), ("opponent", opponent), ("outcome", outcome), ("mask", mask)):
+            self.register_buffer(name, value.detach(), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.net(self.text, self.opponent, self.outcome, self.mask)  # [M, D]
+
+
+def phase1_table(model: LLMEmbeddingModel, records: rec.Records, names: Sequence[str]) -> nn.Module:
+    """The head's LLM table from a phase-1 model (fixed, or trained with the head)."""
+    if model.spec.train_with_head:
+        return ProfileTable(model, records, names).to(model.device)
+    return FixedTable(torch.from_numpy(model.embed_llms(records, names)).to(model.device))
