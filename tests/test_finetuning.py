@@ -254,6 +254,30 @@ def test_qlora_trains_after_a_no_grad_forward(tiny_encoders, scores):
     assert any(not torch.equal(before[k], after[k]) for k in before if ".lora_" in k)
 
 
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_qlora_export_is_the_full_precision_base_with_the_same_adapters(tiny_encoders, kind):
+    """The merge is exact: QLoRA's exported encoder == a full-precision LoRA carrying its adapters
+    (GPT-2: Conv1D in full precision, 4-bit Linear in the quantised base)."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    ref = resolve_encoder(str(tiny_encoders[kind]))
+    qlora = finetuning.prepare_encoder(_spec("qlora"), ref).eval()
+    with torch.no_grad():
+        for name, p in qlora.named_parameters():
+            if "lora_B" in name:  # as if trained: B starts at zero
+                p.normal_(0, 0.3)
+    lora = finetuning.prepare_encoder(_spec("lora"), ref).eval()
+    set_peft_model_state_dict(lora, get_peft_model_state_dict(qlora))
+    merged = finetuning.export_encoder(_spec("qlora"), ref, qlora)
+    assert not any(".lora_" in n for n, _ in merged.named_parameters())
+    ids = torch.randint(5, 100, (3, 12))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        want = lora(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = merged(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+
+
 def test_qlora_without_4bit_support_stops_with_the_alternative(tiny_encoders, monkeypatch):
     import bitsandbytes.functional as bnbf
 
@@ -288,3 +312,14 @@ def test_gpu_check_script_runs_on_cpu(tmp_path, monkeypatch):
     assert lora["merge_max_abs_diff"] < 1e-5 and qlora["merge_cosine_min"] > 0.99
     assert qlora["quant_type"] == "nf4" and 0 < bitfit["trainable_pct"] < 5
     assert "| qlora |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_bench_finetuning_replaces_only_its_table(tmp_path):
+    import runpy
+
+    bench = runpy.run_path(str(Path(__file__).parents[1] / "bench" / "finetuning.py"))
+    doc = tmp_path / "finetuning.md"
+    start, end = bench["START"], bench["END"]
+    doc.write_text(f"# Title\n\nprose before\n\n{start}\nold table\n{end}\n\n## GPU\nkept\n")
+    bench["write_doc"](doc, "| new | table |")
+    assert doc.read_text() == f"# Title\n\nprose before\n\n{start}\n| new | table |\n{end}\n\n## GPU\nkept\n"
