@@ -82,6 +82,18 @@ def test_response_text_is_used_when_present():
     assert ("x", "p1") in texts and ("y", "p2\n\nrc") in texts and ("z", "p2") in texts
 
 
+def test_responses_flow_from_both_data_schemas_into_record_texts():
+    scores = pa.table({"prompt": ["q", "q"], "model": ["x", "y"], "score": [1.0, 0.0],
+                       "response": ["4", None]})
+    r = records.comparison_records(data_mod.load_pairs(scores))
+    texts = {(r.llms[i], r.texts[t]) for i, t in zip(r.llm, r.text, strict=True)}
+    assert texts == {("x", "q\n\n4"), ("y", "q")}
+    pairwise = pa.table({"prompt": ["q"], "model_a": ["x"], "model_b": ["y"], "winner": ["model_b"],
+                         "response_a": ["no"], "response_b": ["yes"]})
+    r = records.comparison_records(data_mod.load_pairs(pairwise))
+    assert sorted(r.texts) == ["q\n\nno", "q\n\nyes"]
+
+
 def test_unknown_llm_lists_the_known_ones():
     with pytest.raises(KeyError, match=r"no comparison records of LLM 'w'.*3 LLM\(s\): x, y, z"):
         records.comparison_records(tiny_pairs()).of("w")

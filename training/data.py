@@ -3,10 +3,11 @@
 Two input schemas are accepted (``detect_schema`` tells them apart by their columns):
 
 * **pairwise**: ``prompt``, ``model_a``, ``model_b``, ``winner`` in {``model_a``, ``model_b``,
-  ``tie``, ``tie (bothbad)``}; optional ``prompt_id``, ``source``.
+  ``tie``, ``tie (bothbad)``}; optional ``prompt_id``, ``source``, ``response_a``, ``response_b``.
 * **scores** (long, one row per prompt and model): ``prompt``, ``model``, ``score``; optional
   ``prompt_id`` (rows are grouped by the exact prompt text when absent), ``cost``, ``source`` or
-  ``benchmark``. Every unordered pair of a prompt's models becomes one comparison.
+  ``benchmark``, ``response`` (the LLM's answer; the LLM embedding model reads it when present).
+  Every unordered pair of a prompt's models becomes one comparison.
 
 ``load_pairs`` turns either into one pairs table (``PAIRS_SCHEMA``): ``label`` is +1 when
 ``model_a`` is better, -1 when ``model_b`` is better, 0 for a tie. Ties: "tie" and
@@ -56,6 +57,8 @@ PAIRS_SCHEMA = pa.schema(
         ("score_b", pa.float64()),
         ("cost_a", pa.float64()),
         ("cost_b", pa.float64()),
+        ("response_a", pa.string()),  # the LLMs' answers where the data has them, else null
+        ("response_b", pa.string()),
     ]
 )
 SCORES_SCHEMA = pa.schema(
@@ -66,6 +69,7 @@ SCORES_SCHEMA = pa.schema(
         ("score", pa.float64()),
         ("cost", pa.float64()),
         ("source", pa.string()),
+        ("response", pa.string()),  # null where the data has no responses
     ]
 )
 
@@ -457,6 +461,7 @@ def _pairwise(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
         "tie_kind": pc.if_else(pc.equal(label, 0), winner, pa.scalar(None, pa.string())),
         "source": _sources(table, name, fallback),
         "prompt_id": _prompt_ids(table, prompt, name),
+        **{c: _as_string(table, c, name) for c in ("response_a", "response_b") if c in table.column_names},
     }
     return _pairs_table(columns, table.num_rows)
 
@@ -479,6 +484,7 @@ def _scores(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
         "score": _numbers(table, "score", name, nullable=False),
         "cost": _numbers(table, "cost", name, nullable=True) if has_cost else pa.nulls(n),
         "source": _sources(table, name, fallback),
+        "response": _as_string(table, "response", name) if "response" in table.column_names else pa.nulls(n),
     }
     arrays = [pc.cast(columns[f.name], f.type) for f in SCORES_SCHEMA]
     scores = pa.Table.from_arrays(arrays, schema=SCORES_SCHEMA)
@@ -561,6 +567,8 @@ def _score_pairs(scores: pa.Table, name: str) -> pa.Table:
         "score_b": rows_b["score"],
         "cost_a": rows_a["cost"],
         "cost_b": rows_b["cost"],
+        "response_a": rows_a["response"],
+        "response_b": rows_b["response"],
     }
     return _pairs_table(columns, len(a))
 
