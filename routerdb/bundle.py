@@ -45,6 +45,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "models.parquet")
 MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few kB
+MAX_TOKENS = 1 << 20  # the longest max_length a manifest may give; real encoders take 512 to 32k
 
 
 class BundleError(ValueError):
@@ -150,20 +151,22 @@ def _check_format(manifest: Any, where: Path) -> None:
     if not isinstance(manifest.get("files"), dict):
         raise BundleError(f"{where}: 'files' must be a mapping of file name to path and sha256.")
     problems = []
-    if not _is_int(manifest.get("max_length"), 1):
-        problems.append(f"max_length {manifest.get('max_length')!r:.80} (allowed: an integer >= 1)")
+    if not _is_int(manifest.get("max_length"), 1, MAX_TOKENS):
+        problems.append(f"max_length {manifest.get('max_length')!r:.80} (allowed: an integer from 1 to "
+                        f"{MAX_TOKENS})")
     tokenizer = manifest.get("tokenizer")
-    if not (isinstance(tokenizer, dict) and _is_int(tokenizer.get("pad_id"), 0)
+    if not (isinstance(tokenizer, dict) and _is_int(tokenizer.get("pad_id"), 0, 2**31 - 1)
             and tokenizer.get("padding_side") in ("right", "left")):
-        problems.append(f"tokenizer {tokenizer!r:.80} (allowed: {{'pad_id': an integer >= 0, "
+        problems.append(f"tokenizer {tokenizer!r:.80} (allowed: {{'pad_id': a token id >= 0, "
                         "'padding_side': 'right' or 'left'})")
     if problems:
         raise BundleError(f"{where}: {'; '.join(problems)}. The manifest is damaged or was not written by "
                           "routerdb; re-export the bundle.")
 
 
-def _is_int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+def _is_int(value: Any, low: int, high: int | None = None) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
+            and (high is None or value <= high))
 
 
 def _verify_file(root: Path, name: str, entry: Any) -> None:

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except (BundleError, UnknownModelError, RescoreError, FileNotFoundError) as exc:
+    except (BundleError, UnknownModelError, RescoreError, OSError) as exc:  # OSError: disk full, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # duckdb errors: show the message, not a traceback

@@ -103,7 +103,11 @@ def open_input(path: str | os.PathLike[str], table: str | None = None,
     if table is not None or suffix in DUCKDB_SUFFIXES:
         return _duckdb_table(path, table, batch_rows)
     if suffix == ".parquet" or suffix == ".pq":
-        source = pq.ParquetFile(path)  # pyarrow keeps the file's exact Arrow types
+        try:
+            source = pq.ParquetFile(path)  # pyarrow keeps the file's exact Arrow types
+        except (pa.ArrowException, OSError) as exc:
+            raise RescoreError(f"input {str(path)!r} cannot be read as Parquet ({exc}); pass a Parquet, "
+                               "CSV or DuckDB file.") from None
         batches = source.iter_batches(batch_size=batch_rows)
         return pa.RecordBatchReader.from_batches(source.schema_arrow, batches), source.metadata.num_rows
     if suffix in (".csv", ".tsv") or path.name.lower().endswith((".csv.gz", ".tsv.gz")):
@@ -172,6 +176,25 @@ def _skip_rows(reader: pa.RecordBatchReader, skip: int) -> Iterator[pa.RecordBat
 # --- parts, resuming, and the final file --------------------------------------------------------
 
 
+def check_output(input_path: Path, output: Path) -> None:
+    """Refuse, before any work, an output that is a directory, is the input, or cannot be written."""
+    if output.is_dir():
+        raise RescoreError(f"output {str(output)!r} is a directory; pass the path of the Parquet file to "
+                           "write (e.g. scored.parquet).")
+    if output.exists() and input_path.exists() and output.resolve() == input_path.resolve():
+        raise RescoreError(f"output {str(output)!r} is the same file as the input; rescoring would "
+                           "overwrite the input. Write to another file.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output.parent).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a part of the path is a file, not a directory"
+        raise RescoreError(f"output {str(output)!r} cannot be written: {reason}. Choose a path in a "
+                           "writable directory.") from None
+
+
 def parts_dir(output: str | os.PathLike[str]) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".parts")
@@ -235,6 +258,16 @@ class _PartWriter:
             if self._rows == self.part_rows:
                 self.close()
 
+    def abort(self) -> None:
+        """Drop the part being written (after an error: disk full, an interrupt)."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # the error that got us here may break closing too
+                pass
+            self._tmp.unlink(missing_ok=True)
+            self._writer = None
+
     def close(self) -> None:
         if self._writer is None:
             return
@@ -276,6 +309,7 @@ def rescore(bundle, input_path: str | os.PathLike[str], output: str | os.PathLik
     names = list(models) if models else list(router.models)
     router.model_columns(names)  # unknown LLM names fail here, before any work
     input_path, output = Path(input_path), Path(output)
+    check_output(input_path, output)
     reader, total = open_input(input_path, table, batch_rows)
     check_prompt_column(reader.schema, prompt_column)
     schema = output_schema(reader.schema)
@@ -294,6 +328,9 @@ def rescore(bundle, input_path: str | os.PathLike[str], output: str | os.PathLik
             writer.write(score_batch(router, batch, prompt_column, names))
             bar.update(batch.num_rows)
         writer.close()
+    except BaseException:
+        writer.abort()  # the complete parts stay for a rerun to resume from; the partial one goes
+        raise
     finally:
         bar.close()
     parts = _complete_parts(directory, _fingerprint(input_path, table, prompt_column, names, router))

@@ -66,8 +66,13 @@ def resolve_encoder(name: str) -> EncoderRef:
 def load_config(ref: EncoderRef):
     from transformers import AutoConfig
 
+    return _loaded(ref, lambda: AutoConfig.from_pretrained(ref.location, trust_remote_code=False))
+
+
+def _loaded(ref: EncoderRef, load):
+    """`load()`; a hub id that cannot be fetched is reported with the ways to provide an encoder."""
     try:
-        return AutoConfig.from_pretrained(ref.location, trust_remote_code=False)
+        return load()
     except (OSError, ValueError) as exc:
         if ref.origin != "hub":
             raise
@@ -84,18 +89,19 @@ def load_base_model(ref: EncoderRef, **kwargs):
     from transformers import AutoModel
 
     # Weights from safetensors only (a pickled pytorch_model.bin is refused), no code from the repo.
-    safe = {"use_safetensors": True, "trust_remote_code": False}
+    kwargs = {"use_safetensors": True, **kwargs}
     try:
         # BERT-like models: without the unused pooler, whose `dense` would also match LoRA targets.
-        return AutoModel.from_pretrained(ref.location, add_pooling_layer=False, **safe, **kwargs)
+        return AutoModel.from_pretrained(ref.location, trust_remote_code=False, add_pooling_layer=False,
+                                         **kwargs)
     except TypeError:
-        return AutoModel.from_pretrained(ref.location, **safe, **kwargs)
+        return AutoModel.from_pretrained(ref.location, trust_remote_code=False, **kwargs)
 
 
 def load_tokenizer(ref: EncoderRef, max_length: int) -> PromptTokenizer:
     from transformers import AutoTokenizer
 
-    hf = AutoTokenizer.from_pretrained(ref.location, trust_remote_code=False)
+    hf = _loaded(ref, lambda: AutoTokenizer.from_pretrained(ref.location, trust_remote_code=False))
     if not getattr(hf, "is_fast", False):
         raise ValueError(
             f"encoder {ref.name!r} has no fast tokenizer (tokenizer.json); routerdb needs one to "

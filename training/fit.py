@@ -97,7 +97,20 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        _remove_handlers()
     return 0
+
+
+_HANDLERS: list[logging.Handler] = []  # the handlers _setup_logging added to the root logger
+
+
+def _remove_handlers() -> None:
+    """Take main()'s handlers off the root logger, so a second main() in one process gets fresh ones."""
+    for handler in _HANDLERS:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    _HANDLERS.clear()
 
 
 def _setup_logging(run_dir: Path) -> None:
@@ -105,7 +118,9 @@ def _setup_logging(run_dir: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    for handler in (logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")):
+    _remove_handlers()
+    _HANDLERS[:] = [logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")]
+    for handler in _HANDLERS:
         handler.setFormatter(fmt)
         root.addHandler(handler)
     for noisy in ("httpx", "urllib3", "filelock"):

@@ -229,23 +229,14 @@ def _unflatten(obj, tensors: dict[str, torch.Tensor]):
 
 def _checkpoint(model, optim, generator, run_dir: Path, epoch: int, history) -> None:
     """Write checkpoint/ and state/ for `epoch`; the previous pair stays until both are in place."""
-    from training.model import WEIGHTS_FILE
-
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / ".checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp / "checkpoint")
-    tensors: dict[str, torch.Tensor] = {}
-    state = {"epoch": epoch, "history": history,
-             "weights_sha256": _sha256(tmp / "checkpoint" / WEIGHTS_FILE),  # pairs state with checkpoint
-             "optim": _flatten(optim.state_dict(), tensors),
-             "generator": _flatten(generator.get_state(), tensors),
-             "torch_rng": _flatten(torch.get_rng_state(), tensors)}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = _flatten(torch.cuda.get_rng_state_all(), tensors)
-    (tmp / "state").mkdir()
-    save_file(tensors, str(tmp / "state" / "tensors.safetensors"))
-    (tmp / "state" / "state.json").write_text(json.dumps(state))
+    try:
+        _write_pair(model, optim, generator, tmp, epoch, history)
+    except BaseException:  # disk full, read-only, interrupted: leave no half-written pair behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     # A kill between these renames leaves a mix of new, .old and missing directories;
     # find_checkpoint picks the newest checkpoint/state pair whose weights hash matches.
     for name in _PAIR:
@@ -258,6 +249,24 @@ def _checkpoint(model, optim, generator, run_dir: Path, epoch: int, history) -> 
     for name in _PAIR:
         shutil.rmtree(run_dir / f".{name}.old", ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_pair(model, optim, generator, tmp: Path, epoch: int, history) -> None:
+    """checkpoint/ and state/ of `epoch` into `tmp`."""
+    from training.model import WEIGHTS_FILE
+
+    model.save(tmp / "checkpoint")
+    tensors: dict[str, torch.Tensor] = {}
+    state = {"epoch": epoch, "history": history,
+             "weights_sha256": _sha256(tmp / "checkpoint" / WEIGHTS_FILE),  # pairs state with checkpoint
+             "optim": _flatten(optim.state_dict(), tensors),
+             "generator": _flatten(generator.get_state(), tensors),
+             "torch_rng": _flatten(torch.get_rng_state(), tensors)}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = _flatten(torch.cuda.get_rng_state_all(), tensors)
+    (tmp / "state").mkdir()
+    save_file(tensors, str(tmp / "state" / "tensors.safetensors"))
+    (tmp / "state" / "state.json").write_text(json.dumps(state))
 
 
 _PAIR = ("checkpoint", "state")
