@@ -158,3 +158,38 @@ def test_provider_and_threads_are_logged_and_settable(tiny_bundle, caplog, monke
     assert router.session.get_session_options().intra_op_num_threads == 1
     assert "on CPUExecutionProvider" in caplog.text and "1 intra-op threads" in caplog.text
     assert Router(tiny_bundle, threads=2).session.get_session_options().intra_op_num_threads == 2
+
+
+# The first query over P distinct prompts in a fresh process; prints (RSS before, peak) in MiB.
+FIRST_QUERY = """
+import re, sys
+import duckdb, pyarrow as pa
+from routerdb.duckdb import register
+from routerdb.scorer import Router
+n = int(sys.argv[2])
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+register(con, Router(sys.argv[1], cache_size=1024))
+prompts = [f"Prompt {i}: write about topic {i * 7 % 997} in detail." for i in range(n)]
+con.register("p", pa.table({"prompt": prompts}))
+con.execute("CREATE TABLE prompts AS SELECT * FROM p")
+status = lambda key: int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read())[1]) // 1024
+before = status("VmRSS")
+con.execute("SELECT sum(route_score(prompt, model)) FROM prompts CROSS JOIN router_models").fetchall()
+print(before, status("VmHWM"))
+"""
+
+
+def test_first_query_memory_is_flat_in_the_number_of_prompts(tiny_bundle):
+    """4x the prompts: the query's peak memory must not grow with them (DuckDB streams 2,048-row
+    chunks; the cache is bounded)."""
+    import subprocess
+    import sys
+
+    growth = []
+    for n in (2_048, 8_192):
+        done = subprocess.run([sys.executable, "-c", FIRST_QUERY, str(tiny_bundle), str(n)], check=True,
+                              capture_output=True, text=True)
+        before, peak = map(int, done.stdout.split()[-2:])
+        growth.append(peak - before)
+    assert growth[1] - growth[0] < 15, f"peak growth {growth} MiB for 2,048 and 8,192 prompts"
