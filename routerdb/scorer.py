@@ -155,7 +155,7 @@ class Router:
                     with self._lock:
                         for text, scores in zip(texts, fresh, strict=True):
                             out[missing[text]] = scores
-                            self._remember(keys[text], scores)
+                            self._remember(keys[text], scores.copy())  # not a view: frees the batch
         return out
 
     def _from_cache(self, groups: dict[str, list[int]], keys: dict[str, bytes],
