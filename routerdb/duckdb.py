@@ -54,7 +54,8 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
     same database file in this process sees them, and they stop working (DuckDB 2.0 crashes) once
     the connection that registered them is closed. So register once per database file on a
     connection that stays open, and pass `functions=False` on the other connections to create only
-    their (per-connection, TEMP) `router_models` table; `routerdb.sqlalchemy` does this for a pool.
+    their own `router_models` table (TEMP on a database file, so per connection, and nothing is
+    written into the file); `routerdb.sqlalchemy` does this for a pool.
     """
     router = bundle if isinstance(bundle, Router) else shared_router(bundle)
     if functions:
@@ -97,8 +98,12 @@ def _create_models_table(con, router: Router, table: str) -> None:
     name = '"' + table.replace('"', '""') + '"'
     con.register("__routerdb_models", arrow)
     try:
-        # TEMP: per connection like the functions, and possible on a read-only database.
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM __routerdb_models ORDER BY model")
+        # In memory: a plain table, which cursors of the connection see too. On a database file:
+        # TEMP, so nothing is written into the user's file and a read-only file works.
+        on_file = con.execute("SELECT path IS NOT NULL FROM duckdb_databases() "
+                              "WHERE database_name = current_database()").fetchall()[0][0]
+        kind = "TEMP TABLE" if on_file else "TABLE"
+        con.execute(f"CREATE OR REPLACE {kind} {name} AS SELECT * FROM __routerdb_models ORDER BY model")
     finally:
         con.unregister("__routerdb_models")
 

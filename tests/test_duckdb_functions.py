@@ -193,3 +193,14 @@ def test_first_query_memory_is_flat_in_the_number_of_prompts(tiny_bundle):
         before, peak = map(int, done.stdout.split()[-2:])
         growth.append(peak - before)
     assert growth[1] - growth[0] < 15, f"peak growth {growth} MiB for 2,048 and 8,192 prompts"
+
+
+def test_router_models_in_memory_is_seen_by_cursors_and_on_a_file_is_temporary(tiny_bundle, tmp_path):
+    con = duckdb.connect()
+    register(con, tiny_bundle)
+    assert con.cursor().execute("SELECT count(*) FROM router_models").fetchall()[0][0] == 3
+    on_file = duckdb.connect(str(tmp_path / "f.duckdb"))
+    register(on_file, tiny_bundle)
+    temporary = on_file.execute("SELECT temporary FROM duckdb_tables() WHERE table_name = 'router_models'")
+    assert temporary.fetchall() == [(True,)]  # nothing written into the user's database file
+    on_file.close()
