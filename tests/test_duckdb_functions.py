@@ -204,3 +204,19 @@ def test_router_models_in_memory_is_seen_by_cursors_and_on_a_file_is_temporary(t
     temporary = on_file.execute("SELECT temporary FROM duckdb_tables() WHERE table_name = 'router_models'")
     assert temporary.fetchall() == [(True,)]  # nothing written into the user's database file
     on_file.close()
+
+
+def test_int8_copy_of_a_bundle(tiny_bundle, tmp_path, sample_path, capsys):
+    from training.export import main as export_main
+
+    out = tmp_path / "int8"
+    assert export_main([str(tiny_bundle), str(out), "--quantize", "int8", "--prompts", str(sample_path),
+                        "--verify-prompts", "16"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    copy = Bundle.load(out)
+    assert copy.manifest["graph"]["quantize"] == "int8"
+    assert copy.manifest["quantization"]["prompts"] == 16
+    gap = np.abs(Router(out).score(PROMPTS[:20]) - Router(tiny_bundle).score(PROMPTS[:20])).max()
+    assert gap <= copy.manifest["quantization"]["max_abs_diff_vs_fp32"] + 0.05
+    assert export_main([str(out), str(tmp_path / "again"), "--quantize", "int8"]) == 2
+    assert "already quantised" in capsys.readouterr().err

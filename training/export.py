@@ -211,3 +211,34 @@ def quantize_bundle(source: str | Path, target: str | Path, verify_prompts: Sequ
                                  "prompts": len(verify_prompts)}}
 
     return write_bundle(target, manifest, write_files, verify=verify)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.export BUNDLE OUT --quantize int8`: an int8 copy of a trained bundle."""
+    import argparse
+    import sys
+
+    import duckdb
+
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=main.__doc__)
+    parser.add_argument("bundle", help="a full-precision bundle (e.g. build/demo/bundle)")
+    parser.add_argument("out", help="where to write the quantised bundle")
+    parser.add_argument("--quantize", choices=["int8"], required=True)
+    parser.add_argument("--prompts", default="data/sample/llmrouter_sample.parquet",
+                        help="Parquet or CSV with a `prompt` column, to verify the copy against the bundle")
+    parser.add_argument("--verify-prompts", type=int, default=64, help="how many distinct prompts")
+    args = parser.parse_args(argv)
+    try:
+        prompts = [r[0] for r in duckdb.sql("SELECT DISTINCT prompt FROM query_table(?) WHERE prompt "
+                                            "IS NOT NULL ORDER BY prompt LIMIT ?",
+                                            params=[args.prompts, args.verify_prompts]).fetchall()]
+        out = quantize_bundle(args.bundle, args.out, prompts)
+    except (ValueError, duckdb.Error, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (int8, verified on {len(prompts)} prompts)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
