@@ -24,6 +24,8 @@ from routerdb.tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)
 
+ENCODE_SLICE = 4_096  # prompts tokenised and encoded together (DuckDB chunks hold at most 2,048)
+
 
 class UnknownModelError(KeyError):
     def __init__(self, unknown: Iterable[str], known: Sequence[str]):
@@ -149,11 +151,14 @@ class Router:
             # the same prompts (one chunk per LLM); the second caller then finds them cached.
             with self._encode_lock:
                 missing = self._from_cache(missing, keys, out)
-                if missing:
-                    texts = list(missing)
-                    fresh = self._encode_and_score(texts)
+                texts = list(missing)
+                # Slices of ENCODE_SLICE prompts, each sorted by length: memory stays bounded
+                # however many prompts one call brings, and batches stay well bucketed.
+                for start in range(0, len(texts), ENCODE_SLICE):
+                    part = texts[start:start + ENCODE_SLICE]
+                    fresh = self._encode_and_score(part)
                     with self._lock:
-                        for text, scores in zip(texts, fresh, strict=True):
+                        for text, scores in zip(part, fresh, strict=True):
                             out[missing[text]] = scores
                             self._remember(keys[text], scores.copy())  # not a view: frees the batch
         return out
