@@ -155,12 +155,17 @@ def _pooled(model, rows_prompts, ids, cached) -> torch.Tensor:
 def _step(model, optim, train: PairArrays, rows, ids, features, cached) -> float:
     cfg = model.config
     uniq, inv = np.unique(train.p[rows], return_inverse=True)
+    # only the LLMs of this batch are scored: a batch of one source names a few of all M LLMs,
+    # and the head's cost grows with prompts x LLMs scored
+    cols, col_inv = np.unique(np.concatenate([train.a[rows], train.b[rows]]), return_inverse=True)
+    col_a, col_b = np.split(col_inv, 2)
     pooled = _pooled(model, uniq, ids, cached)
+    table = model.model_embeddings  # [M, D]
     scores = model.net.score(pooled, features[torch.as_tensor(uniq, device=features.device)],
-                             model.model_embeddings)  # [U, M]
+                             table[torch.as_tensor(cols, device=table.device)])  # [U, C]
     inv_t = torch.as_tensor(inv, device=scores.device)
-    s_a = scores[inv_t, torch.as_tensor(train.a[rows], device=scores.device)]
-    s_b = scores[inv_t, torch.as_tensor(train.b[rows], device=scores.device)]
+    s_a = scores[inv_t, torch.as_tensor(col_a, device=scores.device)]
+    s_b = scores[inv_t, torch.as_tensor(col_b, device=scores.device)]
     label = torch.as_tensor(train.label[rows], device=scores.device)
     weight = None
     if not np.all(train.weight == 1.0):
