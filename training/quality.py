@@ -290,11 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", default="docs", help="where quality.md and quality/ are written")
     parser.add_argument("--cache-root", default=str(CACHE_ROOT))
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help="near-duplicate cosine")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     ENCODER, OUT, CACHE_ROOT = args.encoder, Path(args.out), Path(args.cache_root)
     THRESHOLD = args.threshold
     DOCS = Path(args.docs) / "quality"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    import torch
+
+    torch.set_num_threads(args.threads)  # a head-only step is small: extra threads mostly wait
     runs = OUT / "runs.jsonl"
     if args.stage != "docs":
         ds, cache, embed = load(Path(args.data_dir))
