@@ -25,6 +25,19 @@ def sample_path() -> Path:
     return SAMPLE
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a test module (`pytestmark = pytest.mark.usefixtures(...)`). On a
+    shared 2-core machine two OpenMP threads spin waiting for each other: tiny-model training ran
+    2-3x slower in wall time and used 3x the CPU time."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_router(tiny_encoders):
     """A LoRA-tuned tiny BERT router trained briefly on synthetic scores (3 LLMs)."""

@@ -21,6 +21,8 @@ from training.finetuning import FineTuningError
 from training.model import TransformerEmbeddingModel
 from training.specs import ValidationSplit
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 METHODS = ("lora", "qlora", "last_layers", "bitfit", "full", "frozen")
 VERIFY = [*tiny_models.CORPUS[:4], "x", "An unseen prompt, longer than the others, about routing to LLMs."]
 

@@ -13,6 +13,8 @@ from training import optim, specs
 from training.head import ScoringHead
 from training.specs import ValidationSplit
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 
 def _linear_stack() -> tuple[nn.Module, nn.Module, nn.Parameter]:
     """A stand-in encoder (embedding table, linear, norm), a head and an LLM table."""

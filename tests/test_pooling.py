@@ -16,6 +16,8 @@ from training.encoder import load_base_model, load_config, load_tokenizer, resol
 from training.network import RouterNet
 from training.pooling import MODES, Pooling, detect_pooling
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 PROMPTS = ["Hi.", "Write a Python function that reverses a linked list, then explain its cost in words."]
 
 

@@ -15,6 +15,8 @@ from tests import tiny_models
 from training.model import TransformerEmbeddingModel
 from training.specs import ValidationSplit
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 EPOCHS = 4
 KILLED_AFTER = 2
 
