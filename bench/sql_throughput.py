@@ -149,17 +149,26 @@ def sql_workload(bundle: Path, prompts: list[str], threads: int | None, groups: 
     all prompts. One Router (one ONNX Runtime session) for both: same bundle, same threads."""
     router = Router(bundle, threads=threads)
     con = connection(router, prompts, groups)
-    limit, first = [], []
-    cpu0 = time.process_time()
+    limit, first, cpu_limit, cpu_first = [], [], [], []
+
+    def run_limit(part):
+        c0 = time.process_time()
+        limit.append(ort_limit(router, part))  # wall clock: session.run only
+        cpu_limit.append(time.process_time() - c0)  # CPU: tokenising and features included
+
+    def run_query(g):
+        c0 = time.process_time()
+        first.append(timed_query(con, g))
+        cpu_first.append(time.process_time() - c0)
+
     for g in range(groups):
         part = prompts[g::groups]  # the rows with grp = g
         if g % 2 == 0:
-            limit.append(ort_limit(router, part))
-            first.append(timed_query(con, g))
+            run_limit(part)
+            run_query(g)
         else:
-            first.append(timed_query(con, g))
-            limit.append(ort_limit(router, part))
-    cpu = time.process_time() - cpu0
+            run_query(g)
+            run_limit(part)
     encoded = router.encoded_prompts
     repeat = timed_query(con)
     total_limit, total_first = sum(limit), sum(first)
@@ -168,7 +177,9 @@ def sql_workload(bundle: Path, prompts: list[str], threads: int | None, groups: 
             "first_query_s": total_first, "ratio_to_limit": total_first / total_limit,
             "ratio_per_group": [f / x for f, x in zip(first, limit, strict=True)],
             "median_group_ratio": float(np.median([f / x for f, x in zip(first, limit, strict=True)])),
-            "process_cpu_s_both": cpu, "repeat_query_s": repeat, "repeat_speedup": total_first / repeat,
+            "cpu_limit_s": sum(cpu_limit), "cpu_first_query_s": sum(cpu_first),
+            "cpu_ratio": sum(cpu_first) / sum(cpu_limit), "repeat_query_s": repeat,
+            "repeat_speedup": total_first / repeat,
             "duckdb_threads": con.execute("SELECT current_setting('threads')").fetchall()[0][0]}
 
 
@@ -307,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] limit (ONNX Runtime alone) {r['limit_s']:.1f}s = {r['limit_prompts_per_s']:.1f} "
               f"prompts/s; per-slice ratios {', '.join(f'{x:.2f}' for x in r['ratio_per_group'])}; "
               f"first query {r['first_query_s']:.1f}s -> ratio {r['ratio_to_limit']:.3f} (median per slice "
-              f"{r['median_group_ratio']:.3f}; target <= 1.15); "
+              f"{r['median_group_ratio']:.3f}; target <= 1.15); process CPU seconds, query / limit "
+              f"{r['cpu_ratio']:.3f} (the limit's includes tokenising its inputs); "
               f"repeated query {r['repeat_query_s'] * 1000:.0f} ms -> {r['repeat_speedup']:.0f}x faster "
               f"(target >= 20x); prompts encoded {r['encoded_prompts']}; DuckDB threads "
               f"{r['duckdb_threads']}", flush=True)
