@@ -59,7 +59,13 @@ def rescore(df, bundle: str | os.PathLike[str] | Bundle, prompt_column: str = "p
                            T.StructField("route_scores", T.MapType(T.StringType(), T.DoubleType()))])
     path = loaded.path.resolve()
     if ship:
-        _ship(df.sparkSession.sparkContext, path)
+        try:
+            sc = df.sparkSession.sparkContext
+        except Exception as exc:  # Spark Connect sessions have no SparkContext
+            raise RescoreError(f"cannot ship the bundle: this Spark session has no SparkContext ({exc}). "
+                               "Put the bundle at a path every executor can read and pass "
+                               "ship=False.") from exc
+        _ship(sc, path)
     digest = loaded.digest
 
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
