@@ -320,10 +320,16 @@ def _write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
 
 def _fsync_tree(directory: Path) -> None:
     """Flush the new files to disk before they become the bundle (a power cut keeps one or the other)."""
-    for path in [*directory.iterdir(), directory]:
-        fd = os.open(path, os.O_RDONLY)
+    for path in directory.iterdir():
+        if path.is_file():
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+    if os.name == "posix":  # the directory entries too; Windows cannot open a directory this way
+        fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(fd)
+        except OSError:  # some filesystems refuse fsync on a directory; the files are flushed
+            pass
         finally:
             os.close(fd)
 
@@ -345,6 +351,8 @@ _STALE = re.compile(r"\.(tmp|old)-(\d+)-[^/]+")
 
 
 def _alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) is no probe on Windows: keep every leftover there
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -35,7 +35,9 @@ from routerdb.cli import main as cli_main
 from tests import tiny_models
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = 20240607  # kill moments are drawn from this seed: a failure replays exactly
+# Kill moments are drawn from this seed, so a failure replays exactly; set ROUTERDB_FAULT_SEED to
+# try other moments.
+SEED = int(os.environ.get("ROUTERDB_FAULT_SEED", "20240607"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 
 
@@ -80,40 +82,66 @@ def _weights(run: Path) -> dict[str, np.ndarray]:
     return load_file(str(run / "checkpoint" / "weights.safetensors"))
 
 
-@pytest.mark.timeout(600)
-def test_fit_killed_at_random_points_then_resumed_matches_an_uninterrupted_run(tmp_path, tiny_encoders):
+def _wait_for_export(parent: Path, proc: subprocess.Popen, limit: float = 300) -> bool:
+    """Wait until `proc` starts writing its bundle (its `.bundle.tmp-PID-*` directory appears)."""
+    start = time.monotonic()
+    while proc.poll() is None:
+        if any(parent.glob(f".bundle.tmp-{proc.pid}-*")):
+            return True
+        assert time.monotonic() - start < limit, "the export did not start"
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.timeout(900)
+def test_fit_killed_at_random_points_then_resumed_matches_an_uninterrupted_run(tmp_path, tiny_encoders,
+                                                                               tiny_bundle):
     data = tmp_path / "train.parquet"
     pq.write_table(tiny_models.synthetic_scores(24), data)
     encoder = tiny_encoders["bert"]
     whole, broken = _fit_spec(tmp_path, encoder, data, "whole"), _fit_spec(tmp_path, encoder, data, "broken")
     log = tmp_path / "fit.log"
+    shutil.copytree(tiny_bundle, tmp_path / "broken" / "bundle")  # a previous bundle the export replaces
+    previous = Bundle.load(tmp_path / "broken" / "bundle").digest
 
-    # The uninterrupted run, timed from the moment training starts (spec.json written) to its end.
+    # The uninterrupted run, timed from the moment training starts (spec.json written) to its end,
+    # and from the moment its export starts writing the bundle.
     proc = _launch(whole, log)
     started = _wait_for(tmp_path / "whole" / "run" / "spec.json", proc)
+    assert _wait_for_export(tmp_path / "whole", proc)
+    exporting = time.monotonic()
     assert proc.wait(300) == 0, log.read_text()[-3000:]
-    working = time.monotonic() - started
+    working, export = time.monotonic() - started, time.monotonic() - exporting
 
-    # Kill the same run at random moments of its working time, resuming each time; then finish it.
+    # Kill the same run at a random moment of its working time, then at a random moment of its
+    # export, resuming each time; then let it finish.
     rng = random.Random(SEED)
-    moments = []
-    for _ in range(2):
-        (tmp_path / "broken" / "run" / "spec.json").unlink(missing_ok=True)
-        proc = _launch(broken, log, "--resume")
-        _wait_for(tmp_path / "broken" / "run" / "spec.json", proc)
-        moments.append(rng.uniform(0.0, working))
-        time.sleep(moments[-1])
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(60)
+    moments = [rng.uniform(0.0, working), rng.uniform(0.0, export)]
+    (tmp_path / "broken" / "run" / "spec.json").unlink(missing_ok=True)
+    proc = _launch(broken, log, "--resume")
+    _wait_for(tmp_path / "broken" / "run" / "spec.json", proc)
+    time.sleep(moments[0])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+    proc = _launch(broken, log, "--resume")
+    if _wait_for_export(tmp_path / "broken", proc):
+        time.sleep(moments[1])
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(300)
+    # Killed half-way through its export: the previous bundle (or, past the swap, the new one) loads
+    # and no half bundle is visible.
+    assert _visible(tmp_path / "broken") == ["bundle", "run"]
+    assert Bundle.load(tmp_path / "broken" / "bundle")  # whole: the previous one, or a verified new one
     proc = _launch(broken, log, "--resume")
     assert proc.wait(300) == 0, log.read_text()[-3000:]
+    assert sorted(os.listdir(tmp_path / "broken")) == ["bundle", "run"]  # the killed export's leftovers went
 
     expected, got = _weights(tmp_path / "whole" / "run"), _weights(tmp_path / "broken" / "run")
     assert expected.keys() == got.keys()
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{name} (killed at {moments} s)")
     bundles = [Bundle.load(tmp_path / run / "bundle") for run in ("whole", "broken")]
+    assert bundles[1].digest != previous
     np.testing.assert_array_equal(bundles[1].model_embeddings, bundles[0].model_embeddings)
     assert bundles[0].model_names == bundles[1].model_names
 
@@ -356,6 +384,22 @@ def test_read_only_output_fails_before_training(tmp_path, tiny_encoders, monkeyp
     err = capsys.readouterr().err
     assert "output.run_dir" in err and "Read-only file system" in err and "Traceback" not in err
     assert time.monotonic() - start < 5  # refused before any data is read or model built
+
+
+def test_read_only_output_for_rescore(tiny_bundle, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    source = tmp_path / "logs.parquet"
+    pq.write_table(pa.table({"prompt": ["a", "b"]}), source)
+
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), dir)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    args = ["rescore", str(tiny_bundle), str(source), str(tmp_path / "out.parquet"), "--no-progress"]
+    assert cli_main(args) == 2
+    assert "cannot be written: Read-only file system" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["logs.parquet"]  # refused before any part was written
 
 
 def test_disk_full_while_rescoring_then_resume(tiny_bundle, tmp_path, monkeypatch, capsys):
