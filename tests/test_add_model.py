@@ -9,6 +9,7 @@ import shutil
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -37,7 +38,7 @@ def involves(pairs: pa.Table, name: str) -> np.ndarray:
 def split(sample_path):
     pairs = data_mod.load_pairs(sample_path)
     keep = sorted(set(pairs["prompt"].to_pylist()))[:200]
-    pairs = pairs.filter(pa.array(np.isin(pairs["prompt"].to_pylist(), keep)))
+    pairs = pairs.filter(pc.is_in(pairs["prompt"], value_set=pa.array(keep)))
     return data_mod.split_by_prompt(pairs, 0.25, 0)
 
 
@@ -60,8 +61,7 @@ def built(tiny_encoders, split, sample_path, tmp_path_factory):
     (root / "run" / "spec.json").write_text(json.dumps({"output": {"bundle_dir": str(bundle)}}))
     raw = pq.read_table(sample_path)
     records = root / "records.parquet"
-    on_train = np.isin(raw["prompt"].to_pylist(), train["prompt"].to_pylist())
-    pq.write_table(raw.filter(pa.array(on_train)), records)
+    pq.write_table(raw.filter(pc.is_in(raw["prompt"], value_set=train["prompt"].unique())), records)
     return {"model": model, "run": root / "run", "bundle": bundle, "records": records, "root": root}
 
 

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 FORMAT, FORMAT_VERSION = "routerdb-embedding-model", 1
 CONFIG_FILE, WEIGHTS_FILE = "embedding_model.json", "embedding_model.safetensors"
+WHITEN_SHRINK = 0.1  # whitening floor, x the mean variance of the LLMs' spread (see _spread)
 IDENTIFICATION_SETS_PER_LLM = 20  # held-out query sets per LLM for top-1 identification
 TextVectors = Callable[[Sequence[str]], np.ndarray]  # texts -> [T, H] frozen-encoder vectors
 
@@ -111,7 +112,7 @@ class RecordNet(nn.Module):
         width = spec.hidden_dim
         self.record = nn.Sequential(nn.Linear(3 * (text_dim + 1), width), nn.GELU(), nn.Linear(width, width))
         self.pool = AttentionPool(width, spec.heads, spec.layers) if attention else None
-        self.out = nn.Linear(width, spec.dim)
+        self.out = nn.Linear(width, spec.dim - 1)  # the last coordinate is the measured strength
 
     def forward(self, text: torch.Tensor, opponent: torch.Tensor, outcome: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
@@ -178,14 +179,20 @@ class TextEncoder(nn.Module):
 class LLMEmbeddingModel:
     """Embeds an LLM from its comparison records. Build with `train_embedding_model` or `load`."""
 
-    def __init__(self, spec, text: TextEncoder, strengths: dict[str, float], device: torch.device):
+    def __init__(self, spec, text: TextEncoder, win_rates: dict[str, float], bt: dict[str, float],
+                 device: torch.device):
         self.spec = spec
         self.text = text
-        self.strengths = dict(strengths)  # known LLM -> win rate in phase-1 data (opponent input)
+        self.win_rates = dict(win_rates)  # known LLM -> win rate in phase-1 data (opponent input)
+        self.bt = dict(bt)  # known LLM -> Bradley-Terry strength in phase-1 data (strength coordinate)
+        values = np.array(list(self.bt.values()) or [0.0])
+        self._bt_mean, self._bt_std = float(values.mean()), float(max(values.std(), 1e-6))
         self.net = RecordNet(text.hidden_size, spec, KINDS[spec.kind].attention)
         self.device = device
         self.report: dict[str, Any] = {}
         self.text_vectors: TextVectors | None = None  # e.g. a PromptCache lookup, frozen kinds only
+        self.center = torch.zeros(spec.dim - 1)  # set after phase 1 (see standardize)
+        self.scale = torch.eye(spec.dim - 1)
         if not _is_quantized(self.text.encoder):
             self.text.to(device)
         self.net.to(device)
@@ -214,7 +221,7 @@ class LLMEmbeddingModel:
 
     def opponent_strength(self, records: rec.Records) -> np.ndarray:
         """Per record: the opponent's win rate minus 0.5 (0 for an LLM phase 1 never saw)."""
-        strength = np.array([self.strengths.get(name, 0.5) - 0.5 for name in records.llms], np.float32)
+        strength = np.array([self.win_rates.get(name, 0.5) - 0.5 for name in records.llms], np.float32)
         return strength[records.opponent]
 
     def set_inputs(self, records: rec.Records, rows: np.ndarray, vectors: torch.Tensor | None):
@@ -251,19 +258,48 @@ class LLMEmbeddingModel:
             out[j, :len(rows)] = rows
         return out
 
+    def standardize(self, raw: torch.Tensor) -> torch.Tensor:
+        """What the head reads: unit vectors centred on the phase-1 LLMs' mean and whitened (with
+        shrinkage) over their spread. Phase-1 vectors of LLMs of similar strength can be close
+        (cosine ~0.99); without this the head would need very large weights to tell them apart."""
+        return (raw - self.center.to(raw.device)) @ self.scale.to(raw.device)
+
+    def strength_column(self, records: rec.Records, names: Sequence[str]) -> np.ndarray:
+        """[M, 1]: each LLM's strength measured from all its records (the known LLMs' phase-1
+        Bradley-Terry strengths held fixed as opponents), standardised over the known LLMs; 0 (the
+        average) for an LLM without records."""
+        out = np.zeros((len(names), 1), np.float32)
+        for j, name in enumerate(names):
+            if name in records.llms:
+                theta = rec.strength_given(records.of(name), self.bt)
+                out[j, 0] = (theta - self._bt_mean) / self._bt_std
+        return out
+
     @torch.no_grad()
     def embed_llms(self, records: rec.Records, names: Sequence[str] | None = None,
                    vectors: torch.Tensor | None = None) -> np.ndarray:
-        """Embeddings [M, D] of `names` (default: every LLM with records), each from at most
-        `profile_records` of its records. An LLM with no records gets a zero vector (logged)."""
+        """What the head reads, [M, D]: the standardised unit vector of the record network (D - 1
+        coordinates, from at most `profile_records` records) and the measured strength (last
+        coordinate, from all records). An LLM without records gets 0: the average LLM."""
+        names = list(records.llms if names is None else names)
+        raw = torch.from_numpy(self.raw_embeddings(records, names, vectors))
+        has = raw.norm(dim=1, keepdim=True) > 0
+        learned = torch.where(has, self.standardize(raw), torch.zeros_like(raw)).numpy()
+        return np.concatenate([learned, self.strength_column(records, names)], axis=1)
+
+    @torch.no_grad()
+    def raw_embeddings(self, records: rec.Records, names: Sequence[str] | None = None,
+                       vectors: torch.Tensor | None = None) -> np.ndarray:
+        """Unit vectors [M, D - 1] as phase 1 trains them (zeros for an LLM without records, logged)."""
         names = list(records.llms if names is None else names)
         missing = [n for n in names if n not in records.llms]
         if missing:
-            log.warning("no comparison records of %s: zero embedding", ", ".join(missing))
+            log.warning("no comparison records of %s: it gets the average LLM's embedding",
+                        ", ".join(missing))
         rows = self.profiles(records, names)
         vectors = self.vectors(records) if vectors is None else vectors
         self.net.eval()
-        out = torch.zeros(len(names), self.dim, device=self.device)
+        out = torch.zeros(len(names), self.dim - 1, device=self.device)
         has = rows[:, 0] >= 0
         for start in range(0, len(names), 16):  # 16 LLMs x profile_records at a time
             part = np.flatnonzero(has[start:start + 16]) + start
@@ -280,7 +316,7 @@ class LLMEmbeddingModel:
         if not names or len(heldout) == 0:
             return float("nan")
         heldout = heldout.take(np.isin(heldout.llm, [heldout.llms.index(n) for n in names]))
-        prototypes = torch.from_numpy(self.embed_llms(fit, names, vectors)).to(self.device)
+        prototypes = torch.from_numpy(self.raw_embeddings(fit, names, vectors)).to(self.device)
         sets, truth = rec.identification_sets(heldout, IDENTIFICATION_SETS_PER_LLM,
                                               self.spec.records_per_set, seed=1)
         self.net.eval()
@@ -296,6 +332,7 @@ class LLMEmbeddingModel:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        out.update({"standardize.center": self.center, "standardize.scale": self.scale})
         if KINDS[self.kind].finetunes_encoder:
             trained = self.text.encoder.named_parameters()
             out.update({f"encoder.{n}": p for n, p in trained if p.requires_grad})
@@ -309,7 +346,8 @@ class LLMEmbeddingModel:
                 "library_versions": library_versions(), "spec": self.spec.model_dump(mode="json"),
                 "encoder": {"name": self.text.ref.name, "max_length": self.text.tokenizer.max_length,
                             "pooling": self.text.pooling.mode},
-                "text_dim": self.text.hidden_size, "opponent_strength": self.strengths, "report": self.report}
+                "text_dim": self.text.hidden_size, "opponent_win_rate": self.win_rates,
+                "bt_strength": self.bt, "report": self.report}
 
     def save(self, path: str | Path) -> Path:
         """Write `path/embedding_model.json` and `path/embedding_model.safetensors`."""
@@ -336,8 +374,9 @@ class LLMEmbeddingModel:
         finetuning = spec.finetuning if KINDS[spec.kind].finetunes_encoder else None
         enc = meta["encoder"]
         text = TextEncoder(resolve_encoder(enc["name"]), enc["max_length"], enc["pooling"], finetuning)
-        model = cls(spec, text, meta["opponent_strength"], device or _default_device())
+        model = cls(spec, text, meta["opponent_win_rate"], meta["bt_strength"], device or _default_device())
         model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        model.center, model.scale = tensors["standardize.center"], tensors["standardize.scale"]
         params = dict(model.text.encoder.named_parameters())
         with torch.no_grad():
             for key, value in tensors.items():
@@ -384,7 +423,7 @@ def _is_quantized(module: nn.Module) -> bool:
 # --- phase-1 training --------------------------------------------------------------------------
 
 
-def build_embedding_model(spec, strengths: dict[str, float], *, encoder: str, max_length: int,
+def build_embedding_model(spec, records: rec.Records, *, encoder: str, max_length: int,
                           pooling: str = "auto", device: torch.device | None = None) -> LLMEmbeddingModel:
     kind = KINDS[spec.kind]
     if not kind.phase1:
@@ -392,7 +431,8 @@ def build_embedding_model(spec, strengths: dict[str, float], *, encoder: str, ma
                          f"{[k for k, v in KINDS.items() if v.phase1]}")
     ref = resolve_encoder(spec.encoder or encoder)
     text = TextEncoder(ref, max_length, pooling, spec.finetuning if kind.finetunes_encoder else None)
-    return LLMEmbeddingModel(spec, text, strengths, device or _default_device())
+    return LLMEmbeddingModel(spec, text, rec.win_rates(records), rec.bt_strengths(records),
+                             device or _default_device())
 
 
 def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: int = 128,
@@ -405,7 +445,7 @@ def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: in
     records = rec.comparison_records(pairs)
     fit, heldout = rec.split_by_prompt(records, spec.heldout_fraction, seed)
     torch.manual_seed(seed)
-    model = build_embedding_model(spec, rec.win_rates(records), encoder=spec.encoder or encoder,
+    model = build_embedding_model(spec, records, encoder=spec.encoder or encoder,
                                   max_length=max_length, pooling=pooling, device=device)
     model.text_vectors = text_vectors
     cached = None if model.text.trainable else model.vectors(records)
@@ -436,11 +476,24 @@ def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: in
         top1 = model.identification(fit, heldout, cached)
         history.append({"epoch": 0, "triplet_loss": float("nan"), "identification_top1": top1,
                         "seconds": 0.0})
+    model.center, model.scale = _spread(model, records, cached)
     model.report = {"identification_top1": history[-1]["identification_top1"], "llms": len(records.llms),
                     "chance": 1 / max(len(records.llms), 1), "records_per_set": spec.records_per_set,
                     "query_sets_per_llm": IDENTIFICATION_SETS_PER_LLM, "records": len(records),
                     "heldout_prompts": int(len(np.unique(heldout.prompt))), "history": history}
     return model
+
+
+def _spread(model: LLMEmbeddingModel, records: rec.Records, vectors) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the phase-1 LLMs' unit vectors, and a shrunk whitening matrix [D-1, D-1]: each
+    principal direction of the LLMs' spread scaled to variance var / (var + shrink x mean var)."""
+    raw = torch.from_numpy(model.raw_embeddings(records, None, vectors)).double()
+    center = raw.mean(0)
+    _, sv, vt = torch.linalg.svd(raw - center, full_matrices=True)
+    var = torch.zeros(vt.shape[0], dtype=torch.float64)
+    var[:len(sv)] = sv**2 / len(raw)
+    floor = WHITEN_SHRINK * var[var > 0].mean().clamp(min=1e-12) if (var > 0).any() else torch.tensor(1.0)
+    return center.float(), (vt.T / torch.sqrt(var + floor)).float()
 
 
 def _epoch(model: LLMEmbeddingModel, optim, fit: rec.Records, cached, rng, progress: bool) -> float:
@@ -506,13 +559,21 @@ class ProfileTable(nn.Module):
     def __init__(self, model: LLMEmbeddingModel, records: rec.Records, names: Sequence[str]):
         super().__init__()
         self.net = model.net
+        self.register_buffer("center", model.center.clone(), persistent=False)
+        self.register_buffer("scale", model.scale.clone(), persistent=False)
+        strength = torch.from_numpy(model.strength_column(records, names))
+        self.register_buffer("strength", strength.to(model.device), persistent=False)
         rows = model.profiles(records, names)
         text, opponent, outcome, mask = model.set_inputs(records, rows, model.vectors(records))
         for name, value in (("text", text), ("opponent", opponent), ("outcome", outcome), ("mask", mask)):
             self.register_buffer(name, value.detach(), persistent=False)
 
     def forward(self) -> torch.Tensor:
-        return self.net(self.text, self.opponent, self.outcome, self.mask)  # [M, D]
+        has = self.mask.any(dim=1)  # an LLM without records stays 0: the average LLM
+        raw = self.net(self.text[has], self.opponent[has], self.outcome[has], self.mask[has])
+        out = torch.zeros(len(has), raw.shape[1], device=raw.device, dtype=raw.dtype)
+        learned = out.index_put((has.nonzero().squeeze(1),), (raw - self.center) @ self.scale)
+        return torch.cat([learned, self.strength], dim=1)  # [M, D]
 
 
 def phase1_table(model: LLMEmbeddingModel, records: rec.Records, names: Sequence[str]) -> nn.Module:

@@ -202,3 +202,33 @@ def win_rates(records: Records) -> dict[str, float]:
     wins = np.bincount(records.llm[decisive], weights=records.outcome[decisive] > 0, minlength=n)
     games = np.bincount(records.llm[decisive], minlength=n)
     return {name: float(w / g) if g else 0.5 for name, w, g in zip(records.llms, wins, games, strict=True)}
+
+
+def bt_strengths(records: Records) -> dict[str, float]:
+    """Bradley-Terry strength per LLM (log-odds scale, mean 0), fitted on the decisive records."""
+    from training.baselines import BradleyTerry
+
+    once = records.llm < records.opponent  # each pair has one record per side: keep one
+    names = np.array(records.llms, dtype=object)
+    if not np.any(records.outcome[once] != 0):
+        return dict.fromkeys(records.llms, 0.0)
+    bt = BradleyTerry().fit(None, None, names[records.llm[once]], names[records.opponent[once]],
+                            records.outcome[once])
+    return {name: bt.strengths.get(name, 0.0) for name in records.llms}
+
+
+def strength_given(records: Records, opponents: dict[str, float], l2: float = 1.0) -> float:
+    """The strength of the LLM whose records these are, its opponents' strengths held fixed:
+    the maximum of sum log sigmoid(outcome * (theta - theta_opponent)) - l2/2 theta^2 over
+    decisive records (Newton's method; an opponent not in `opponents` counts as 0, the mean)."""
+    decisive = records.outcome != 0
+    known = np.array([opponents.get(name, 0.0) for name in records.llms])
+    theta_o, y = known[records.opponent[decisive]], records.outcome[decisive].astype(np.float64)
+    theta = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-y * (theta - theta_o)))  # probability of what happened
+        step = (np.sum(y * (1.0 - p)) - l2 * theta) / (np.sum(p * (1.0 - p)) + l2)
+        theta += step
+        if abs(step) < 1e-9:
+            break
+    return float(theta)

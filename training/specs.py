@@ -142,7 +142,7 @@ Optimizer = Annotated[AdamW | Adam | Muon, Field(discriminator="kind")]
 class _RecordEmbedding(Closed):
     """Fields shared by the phase-1 kinds; see docs/embeddings.md for how records become triplets."""
 
-    dim: int = Field(32, ge=1)  # size of an LLM's embedding (L2-normalised)
+    dim: int = Field(32, ge=2)  # size of an LLM's embedding: dim - 1 learned + its measured strength
     encoder: str | None = None  # sentence encoder for record texts; None: the router's encoder.name
     hidden_dim: int = Field(256, ge=1)  # width of the per-record network
     records_per_set: int = Field(64, ge=1)  # records per anchor / positive set (and identification query)
