@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -11,14 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("pyspark")
-if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-    pytest.skip("Spark needs Java: .ci/run installs openjdk-17-jre-headless", allow_module_level=True)
-
-from routerdb.duckdb import shared_router  # noqa: E402
-from routerdb.rescore import RescoreError, rescore  # noqa: E402
-from routerdb.scorer import UnknownModelError  # noqa: E402
-from routerdb.spark import rescore as spark_rescore  # noqa: E402
+from routerdb.duckdb import shared_router
+from routerdb.rescore import RescoreError, rescore
+from routerdb.scorer import UnknownModelError
+from routerdb.spark import rescore as spark_rescore
 
 TOPICS = ["Write a Python function that merges two lists.", "Name the largest planet.",
           "Solve 4x - 3 = 9.", "SELECT id FROM orders WHERE total > 10;", "Write a limerick about cats."]
