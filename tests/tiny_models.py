@@ -51,8 +51,15 @@ def _tokenizer(kind: str) -> Tokenizer:
 
 def build(kind: str, out: Path, *, padding_side: str = "right", sentence_pooling: str | None = None) -> Path:
     """Save a tiny model + fast tokenizer of `kind` to `out`; returns `out`."""
-    from transformers import (BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel,
-                              PreTrainedTokenizerFast)
+    from transformers import (
+        BertConfig,
+        BertModel,
+        GPT2Config,
+        GPT2Model,
+        LlamaConfig,
+        LlamaModel,
+        PreTrainedTokenizerFast,
+    )
 
     tok = _tokenizer(kind)
     vocab = tok.get_vocab_size()
