@@ -90,6 +90,57 @@ def targets(final: dict) -> list[str]:
     return lines
 
 
+def findings(final: dict, ablations: list[dict], lora: list[dict]) -> list[str]:
+    """The page's summary in words, every number taken from the results."""
+    pooled = final["pairs"]["pooled"]["routers"]
+    r, bt, per_src = pooled[ROUTER], pooled[BT], pooled.get("bradley_terry_per_source")
+    best_base = max(PROMPT_BASELINES, key=lambda b: pooled[b]["accuracy"])
+    lines = ["## Summary", "",
+             f"- **Pooled**: routerdb {100 * r['accuracy']:.2f} % vs Bradley-Terry "
+             f"{100 * bt['accuracy']:.2f} %: "
+             f"{_pts(r['minus_bt'])} points {interval(r['minus_bt_ci'], 2, True)}; the best frozen-embedding "
+             f"baseline ({best_base}) is {_pts(pooled[best_base]['accuracy'] - bt['accuracy'])} points over "
+             "Bradley-Terry."]
+    if per_src:
+        lines.append(f"- Much of the pooled gain over the pooled Bradley-Terry is *which source a prompt "
+                     "comes "
+                     f"from*: a Bradley-Terry fitted per source (told each test pair's source) is already "
+                     f"{_pts(per_src['accuracy'] - bt['accuracy'])} points over it; routerdb is "
+                     f"{_pts(r['accuracy'] - per_src['accuracy'])} points over that reference. Aliased LLM "
+                     "names (gpt-4-1106-preview, Mixtral, Llama-2-70b, ...) are shared by AlpacaEval's judge "
+                     "and RouterBench's correctness labels, so one strength per LLM fits neither well.")
+    src = {s: e["routers"][ROUTER]["minus_bt"] for s, e in final["pairs"].items() if s != "pooled"}
+    per = "; ".join(f"{s} {_pts(v)}" for s, v in src.items())
+    lines.append(f"- **Per source**, minus Bradley-Terry: {per}. The prompt helps on correctness data "
+                 "(LLMRouter, RouterDC, RouterBench) and adds little on the judge-labelled chat data.")
+    lines.append(f"- **Prompt shuffle**: permuting the test prompts within each source costs routerdb "
+                 f"{_pts(r['shuffle_drop'])} points pooled (Bradley-Terry: 0 by construction); it uses the "
+                 "prompt.")
+    for e in final["routing"]:
+        rs = e["routers"]
+        lines.append(f"- **{e['strong']} vs {e['weak']}** ({e['n_prompts']} RouterBench test prompts): "
+                     f"APGR {rs[ROUTER]['apgr']:.3f} (random 0.5; kNN {rs['knn']['apgr']:.3f}, MF "
+                     f"{rs['matrix_factorization']['apgr']:.3f}, prompt length "
+                     f"{rs['prompt_length']['apgr']:.3f}), "
+                     f"CPT(50%) {rs[ROUTER]['cpt50']:.1f} %. With ~{e['n_prompts']} prompts the APGR "
+                     "interval "
+                     "is wide (see the table).")
+    if ablations:
+        best = max(ablations, key=lambda x: x["accuracy"])
+        lines.append(f"- **Ablations** (validation side): the best run is *{best['name']}* "
+                     f"({100 * best['accuracy']:.2f} %); the spread between runs "
+                     f"({100 * (best['accuracy'] - min(x['accuracy'] for x in ablations)):.2f} points) is "
+                     "about "
+                     "the width of one run's interval, so the choices below change little.")
+    if len(lora) == 2:
+        lines.append(f"- **LoRA vs frozen** on a 1,000-prompt subsample: LoRA "
+                     f"{100 * lora[1]['accuracy']:.2f} % vs "
+                     f"frozen {100 * lora[0]['accuracy']:.2f} % on the validation side "
+                     f"({_pts(lora[1]['accuracy'] - lora[0]['accuracy'])} points), at "
+                     f"{lora[1]['seconds'] / max(lora[0]['seconds'], 1):.0f}x the training time.")
+    return lines + [""]
+
+
 def write_docs(runs_path: Path, final_path: Path, out: Path,
                timing_path: Path = Path("build/router/timing.json")) -> Path:
     rows = _rows(runs_path)
@@ -101,6 +152,8 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
              "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
              "(`python -m training.quality`; ~1 h on 2 CPU cores once the embedding cache is built, "
              "see below). The per-run report with every table is `docs/quality/report.md`.", ""]
+    if final:
+        lines += findings(final, ablations, lora)
     lines += SETUP
     if final:
         lines += ["## routerdb against every baseline (test side)", "",
