@@ -14,9 +14,8 @@ must have been trained without them (train it on the other side, as `training.qu
 `--split none` evaluates every row and fits no baselines.
 
 **Baselines** are fitted on the training side of the same split: random, Bradley-Terry (one
-strength per LLM, pooled over sources), Bradley-Terry per source (a reference that knows each
-test pair's source, which no router is told), prompt length, kNN win rates and RouteLLM-style
-matrix factorisation over the frozen encoder embeddings (from `training.prompt_cache`).
+strength per LLM, pooled over sources), prompt length, kNN win rates and RouteLLM-style matrix
+factorisation over the frozen encoder embeddings (from `training.prompt_cache`).
 
 **Metrics** per source (the data file) and pooled, on the decisive pairs both the router and
 every baseline can score: pairwise accuracy (equal scores count half) with a 95 % bootstrap
@@ -188,26 +187,7 @@ def baseline_scores(train: Side, test: Side, embed, *, mf_epochs: int = 10,
         baseline.fit(emb, *fit_args) if emb is not None else baseline.fit(None, *fit_args)
         x = test_emb if emb is not None else None
         out[name] = Scores(models, np.asarray(baseline.score(x, lengths, models), dtype=np.float64))
-    out["bradley_terry_per_source"] = _per_source_bt(train, test, models)
     return out
-
-
-def _per_source_bt(train: Side, test: Side, models: list[str]) -> Scores:
-    """Bradley-Terry fitted per source; a test prompt gets the strengths of its source. It knows
-    the source of every test pair, which no router is told: a reference, not a rival."""
-    matrix = np.zeros((len(test.prompts), len(models)))
-    col = {m: j for j, m in enumerate(models)}
-    for src in np.unique(test.source):
-        rows = train.source == src
-        if not np.any(train.label[rows] != 0):
-            continue
-        bt = BradleyTerry().fit(None, None, train.a[rows], train.b[rows], train.label[rows])
-        theta = np.full(len(models), np.nan)
-        for m, t in bt.strengths.items():
-            theta[col[m]] = t
-        theta = np.nan_to_num(theta, nan=float(np.mean(bt.theta_)))
-        matrix[np.unique(test.p[test.source == src])] = theta
-    return Scores(models, matrix)
 
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -168,6 +168,8 @@ def record(path: Path, row: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fh.write(json.dumps(row) + "\n")
+    if not row.get("n_pairs"):
+        return
     log.info("%s: accuracy %.4f, minus BT %+.2f points [%+.2f, %+.2f], shuffle drop %.2f (%.0fs)",
              row["name"], row["accuracy"], 100 * row["minus_bt"], 100 * row["minus_bt_ci"][0],
              100 * row["minus_bt_ci"][1], 100 * row["shuffle_drop"], row["seconds"])
@@ -229,6 +231,10 @@ def stage_loso(ds, cache, runs: Path, min_pairs: int = 1000) -> None:
                          ds.group, ds.is_test[rows])
         model, seconds = train(config, fit_pairs(sub), cache)
         result = validate(model, sub)
+        if "pooled" not in result["pairs"]:
+            log.info("%s: no test pair names two LLMs seen in the other sources; nothing to measure", name)
+            record(runs, {"name": name, "source": src, "n_pairs": 0, "seconds": round(seconds, 1)})
+            continue
         row = summarise(name, {}, result, seconds)
         row["source"] = src
         record(runs, row)

@@ -93,7 +93,7 @@ def targets(final: dict) -> list[str]:
 def findings(final: dict, ablations: list[dict], lora: list[dict]) -> list[str]:
     """The page's summary in words, every number taken from the results."""
     pooled = final["pairs"]["pooled"]["routers"]
-    r, bt, per_src = pooled[ROUTER], pooled[BT], pooled.get("bradley_terry_per_source")
+    r, bt = pooled[ROUTER], pooled[BT]
     best_base = max(PROMPT_BASELINES, key=lambda b: pooled[b]["accuracy"])
     lines = ["## Summary", "",
              f"- **Pooled**: routerdb {100 * r['accuracy']:.2f} % vs Bradley-Terry "
@@ -101,14 +101,6 @@ def findings(final: dict, ablations: list[dict], lora: list[dict]) -> list[str]:
              f"{_pts(r['minus_bt'])} points {interval(r['minus_bt_ci'], 2, True)}; the best frozen-embedding "
              f"baseline ({best_base}) is {_pts(pooled[best_base]['accuracy'] - bt['accuracy'])} points over "
              "Bradley-Terry."]
-    if per_src:
-        lines.append(f"- Much of the pooled gain over the pooled Bradley-Terry is *which source a prompt "
-                     "comes "
-                     f"from*: a Bradley-Terry fitted per source (told each test pair's source) is already "
-                     f"{_pts(per_src['accuracy'] - bt['accuracy'])} points over it; routerdb is "
-                     f"{_pts(r['accuracy'] - per_src['accuracy'])} points over that reference. Aliased LLM "
-                     "names (gpt-4-1106-preview, Mixtral, Llama-2-70b, ...) are shared by AlpacaEval's judge "
-                     "and RouterBench's correctness labels, so one strength per LLM fits neither well.")
     src = {s: e["routers"][ROUTER]["minus_bt"] for s, e in final["pairs"].items() if s != "pooled"}
     per = "; ".join(f"{s} {_pts(v)}" for s, v in src.items())
     lines.append(f"- **Per source**, minus Bradley-Terry: {per}. The prompt helps on correctness data "
@@ -159,8 +151,7 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
         lines += ["## routerdb against every baseline (test side)", "",
                   f"{final['n_test_prompts']:,} test prompts, {final['n_test_rows']:,} test pairs with ties "
                   f"({final['pairs']['pooled']['n_pairs']:,} decisive). Pairwise accuracy in %, best per row "
-                  "in bold. `bradley_terry_per_source` is a reference that is told each test pair's source "
-                  "(no router is); the targets compare against the pooled `bradley_terry`.", ""]
+                  "in bold.", ""]
         lines += summary_table(final["pairs"]) + [""]
         lines += ["### Targets of the issue", ""] + targets(final) + [""]
         lines += ["### With intervals, log-loss, calibration and the prompt-shuffle check", ""]
@@ -188,7 +179,8 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
         lines += ["| left-out source | decisive test pairs (LLMs seen in training) | router accuracy % "
                   "| minus BT, points [95% CI] | shuffle drop |", "|---|---:|---:|---|---:|"]
         lines += [f"| {r['source']} | {r['n_pairs']:,} | {100 * r['accuracy']:.2f} | {_pts(r['minus_bt'])} "
-                  f"{interval(r['minus_bt_ci'], 2, True)} | {_pts(r['shuffle_drop'])} |" for r in loso] + [""]
+                  f"{interval(r['minus_bt_ci'], 2, True)} | {_pts(r['shuffle_drop'])} |" if r["n_pairs"] else
+                  f"| {r['source']} | 0 (its LLMs appear in no other source) | | | |" for r in loso] + [""]
     if timing_path.is_file():
         t = json.loads(timing_path.read_text())
         lines += ["## `make router`", "", f"Measured: {t['seconds'] / 60:.1f} minutes on this 2-core CPU "
