@@ -36,7 +36,7 @@ test: install
 router: install
 	@mkdir -p build/router
 	@start=$$(date +%s); $(BIN)/python -m training.fit examples/specs/router.json && \
-	echo "{\"seconds\": $$(( $$(date +%s) - start )), \"note\": \"make router, from scratch\"}" \
+	echo "{\"seconds\": $$(( $$(date +%s) - start )), \"note\": \"make router\"}" \
 	> build/router/timing.json
 	$(BIN)/routerdb info build/router/bundle
 
