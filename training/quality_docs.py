@@ -219,6 +219,13 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
         lines += [f"| {r['source']} | {r['n_pairs']:,} | {100 * r['accuracy']:.2f} | {_pts(r['minus_bt'])} "
                   f"{interval(r['minus_bt_ci'], 2, True)} | {_pts(r['shuffle_drop'])} |" if r["n_pairs"] else
                   f"| {r['source']} | 0 (its LLMs appear in no other source) | | | |" for r in loso] + [""]
+        measured = [r for r in loso if r["n_pairs"]]
+        below = [r for r in measured if r["minus_bt"] < 0]
+        lines += [f"On a source it never saw, routerdb is below Bradley-Terry (fitted on the same rows) on "
+                  f"{len(below)} of {len(measured)} sources measured: what the head learns about prompts "
+                  "and LLMs on one source's labels (a judge's preferences, or correctness on some "
+                  "benchmarks) does not carry over to another's; a prompt-agnostic strength transfers "
+                  "better. Generalising to unseen sources is not solved by this router.", ""]
     lines += ["## `make router`", ""]
     if timing_path.is_file():
         t = json.loads(timing_path.read_text())
