@@ -176,8 +176,9 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
     loso = [r for r in rows if r["name"].startswith("leave out")]
     lines = ["# Routing quality", "",
              "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
-             "(`python -m training.quality`; ~1 h on 2 CPU cores once the embedding cache is built, "
-             "see below). The per-run report with every table is `docs/quality/report.md`.", ""]
+             "(`python -m training.quality`; about 1.5 h on 2 shared CPU cores once the embedding cache is "
+             "filled, 25 min of it the LoRA run; see `make router` below for the cache). The per-run "
+             "report with every table is `docs/quality/report.md`.", ""]
     if final:
         lines += findings(final, ablations, lora)
     lines += SETUP
