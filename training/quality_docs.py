@@ -157,6 +157,14 @@ def recommended(ablations: list[dict], lora: list[dict]) -> list[str]:
              "(table above), AlpacaEval included, so the spec counts every pair once: AlpacaEval's 805 "
              "prompts do not swamp the rest, because a step holds whole prompts and AlpacaEval's "
              "accuracy over Bradley-Terry moved by 0.1 point at most between weightings."]
+    kind = next((r for r in ablations if r["name"].startswith("LLM embedding")), None)
+    if kind is not None:
+        lines += ["", f"**LLM embedding kind.** The phase-1 kinds of `training/embeddings.py` landed late in "
+                  f"this work; *{kind['name']}* scored {_pts(kind['accuracy'] - base['accuracy'])} points "
+                  "against learned vectors on the validation side. It can embed an LLM the head never saw "
+                  "(docs/embeddings.md), which learned vectors cannot; for ranking the LLMs it was trained "
+                  "with, the spec keeps learned vectors. The attention kind was not run (its phase 1 is "
+                  "several times slower on this CPU)."]
     if len(lora) == 2:
         lines += ["", f"**Encoder tuning.** LoRA (rank 8) beat the frozen encoder by "
                   f"{_pts(lora[1]['accuracy'] - lora[0]['accuracy'])} points on a 1,000-prompt subsample, "
