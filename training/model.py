@@ -97,7 +97,8 @@ class TransformerEmbeddingModel:
         if not _is_quantized(encoder):
             self.net.to(self.device)
         self.net.head.to(self.device)
-        self.net.feature_norm and self.net.feature_norm.to(self.device)
+        if self.net.feature_norm is not None:
+            self.net.feature_norm.to(self.device)
         self.llm_table.to(self.device)
 
     @property
