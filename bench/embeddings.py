@@ -49,6 +49,7 @@ from training.model import TransformerEmbeddingModel  # noqa: E402
 from training.prompt_cache import PromptCache  # noqa: E402
 from training.records import comparison_records  # noqa: E402
 from training.specs import Frozen, ValidationSplit  # noqa: E402
+from training.splits import split_by_prompt  # noqa: E402
 
 log = logging.getLogger("bench.embeddings")
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -102,7 +103,7 @@ def load_data(args) -> tuple[pa.Table, pa.Table, pa.Table]:
     prompts = sorted(set(pairs["prompt"].to_pylist()))
     keep = np.random.default_rng(0).choice(prompts, min(args.prompts, len(prompts)), replace=False)
     pairs = pairs.filter(pc.is_in(pairs["prompt"], value_set=pa.array(list(keep))))
-    train, val = data_mod.split_by_prompt(pairs, 0.2, 42)
+    train, val = split_by_prompt(pairs, 0.2, 42)
     return pairs, train, val
 
 

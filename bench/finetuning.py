@@ -126,8 +126,9 @@ def merge_gap(model, args) -> float:
 
     from training import data as data_mod
     from training.export import merged_graph
+    from training.splits import split_by_prompt
 
-    _, val = data_mod.split_by_prompt(data_mod.load_pairs(args.sample), 0.2, args.seed)
+    _, val = split_by_prompt(data_mod.load_pairs(args.sample), 0.2, args.seed)
     prompts = sorted(set(val["prompt"].to_pylist()))[:64]
     batch = model.tokenizer(prompts)
     with torch.no_grad():

@@ -227,9 +227,10 @@ def validation_accuracy(bundle: Path, sample: Path, fraction: float, seed: int) 
     """Pairwise accuracy on the prompt-disjoint validation split the demo spec trains with."""
     from training import data as data_mod
     from training.metrics import pair_diff, pairwise_accuracy
+    from training.splits import split_by_prompt
 
     pairs = data_mod.load_pairs(str(sample))
-    _, val = data_mod.split_by_prompt(pairs, fraction, seed)
+    _, val = split_by_prompt(pairs, fraction, seed)
     prompts = sorted(set(val["prompt"].to_pylist()))
     index = {p: i for i, p in enumerate(prompts)}
     router = Router(bundle, cache_size=0)

@@ -22,6 +22,7 @@ from training.export import export_bundle
 from training.model import TransformerEmbeddingModel
 from training.records import comparison_records
 from training.specs import Frozen
+from training.splits import split_by_prompt
 
 HELD_OUT = "qwen2.5-7b-instruct"
 SPEC = {"kind": "frozen", "prompts_per_step": 16, "records_per_set": 16, "profile_records": 256,
@@ -39,7 +40,7 @@ def split(sample_path):
     pairs = data_mod.load_pairs(sample_path)
     keep = sorted(set(pairs["prompt"].to_pylist()))[:200]
     pairs = pairs.filter(pc.is_in(pairs["prompt"], value_set=pa.array(keep)))
-    return data_mod.split_by_prompt(pairs, 0.25, 0)
+    return split_by_prompt(pairs, 0.25, 0)
 
 
 def frozen_router(tiny_encoders) -> TransformerEmbeddingModel:

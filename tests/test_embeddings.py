@@ -19,6 +19,7 @@ from training import data as data_mod
 from training import embeddings, records, specs
 from training.model import TransformerEmbeddingModel
 from training.specs import Frozen, ValidationSplit
+from training.splits import model_counts, split_by_prompt
 
 PHASE1_KINDS = ("frozen", "finetunable", "attention")
 SMALL = {"prompts_per_step": 16, "records_per_set": 16, "profile_records": 64, "hidden_dim": 32, "dim": 8}
@@ -152,7 +153,7 @@ def test_identification_sets_and_profiles_are_seeded(sample_pairs):
 
 @pytest.fixture(scope="module")
 def trained(tiny_encoders, sample_pairs):
-    train, _ = data_mod.split_by_prompt(sample_pairs, 0.2, 0)
+    train, _ = split_by_prompt(sample_pairs, 0.2, 0)
     encoder = str(tiny_encoders["bert"])
     return {kind: embeddings.train_embedding_model(small_spec(kind), train, encoder=encoder, epochs=2, seed=0)
             for kind in PHASE1_KINDS}
@@ -186,7 +187,7 @@ def test_save_load_round_trip(trained, kind, sample_pairs, tmp_path):
     before = model.embed_llms(r)
     assert before.shape == (9, 8)
     np.testing.assert_allclose(np.linalg.norm(model.raw_embeddings(r), axis=1), 1.0, rtol=1e-5)
-    train, _ = data_mod.split_by_prompt(sample_pairs, 0.2, 0)  # what phase 1 was trained on
+    train, _ = split_by_prompt(sample_pairs, 0.2, 0)  # what phase 1 was trained on
     np.testing.assert_allclose(model.embed_llms(records.comparison_records(train))[:, :-1].mean(0), 0.0,
                                atol=1e-4)  # centred on the phase-1 LLMs
     theta = records.bt_strengths(r)
@@ -236,7 +237,7 @@ def test_router_uses_the_phase1_embeddings_fixed(tiny_encoders, sample_pairs, tm
     with caplog.at_level(logging.INFO):
         model.train(sample_pairs, ValidationSplit(0.2, 0), run_dir=tmp_path / "run")
     assert "held-out top-1 identification" in caplog.text
-    train, _ = data_mod.split_by_prompt(sample_pairs, 0.2, 0)
+    train, _ = split_by_prompt(sample_pairs, 0.2, 0)
     expected = model.embedding_model.embed_llms(records.comparison_records(train), model.model_names)
     np.testing.assert_allclose(model.model_embeddings.cpu().numpy(), expected, atol=1e-6)
     assert not any(p is model.model_embeddings for p in model.head_parameters())
@@ -254,7 +255,7 @@ def test_train_with_head_keeps_phase1_and_head_consistent(tiny_encoders, sample_
     model = router(tiny_encoders, "attention", spec={"train_with_head": True})
     model.train(sample_pairs, ValidationSplit(0.2, 0), run_dir=tmp_path / "run")
     assert any(p.requires_grad for p in model.llm_table.parameters())
-    train, _ = data_mod.split_by_prompt(sample_pairs, 0.2, 0)
+    train, _ = split_by_prompt(sample_pairs, 0.2, 0)
     r = records.comparison_records(train)
     with torch.no_grad():
         table = model.model_embeddings.cpu().numpy()
@@ -280,7 +281,7 @@ def test_min_model_comparisons_drops_rare_llms_with_a_log(tiny_encoders, sample_
     involved = np.isin(sample_pairs["model_a"].to_numpy(zero_copy_only=False), ["codegemma-7b"]) | np.isin(
         sample_pairs["model_b"].to_numpy(zero_copy_only=False), ["codegemma-7b"])
     rare = sample_pairs.filter(pa.array(~involved | (np.arange(len(involved)) % 10 == 0)))
-    counts = data_mod.model_counts(rare)
+    counts = model_counts(rare)
     assert counts["codegemma-7b"] < 200 < min(v for k, v in counts.items() if k != "codegemma-7b")
     model = router(tiny_encoders, "frozen", min_model_comparisons=200)
     with caplog.at_level(logging.INFO):

@@ -131,9 +131,10 @@ def _truth(prompt: str):
 
 def _test_prompts(table, tiny_encoders) -> list[str]:
     from training import data as data_mod
+    from training.splits import split_by_prompt
 
     pairs = data_mod.load_pairs(pa.Table.from_pandas(table, preserve_index=False))
     prompts, idx = ev._index(pairs["prompt"].to_pylist())
     rows = pa.table({"row": np.arange(pairs.num_rows)})
-    _, test = data_mod.split_by_prompt(rows, 0.25, 0, groups=np.arange(len(prompts))[idx])
+    _, test = split_by_prompt(rows, 0.25, 0, groups=np.arange(len(prompts))[idx])
     return list(dict.fromkeys(pairs.take(test["row"])["prompt"].to_pylist()))

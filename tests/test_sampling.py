@@ -15,6 +15,7 @@ from training import data as data_mod
 from training import sampling
 from training.model import TransformerEmbeddingModel
 from training.specs import Frozen, ValidationSplit
+from training.splits import split_by_prompt
 
 
 def test_balanced_weights_are_the_inverse_count_of_the_rarer_llm():
@@ -87,7 +88,7 @@ def test_training_logs_shares_and_validation_is_never_balanced(tiny_encoders, ca
     assert share["after"] > share["before"]
     # Validation accuracy is the plain (unweighted) pairwise accuracy on every decisive pair.
     pairs = data_mod.load_pairs(imbalanced_scores())
-    _, val = data_mod.split_by_prompt(pairs, 0.3, 0)
+    _, val = split_by_prompt(pairs, 0.3, 0)
     val = val.filter(pa.array(val["label"].to_numpy() != 0))
     prompts = sorted(set(val["prompt"].to_pylist()))
     scores = model.score_matrix(prompts)

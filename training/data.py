@@ -1,4 +1,4 @@
-"""Read LLM comparison data, validate it, and split it by prompt (no torch).
+"""Read LLM comparison data and validate it (no torch).
 
 Two input schemas are accepted (``detect_schema`` tells them apart by their columns):
 
@@ -17,7 +17,7 @@ loss and from pairwise accuracy; ``tie_kind`` is kept for analysis.
 Model names are mapped through the aliases (``load_aliases``) before any check. Every problem
 raises ``DataError`` naming the file (``<table>`` for in-memory data), the 0-based row in the
 order read (a CSV header is not a row), the column, what was received, what is allowed and the
-fix. Prompt-disjoint splitting and near-duplicate grouping keep the validation prompts unseen.
+fix. Prompt-disjoint splitting and near-duplicate grouping are in `training.splits`.
 """
 
 from __future__ import annotations
@@ -598,106 +598,3 @@ def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
     if not parts:
         raise ValueError("concat_pairs got no tables; pass at least one pairs table")
     return pa.concat_tables(parts)
-
-
-# ---------------------------------------------------------------- splits and filters
-
-
-def normalise_prompt(text: str | None) -> str:
-    """The split key of a prompt: stripped, whitespace runs collapsed to one space, casefolded."""
-    return " ".join((text or "").split()).casefold()
-
-
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-
-
-def split_by_prompt(
-    pairs: pa.Table, fraction: float, seed: int, *, groups: np.ndarray | None = None
-) -> tuple[pa.Table, pa.Table]:
-    """(train, validation), prompt-disjoint: rows with the same normalised prompt text (or the
-    same ``groups`` value, one per row) land on one side. Keys are ordered by a blake2b hash of
-    (seed, key), so the split is the same on every machine; the first round(fraction * keys)
-    keys (at least one, and not all) form the validation side."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction={fraction!r}; allowed: 0 < fraction < 1 (e.g. 0.1)")
-    if groups is None:
-        codes, keys = _codes(_map_unique(pc.cast(pairs["prompt"], pa.string()), normalise_prompt))
-    else:
-        groups = np.asarray(groups)
-        if groups.shape != (pairs.num_rows,):
-            raise ValueError(
-                f"groups has shape {groups.shape}; allowed: one value per row, "
-                f"shape ({pairs.num_rows},); fix: index the group ids by each row's prompt"
-            )
-        unique, codes = np.unique(groups, return_inverse=True)
-        keys = [str(u) for u in unique.tolist()]
-    if len(keys) < 2:
-        raise ValueError(f"{len(keys)} distinct prompt(s); a prompt-disjoint split needs >= 2")
-    ranked = sorted(range(len(keys)), key=lambda k: (_hash64(f"{seed}\x1f{keys[k]}"), keys[k]))
-    n_val = min(max(round(fraction * len(keys)), 1), len(keys) - 1)
-    is_val = np.zeros(len(keys), bool)
-    is_val[ranked[:n_val]] = True
-    mask = is_val[np.asarray(codes).ravel()]
-    return pairs.filter(pa.array(~mask)), pairs.filter(pa.array(mask))
-
-
-def near_duplicate_groups(embeddings: np.ndarray, threshold: float = 0.95) -> np.ndarray:
-    """Group id per row (0, 1, ... in order of first row): rows linked by cosine >= threshold,
-    transitively (union-find). Similarities are computed a block of rows at a time (~64 MiB),
-    so 50k x 384 fits in memory. Pass one embedding per distinct prompt."""
-    x = np.asarray(embeddings, dtype=np.float32)
-    if x.ndim != 2 or not np.isfinite(x).all():
-        raise ValueError(f"embeddings of shape {x.shape}; allowed: a finite [n_prompts, dim] matrix")
-    n = len(x)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    parent = np.arange(n)
-    step = max(1, (1 << 24) // max(n, 1))  # rows per block: step x n float32 ~ 64 MiB
-    for start in range(0, n, step):
-        sims = x[start : start + step] @ x[start:].T  # [block, n - start]
-        i, j = np.divmod(np.flatnonzero(sims >= threshold), sims.shape[1])  # faster than 2-D nonzero
-        keep = j > i  # column j is row start + j: keep each unordered pair once
-        _union(parent, i[keep] + start, j[keep] + start)
-    _, groups = np.unique(_find(parent, np.arange(n)), return_inverse=True)
-    return groups.astype(np.int64)
-
-
-def _find(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
-    while True:
-        up = parent[x]
-        if np.array_equal(up, x):
-            return x
-        x = up
-
-
-def _union(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-    """Vectorised union: hook the larger root under the smaller until every edge is merged
-    (conflicting writes lose, and are retried), so a root is the smallest row of its group."""
-    while a.size:
-        ra, rb = _find(parent, a), _find(parent, b)
-        differ = ra != rb
-        a, b, ra, rb = a[differ], b[differ], ra[differ], rb[differ]
-        parent[np.maximum(ra, rb)] = np.minimum(ra, rb)
-        parent[:] = parent[parent]  # path halving keeps _find short
-
-
-def model_counts(pairs: pa.Table) -> dict[str, int]:
-    """Comparisons per LLM (ties included), most compared first."""
-    sides = [pc.cast(pairs[c], pa.string()) for c in ("model_a", "model_b")]
-    counts = pc.value_counts(pa.chunked_array(sides[0].chunks + sides[1].chunks, pa.string()))
-    names, totals = counts.field("values").to_pylist(), counts.field("counts").to_pylist()
-    return dict(sorted(zip(names, totals, strict=True), key=lambda kv: (-kv[1], kv[0])))
-
-
-def drop_rare_models(pairs: pa.Table, min_comparisons: int) -> tuple[pa.Table, list[str]]:
-    """Drop rows involving an LLM with fewer than ``min_comparisons`` comparisons, repeating until
-    every kept LLM has enough (dropping rows lowers other counts). Returns (kept, dropped names)."""
-    dropped: list[str] = []
-    while True:
-        rare = sorted(m for m, c in model_counts(pairs).items() if c < min_comparisons)
-        if not rare:
-            return pairs, sorted(dropped)
-        dropped += rare
-        value_set = pa.array(rare, pa.string())
-        hit = pc.or_(pc.is_in(pairs["model_a"], value_set), pc.is_in(pairs["model_b"], value_set))
-        pairs = pairs.filter(pc.invert(hit))

@@ -7,7 +7,7 @@
 Writes `report.md`, `results.json`, `per_pair.csv` and PNG plots to `--out`.
 
 **Split.** Prompts are grouped as near-duplicates (cosine >= 0.95 between frozen encoder
-embeddings, transitively) and the groups are split with `training.data.split_by_prompt`
+embeddings, transitively) and the groups are split with `training.splits.split_by_prompt`
 (seeded, the same on every machine), over all files at once: a prompt and its near-duplicates are
 on one side in every source. `--split 0.2:0` holds out 20 % of the groups with seed 0; the router
 must have been trained without them (train it on the other side, as `training.quality` does).
@@ -41,6 +41,7 @@ import pyarrow as pa
 from training import data as data_mod
 from training import metrics
 from training.baselines import BradleyTerry, KNNWinRate, MatrixFactorization, PromptLength, RandomBaseline
+from training.splits import near_duplicate_groups, split_by_prompt
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,11 @@ def build_dataset(pairs: pa.Table, source: np.ndarray, embeddings, split: tuple[
     if split is None:
         group = np.arange(len(prompts))
         return Dataset(pairs, source, prompts, prompt_idx, group, np.ones(pairs.num_rows, bool))
-    group = data_mod.near_duplicate_groups(embeddings(prompts), threshold)
+    group = near_duplicate_groups(embeddings(prompts), threshold)
     log.info("%d distinct prompts in %d near-duplicate groups (cosine >= %g)", len(prompts),
              len(np.unique(group)), threshold)
     rows = pa.table({"row": np.arange(pairs.num_rows)})
-    _, test = data_mod.split_by_prompt(rows, split[0], split[1], groups=group[prompt_idx])
+    _, test = split_by_prompt(rows, split[0], split[1], groups=group[prompt_idx])
     is_test = np.zeros(pairs.num_rows, bool)
     is_test[test["row"].to_numpy()] = True
     return Dataset(pairs, source, prompts, prompt_idx, group, is_test)

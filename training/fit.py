@@ -24,6 +24,7 @@ def fit(spec, *, resume: bool = False) -> Path:
     from training import data as data_mod
     from training.export import export_bundle
     from training.model import TransformerEmbeddingModel
+    from training.splits import split_by_prompt
 
     run_dir = Path(spec.output.run_dir)
     check_outputs(spec)
@@ -41,7 +42,7 @@ def fit(spec, *, resume: bool = False) -> Path:
         attach(model, PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length))
     history = model.train(pairs, validation_split=spec.data.validation, run_dir=run_dir, resume=resume)
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))
-    _, val = data_mod.split_by_prompt(pairs, spec.data.validation.fraction, spec.data.validation.seed)
+    _, val = split_by_prompt(pairs, spec.data.validation.fraction, spec.data.validation.seed)
     verify = sorted(set(val["prompt"].to_pylist()))[: spec.export.verify_prompts]
     bundle = export_bundle(model, spec.output.bundle_dir, verify or pairs["prompt"].to_pylist()[:8],
                            spec=spec.model_dump(mode="json"), opset=spec.export.opset,

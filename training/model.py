@@ -37,6 +37,7 @@ from training.head import ScoringHead
 from training.network import FeatureNorm, RouterNet
 from training.pooling import Pooling, detect_pooling
 from training.specs import RouterConfig, ValidationSplit
+from training.splits import drop_rare_models, split_by_prompt
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +144,12 @@ class TransformerEmbeddingModel:
         if updates:
             self.config = cfg = cfg.model_copy(update=updates)
         pairs = self._as_pairs(data, aliases)
-        pairs, dropped = data_mod.drop_rare_models(pairs, cfg.min_model_comparisons)
+        pairs, dropped = drop_rare_models(pairs, cfg.min_model_comparisons)
         if dropped:
             log.info("dropped %d LLM(s) with fewer than %d comparisons: %s", len(dropped),
                      cfg.min_model_comparisons, ", ".join(dropped))
         if validation_split is not None:
-            train_pairs, val_pairs = data_mod.split_by_prompt(pairs, validation_split.fraction,
-                                                              validation_split.seed)
+            train_pairs, val_pairs = split_by_prompt(pairs, validation_split.fraction, validation_split.seed)
         else:
             train_pairs, val_pairs = pairs, pairs.slice(0, 0)
         names = sorted(set(pairs["model_a"].to_pylist()) | set(pairs["model_b"].to_pylist()))

@@ -31,6 +31,7 @@ import pyarrow as pa
 from training import evaluate as ev
 from training.prompt_cache import PromptCache, attach
 from training.specs import LoRA, RouterConfig
+from training.splits import split_by_prompt
 
 log = logging.getLogger("training.quality")
 
@@ -95,7 +96,7 @@ def train_side(ds: ev.Dataset, split=VAL_SPLIT) -> ev.Dataset:
     if split is None:
         return sub
     index = pa.table({"row": np.arange(len(rows))})
-    _, val = ev.data_mod.split_by_prompt(index, split[0], split[1], groups=ds.group[sub.prompt_idx])
+    _, val = split_by_prompt(index, split[0], split[1], groups=ds.group[sub.prompt_idx])
     sub.is_test[val["row"].to_numpy()] = True
     return sub
 
