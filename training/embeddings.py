@@ -1,4 +1,4 @@
-"""The LLM embedding model (phase 1) and the LLM tables the scoring head reads.
+"""The LLM embedding model (phase 1): records -> one vector per LLM.
 
 One registry, `KINDS`, keyed by `embedding_spec.kind`:
 
@@ -18,10 +18,7 @@ the training split only, and reports top-1 identification on held-out prompts. I
 its own (``embedding_model.json`` + ``embedding_model.safetensors``, no pickle) in the run's
 checkpoint and in the bundle, and reused through ``load_embedding_model_from``.
 
-In phase 2 the head reads an `LLMTable`: `LearnedTable` (kind ``learned``), `FixedTable`
-(phase-1 embeddings, fixed: the default) or `ProfileTable` (``train_with_head``: the record
-network keeps training with the ranking loss, recomputing every LLM's embedding from its profile
-records at each step, so a new LLM embedded later lands in the same space as the trained ones).
+In phase 2 the head reads the LLMs through a table of `training.llm_tables`.
 """
 
 from __future__ import annotations
@@ -525,59 +522,3 @@ def batch_all_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, margin:
 
 def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 1.0 - (x * y).sum(-1)  # inputs are unit vectors
-
-
-# --- the LLM tables the head reads -----------------------------------------------------------
-
-
-class LearnedTable(nn.Module):
-    """Kind 'learned': one trainable vector per LLM."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-
-    def forward(self) -> torch.Tensor:
-        return self.weight  # [M, D]
-
-
-class FixedTable(nn.Module):
-    """Phase-1 embeddings, not trained further."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.register_buffer("weight", weight)
-
-    def forward(self) -> torch.Tensor:
-        return self.weight  # [M, D]
-
-
-class ProfileTable(nn.Module):
-    """`train_with_head`: every LLM's embedding recomputed from its profile records at each call,
-    by the phase-1 record network, which therefore trains with the head."""
-
-    def __init__(self, model: LLMEmbeddingModel, records: rec.Records, names: Sequence[str]):
-        super().__init__()
-        self.net = model.net
-        self.register_buffer("center", model.center.clone(), persistent=False)
-        self.register_buffer("scale", model.scale.clone(), persistent=False)
-        strength = torch.from_numpy(model.strength_column(records, names))
-        self.register_buffer("strength", strength.to(model.device), persistent=False)
-        rows = model.profiles(records, names)
-        text, opponent, outcome, mask = model.set_inputs(records, rows, model.vectors(records))
-        for name, value in (("text", text), ("opponent", opponent), ("outcome", outcome), ("mask", mask)):
-            self.register_buffer(name, value.detach(), persistent=False)
-
-    def forward(self) -> torch.Tensor:
-        has = self.mask.any(dim=1)  # an LLM without records stays 0: the average LLM
-        raw = self.net(self.text[has], self.opponent[has], self.outcome[has], self.mask[has])
-        out = torch.zeros(len(has), raw.shape[1], device=raw.device, dtype=raw.dtype)
-        learned = out.index_put((has.nonzero().squeeze(1),), (raw - self.center) @ self.scale)
-        return torch.cat([learned, self.strength], dim=1)  # [M, D]
-
-
-def phase1_table(model: LLMEmbeddingModel, records: rec.Records, names: Sequence[str]) -> nn.Module:
-    """The head's LLM table from a phase-1 model (fixed, or trained with the head)."""
-    if model.spec.train_with_head:
-        return ProfileTable(model, records, names).to(model.device)
-    return FixedTable(torch.from_numpy(model.embed_llms(records, names)).to(model.device))

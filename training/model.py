@@ -30,10 +30,11 @@ from routerdb.features import FEATURE_NAMES, FeatureStats, compute_features
 from routerdb.tokenizer import PromptTokenizer
 from training import data as data_mod
 from training.embeddings import KINDS as EMBEDDING_KINDS
-from training.embeddings import FixedTable, LearnedTable, LLMEmbeddingModel, TextVectors
+from training.embeddings import LLMEmbeddingModel, TextVectors
 from training.encoder import EncoderRef, load_config, load_tokenizer, resolve_encoder
 from training.finetuning import count_parameters, prepare_encoder
 from training.head import ScoringHead
+from training.llm_tables import FixedTable, LearnedTable
 from training.network import FeatureNorm, RouterNet
 from training.pooling import Pooling, detect_pooling
 from training.specs import RouterConfig, ValidationSplit
@@ -164,7 +165,8 @@ class TransformerEmbeddingModel:
 
     def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
         """Train (or load) the LLM embedding model on the training split; set the head's LLM table."""
-        from training.embeddings import phase1_table, train_embedding_model
+        from training.embeddings import train_embedding_model
+        from training.llm_tables import phase1_table
         from training.records import comparison_records
 
         cfg = self.config
