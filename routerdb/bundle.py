@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from routerdb.onnx_file import OnnxFileError, check_self_contained
+from routerdb.tokenizer import TRUNCATIONS
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,11 @@ def _check_format(manifest: Any, where: Path) -> None:
                         f"{MAX_TOKENS})")
     tokenizer = manifest.get("tokenizer")
     if not (isinstance(tokenizer, dict) and _is_int(tokenizer.get("pad_id"), 0, 2**31 - 1)
-            and tokenizer.get("padding_side") in ("right", "left")):
+            and tokenizer.get("padding_side") in ("right", "left")
+            and tokenizer.get("truncation", "head") in TRUNCATIONS):
         problems.append(f"tokenizer {tokenizer!r:.80} (allowed: {{'pad_id': a token id >= 0, "
-                        "'padding_side': 'right' or 'left'})")
+                        f"'padding_side': 'right' or 'left', 'truncation': one of {', '.join(TRUNCATIONS)} "
+                        "(optional, default head)})")
     if problems:
         raise BundleError(f"{where}: {'; '.join(problems)}. The manifest is damaged or was not written by "
                           "routerdb; re-export the bundle.")

@@ -82,7 +82,8 @@ class Router:
         self._model_index = {name: j for j, name in enumerate(self.models)}
         tok = m["tokenizer"]
         self.tokenizer = _loaded(self.bundle, "tokenizer.json", lambda: PromptTokenizer.from_file(
-            self.bundle.tokenizer_path, m["max_length"], tok["pad_id"], tok["padding_side"]))
+            self.bundle.tokenizer_path, m["max_length"], tok["pad_id"], tok["padding_side"],
+            tok.get("truncation", "head")))  # bundles written before the field cut the end
         options = ort.SessionOptions()
         # ONNX Runtime's own default (one thread per physical core) unless set here or by
         # ROUTERDB_THREADS; 0 or unset keeps the default.

@@ -2,6 +2,13 @@
 
 Training builds a `PromptTokenizer` from the encoder's fast tokenizer and writes the same
 `tokenizer.json` into the bundle, so a prompt is cut and tokenised identically in both places.
+
+A prompt longer than `max_length` tokens is cut by its `truncation` (kept in the bundle manifest):
+  head       keep the beginning (the Hugging Face default; bundles without the field use it)
+  tail       keep the end
+  head_tail  keep the first quarter of the budget from the beginning and the rest from the end:
+             few-shot benchmark prompts share long worked examples at the start and differ only
+             in the question at the end, and a chat prompt's instruction is usually at the start.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from tokenizers import Tokenizer
 # Text beyond this many characters per token of max_length cannot reach the encoder; cutting it
 # first keeps a 5 MB prompt from costing seconds in the tokenizer.
 CHARS_PER_TOKEN_BOUND = 16
+TRUNCATIONS = ("head", "tail", "head_tail")
+HEAD_SHARE = 4  # head_tail keeps budget // HEAD_SHARE tokens from the beginning
 
 
 @dataclass
@@ -26,32 +35,62 @@ class Batch:
 class PromptTokenizer:
     """Tokenises prompts to padded int64 arrays, truncating to `max_length` tokens."""
 
-    def __init__(self, tokenizer_json: str, max_length: int, pad_id: int, padding_side: str):
+    def __init__(self, tokenizer_json: str, max_length: int, pad_id: int, padding_side: str,
+                 truncation: str = "head"):
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
         self.max_length = int(max_length)
         self.pad_id = int(pad_id)
         self.padding_side = padding_side
+        self.truncation = truncation
         self.json = tokenizer_json
         self._tok = Tokenizer.from_str(tokenizer_json)
         # Shipped tokenizer.json files may carry fixed-length padding; pad to the batch's longest.
         self._tok.no_padding()
-        self._tok.enable_truncation(max_length=self.max_length)
+        direction = "left" if truncation == "tail" else "right"
+        self._tok.enable_truncation(max_length=self.max_length, direction=direction)
+        if truncation == "head_tail":  # the cut prompts are cut again by hand in token_ids
+            self._whole = Tokenizer.from_str(tokenizer_json)
+            self._whole.no_padding()
+            self._whole.no_truncation()
+            self._prefix, self._suffix = _special_tokens(self._whole)
+            budget = max(self.max_length - len(self._prefix) - len(self._suffix), 1)
+            self._head = budget // HEAD_SHARE
+            self._tail = budget - self._head
 
     @classmethod
-    def from_file(cls, path, max_length: int, pad_id: int, padding_side: str) -> PromptTokenizer:
+    def from_file(cls, path, max_length: int, pad_id: int, padding_side: str,
+                  truncation: str = "head") -> PromptTokenizer:
         with open(path, encoding="utf-8") as fh:
-            return cls(fh.read(), max_length, pad_id, padding_side)
+            return cls(fh.read(), max_length, pad_id, padding_side, truncation)
 
     def clean(self, prompt: str | None) -> str:
         text = "" if prompt is None else str(prompt)
-        text = text[: self.max_length * CHARS_PER_TOKEN_BOUND]
+        bound = self.max_length * CHARS_PER_TOKEN_BOUND
+        if len(text) > bound:
+            if self.truncation == "head":
+                text = text[:bound]
+            elif self.truncation == "tail":
+                text = text[-bound:]
+            elif len(text) > 2 * bound:
+                text = text[:bound] + "\n" + text[-bound:]  # the middle is cut by token_ids anyway
         # Lone surrogates cannot be encoded to UTF-8; replace them instead of failing.
         return text.encode("utf-8", "replace").decode("utf-8")
 
     def token_ids(self, prompts: Sequence[str | None]) -> list[list[int]]:
-        encodings = self._tok.encode_batch([self.clean(p) for p in prompts])
-        return [enc.ids for enc in encodings]
+        texts = [self.clean(p) for p in prompts]
+        ids = [enc.ids for enc in self._tok.encode_batch(texts)]
+        if self.truncation == "head_tail":
+            cut = [i for i, seq in enumerate(ids) if len(seq) >= self.max_length]
+            whole = self._whole.encode_batch([texts[i] for i in cut], add_special_tokens=False)
+            for i, enc in zip(cut, whole, strict=True):
+                seq = enc.ids
+                if len(seq) > self._head + self._tail:
+                    seq = seq[:self._head] + seq[len(seq) - self._tail:]
+                ids[i] = self._prefix + seq + self._suffix
+        return ids
 
     def pad(self, ids: Sequence[Sequence[int]]) -> Batch:
         longest = max((len(x) for x in ids), default=0) or 1
@@ -68,3 +107,15 @@ class PromptTokenizer:
 
     def __call__(self, prompts: Sequence[str | None]) -> Batch:
         return self.pad(self.token_ids(prompts))
+
+
+def _special_tokens(tok: Tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's post-processor puts before and after one sequence ([CLS] / [SEP],
+    <s> / </s>, BOS, or nothing), found by post-processing a probe text."""
+    probe = tok.encode("a", add_special_tokens=False).ids
+    full = tok.encode("a").ids
+    for k in range(len(full) - len(probe) + 1):
+        if full[k:k + len(probe)] == probe:
+            return full[:k], full[k + len(probe):]
+    raise ValueError("the tokenizer's post-processor changes the tokens of a text; "
+                     "use truncation 'head' or 'tail' with it")

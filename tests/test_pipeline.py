@@ -23,7 +23,9 @@ PROMPTS = [
 
 @pytest.fixture(scope="module", params=tiny_models.KINDS)
 def trained(request, tiny_encoders, tmp_path_factory):
+    # the Llama run also carries the head's linear LLM strength through export
     model = TransformerEmbeddingModel(encoder=str(tiny_encoders[request.param]), finetuning=LoRA(rank=4),
+                                      head={"llm_strength": request.param == "llama"},
                                       epochs=1, batch_size=32, progress=False)
     history = model.train(tiny_models.synthetic_scores(40), validation_split=ValidationSplit(0.25, 0))
     bundle = export_bundle(model, tmp_path_factory.mktemp(request.param) / "bundle", PROMPTS)

@@ -33,3 +33,23 @@ def test_fill_lookup_reload_and_attach(tiny_encoders, tmp_path):
     attach(model, again)
     got = model.embed_prompts(prompts + ["never seen"])  # a miss is encoded and stored
     assert isinstance(got, torch.Tensor) and got.shape == (4, 32) and len(again) == 3
+
+
+def test_switching_truncation_re_encodes_only_the_prompts_that_were_cut(tiny_encoders, tmp_path):
+    from training.model import TransformerEmbeddingModel
+    from training.specs import Frozen
+
+    short = "Solve 2x + 3 = 7."
+    long = " ".join(["Explain why the sky is blue in simple terms."] * 6) + " Then write a haiku."
+    encoder = str(tiny_encoders["bert"])
+    head = PromptCache.for_encoder(encoder, 16, tmp_path, truncation="head")
+    head.fill([short, long])
+    both = PromptCache.for_encoder(encoder, 16, tmp_path, truncation="head_tail")  # same directory
+    assert both.directory == head.directory and both.missing([short, long]) == [long]
+    assert both.fill([short, long]) == 1
+    assert np.array_equal(both.lookup([short]), head.lookup([short]))
+    assert not np.allclose(both.lookup([long]), head.lookup([long]))
+    model = TransformerEmbeddingModel(encoder={"name": encoder, "max_length": 16, "truncation": "head_tail"},
+                                      finetuning=Frozen(), use_prompt_features=False, progress=False)
+    model._build(["x", "y"], None)
+    assert np.allclose(model.embed_prompts([long]).cpu().numpy(), both.lookup([long]), atol=1e-6)

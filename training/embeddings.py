@@ -131,10 +131,11 @@ class RecordNet(nn.Module):
 class TextEncoder(nn.Module):
     """A sentence encoder with its tokenizer and pooling: record texts -> vectors [T, H]."""
 
-    def __init__(self, ref: EncoderRef, max_length: int, pooling: str = "auto", finetuning=None):
+    def __init__(self, ref: EncoderRef, max_length: int, pooling: str = "auto", finetuning=None,
+                 truncation: str = "head_tail"):
         super().__init__()
         self.ref = ref
-        self.tokenizer = load_tokenizer(ref, max_length)
+        self.tokenizer = load_tokenizer(ref, max_length, truncation)
         config = load_config(ref)
         mode, normalize, _ = detect_pooling(ref.local_dir, config)
         self.pooling = Pooling(mode if pooling == "auto" else pooling, normalize)
@@ -342,7 +343,7 @@ class LLMEmbeddingModel:
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "library_versions": library_versions(), "spec": self.spec.model_dump(mode="json"),
                 "encoder": {"name": self.text.ref.name, "max_length": self.text.tokenizer.max_length,
-                            "pooling": self.text.pooling.mode},
+                            "truncation": self.text.tokenizer.truncation, "pooling": self.text.pooling.mode},
                 "text_dim": self.text.hidden_size, "opponent_win_rate": self.win_rates,
                 "bt_strength": self.bt, "report": self.report}
 
@@ -370,7 +371,8 @@ class LLMEmbeddingModel:
         spec = TypeAdapter(EmbeddingSpec).validate_python(meta["spec"])
         finetuning = spec.finetuning if KINDS[spec.kind].finetunes_encoder else None
         enc = meta["encoder"]
-        text = TextEncoder(resolve_encoder(enc["name"]), enc["max_length"], enc["pooling"], finetuning)
+        text = TextEncoder(resolve_encoder(enc["name"]), enc["max_length"], enc["pooling"], finetuning,
+                           enc.get("truncation", "head"))  # saved before truncation was a choice: head
         model = cls(spec, text, meta["opponent_win_rate"], meta["bt_strength"], device or _default_device())
         model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         model.center, model.scale = tensors["standardize.center"], tensors["standardize.scale"]
@@ -421,19 +423,22 @@ def _is_quantized(module: nn.Module) -> bool:
 
 
 def build_embedding_model(spec, records: rec.Records, *, encoder: str, max_length: int,
-                          pooling: str = "auto", device: torch.device | None = None) -> LLMEmbeddingModel:
+                          pooling: str = "auto", device: torch.device | None = None,
+                          truncation: str = "head_tail") -> LLMEmbeddingModel:
     kind = KINDS[spec.kind]
     if not kind.phase1:
         raise ValueError(f"embedding_spec.kind {spec.kind!r} has no phase-1 model; use one of "
                          f"{[k for k, v in KINDS.items() if v.phase1]}")
     ref = resolve_encoder(spec.encoder or encoder)
-    text = TextEncoder(ref, max_length, pooling, spec.finetuning if kind.finetunes_encoder else None)
+    text = TextEncoder(ref, max_length, pooling, spec.finetuning if kind.finetunes_encoder else None,
+                       truncation)
     return LLMEmbeddingModel(spec, text, rec.win_rates(records), rec.bt_strengths(records),
                              device or _default_device())
 
 
 def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: int = 128,
-                          pooling: str = "auto", epochs: int = 5, seed: int = 42,
+                          truncation: str = "head_tail", pooling: str = "auto", epochs: int = 5,
+                          seed: int = 42,
                           device: torch.device | None = None, text_vectors: TextVectors | None = None,
                           progress: bool = False) -> LLMEmbeddingModel:
     """Phase 1 on the comparison records of `pairs` (the router's training split)."""
@@ -443,7 +448,8 @@ def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: in
     fit, heldout = rec.split_by_prompt(records, spec.heldout_fraction, seed)
     torch.manual_seed(seed)
     model = build_embedding_model(spec, records, encoder=spec.encoder or encoder,
-                                  max_length=max_length, pooling=pooling, device=device)
+                                  max_length=max_length, pooling=pooling, device=device,
+                                  truncation=truncation)
     model.text_vectors = text_vectors
     cached = None if model.text.trainable else model.vectors(records)
     enc_lr = spec.finetuning.lr if KINDS[spec.kind].finetunes_encoder else spec.lr

@@ -98,7 +98,7 @@ def load_base_model(ref: EncoderRef, **kwargs):
         return AutoModel.from_pretrained(ref.location, trust_remote_code=False, **kwargs)
 
 
-def load_tokenizer(ref: EncoderRef, max_length: int) -> PromptTokenizer:
+def load_tokenizer(ref: EncoderRef, max_length: int, truncation: str = "head_tail") -> PromptTokenizer:
     from transformers import AutoTokenizer
 
     hf = _loaded(ref, lambda: AutoTokenizer.from_pretrained(ref.location, trust_remote_code=False))
@@ -118,4 +118,4 @@ def load_tokenizer(ref: EncoderRef, max_length: int) -> PromptTokenizer:
         # for the same prompt), while causal attention never sees pads on the right.
         log.info("encoder %s: its tokenizer pads on the %s; the router pads on the right",
                  ref.name, hf.padding_side)
-    return PromptTokenizer(hf.backend_tokenizer.to_str(), max_length, pad_id or 0, "right")
+    return PromptTokenizer(hf.backend_tokenizer.to_str(), max_length, pad_id or 0, "right", truncation)

@@ -429,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", default=DEFAULT_ENCODER, 
                         help="frozen encoder for the split and baselines")
     parser.add_argument("--cache-dir", default="build/cache", help="embedding cache root")
+    parser.add_argument("--truncation", choices=["head", "tail", "head_tail"], default="head_tail",
+                        help="what the frozen encoder keeps of a long prompt (split and baselines)")
     parser.add_argument("--threshold", type=float, default=0.95, help="near-duplicate cosine")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--mf-epochs", type=int, default=10)
@@ -443,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(len(p) != 2 for p in pairs):
             raise ValueError(f"--pair {args.pair}; allowed: STRONG:WEAK LLM names")
         table, source = load_files(args.data, args.aliases)
-        cache = PromptCache.for_encoder(args.encoder, 128, args.cache_dir)
+        cache = PromptCache.for_encoder(args.encoder, 128, args.cache_dir, truncation=args.truncation)
 
         def embed(prompts):
             cache.fill(prompts)

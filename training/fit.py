@@ -39,7 +39,8 @@ def fit(spec, *, resume: bool = False) -> Path:
 
         # a frozen encoder's prompt vectors never change: read them from build/cache/, encoding
         # (and storing) only the prompts not there yet
-        attach(model, PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length))
+        attach(model, PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length,
+                                              truncation=spec.encoder.truncation))
     history = model.train(pairs, validation_split=spec.data.validation, run_dir=run_dir, resume=resume)
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))
     _, val = split_by_prompt(pairs, spec.data.validation.fraction, spec.data.validation.seed)

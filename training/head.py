@@ -1,6 +1,8 @@
 """The scoring head and the ranking losses.
 
-score(prompt, LLM) = tanh(MLP([prompt_embedding, prompt_features, model_embedding])), in [-1, 1].
+score(prompt, LLM) = tanh(MLP([prompt_embedding, prompt_features, model_embedding])), in [-1, 1],
+plus, with `llm_strength`, a linear term w . model_embedding inside the tanh: a prompt-agnostic
+strength per LLM (Bradley-Terry's answer) that the MLP then corrects per prompt.
 The first layer is written as two linear maps, one over the prompt part and one over the LLM
 part, summed: exactly an MLP over the concatenation, but it scores P prompts against M LLMs as
 [P, 1, h] + [1, M, h] without building the [P, M, H + F + D] concatenation.
@@ -15,8 +17,9 @@ from torch.nn import functional as F
 
 class ScoringHead(nn.Module):
     def __init__(self, prompt_dim: int, model_dim: int, hidden_dims: list[int], dropout: float,
-                 negative_slope: float = 0.01):
+                 negative_slope: float = 0.01, llm_strength: bool = False):
         super().__init__()
+        self.strength = nn.Linear(model_dim, 1, bias=False) if llm_strength else None
         first, *rest = hidden_dims
         self.prompt_in = nn.Linear(prompt_dim, first)
         self.model_in = nn.Linear(model_dim, first, bias=False)
@@ -31,7 +34,10 @@ class ScoringHead(nn.Module):
     def forward(self, prompt: torch.Tensor, models: torch.Tensor) -> torch.Tensor:
         # prompt [P, H + F], models [M, D] -> scores [P, M]
         z = self.prompt_in(prompt).unsqueeze(1) + self.model_in(models).unsqueeze(0)
-        return torch.tanh(self.mlp(z).squeeze(-1))
+        out = self.mlp(z).squeeze(-1)
+        if self.strength is not None:
+            out = out + self.strength(models).squeeze(-1).unsqueeze(0)
+        return torch.tanh(out)
 
 
 def ranking_loss(s_a: torch.Tensor, s_b: torch.Tensor, label: torch.Tensor, *, kind: str,

@@ -74,7 +74,7 @@ class TransformerEmbeddingModel:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.encoder_ref = resolve_encoder(cfg.encoder.name)
-        self.tokenizer = load_tokenizer(self.encoder_ref, cfg.encoder.max_length)
+        self.tokenizer = load_tokenizer(self.encoder_ref, cfg.encoder.max_length, cfg.encoder.truncation)
         hf_config = load_config(self.encoder_ref)
         mode, normalize, reason = detect_pooling(self.encoder_ref.local_dir, hf_config)
         if cfg.encoder.pooling != "auto":
@@ -89,7 +89,8 @@ class TransformerEmbeddingModel:
             feature_norm = FeatureNorm(self.feature_stats.mean, self.feature_stats.std)
         n_features = len(FEATURE_NAMES) if cfg.use_prompt_features else 0
         head = ScoringHead(hf_config.hidden_size + n_features, cfg.embedding_spec.dim,
-                           list(cfg.head.hidden_dims), cfg.head.dropout, cfg.head.negative_slope)
+                           list(cfg.head.hidden_dims), cfg.head.dropout, cfg.head.negative_slope,
+                           llm_strength=cfg.head.llm_strength)
         self.net = RouterNet(encoder, Pooling(mode, normalize), feature_norm, head)
         self.model_names = list(model_names)
         initial = 0.1 * torch.randn(len(model_names), cfg.embedding_spec.dim)
@@ -180,7 +181,8 @@ class TransformerEmbeddingModel:
         else:
             self.embedding_model = train_embedding_model(
                 cfg.embedding_spec, train_pairs, encoder=cfg.encoder.name, max_length=cfg.encoder.max_length,
-                pooling=cfg.encoder.pooling, epochs=cfg.embedding_model_epochs, seed=cfg.seed,
+                truncation=cfg.encoder.truncation, pooling=cfg.encoder.pooling,
+                epochs=cfg.embedding_model_epochs, seed=cfg.seed,
                 device=self.device, text_vectors=self.text_vectors, progress=cfg.progress)
         if self.embedding_model.dim != cfg.embedding_spec.dim:
             raise ValueError(f"the loaded LLM embedding model has dim {self.embedding_model.dim}, "
@@ -272,7 +274,8 @@ class TransformerEmbeddingModel:
             "encoder": {"name": self.encoder_ref.name, "origin": self.encoder_ref.origin,
                         "trainable_parameters": trainable, "total_parameters": total},
             "tokenizer": {"max_length": self.tokenizer.max_length, "pad_id": self.tokenizer.pad_id,
-                          "padding_side": self.tokenizer.padding_side},
+                          "padding_side": self.tokenizer.padding_side,
+                          "truncation": self.tokenizer.truncation},
             "history": self.history,
             "embedding_model": None if self.embedding_model is None else {
                 "kind": self.embedding_model.kind, **self.embedding_model.report},

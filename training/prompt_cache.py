@@ -15,6 +15,10 @@ encoder (same tokenizer, truncation, pooling and normalisation), because they ar
 Storage: Parquet shards `part-<time>-<pid>.parquet` with columns `key` (sha256 hex) and `embedding`
 (list<float32>), under `build/cache/<encoder>-<max_length>/`; a shard is written every
 `shard_size` prompts, so an interrupted fill keeps what it finished. No pickle.
+A prompt that fits in `max_length` tokens has one vector whatever the truncation, keyed by the
+sha256 of its text; a longer one is keyed by the sha256 of `<truncation>\0<text>` (plain text for
+"head", the cut of caches written before truncation was a choice), so switching the truncation
+re-encodes only the long prompts.
 """
 
 from __future__ import annotations
@@ -36,23 +40,46 @@ log = logging.getLogger(__name__)
 DEFAULT_ROOT = Path("build/cache")
 
 
-def prompt_key(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def prompt_key(text: str, cut_by: str = "head") -> str:
+    """The cache key of a prompt; `cut_by` is the truncation for a prompt longer than max_length."""
+    salt = "" if cut_by == "head" else f"{cut_by}\0"
+    return hashlib.sha256((salt + text).encode("utf-8")).hexdigest()
 
 
 class PromptCache:
-    def __init__(self, directory: str | Path, encoder: str, max_length: int = 128):
+    def __init__(self, directory: str | Path, encoder: str, max_length: int = 128,
+                 truncation: str = "head_tail"):
         self.directory = Path(directory)
-        self.encoder, self.max_length = encoder, max_length
+        self.encoder, self.max_length, self.truncation = encoder, max_length, truncation
         self._index: dict[str, int] = {}
         self._rows: list[np.ndarray] = []
+        self._keys: dict[str, str] = {}
         self._model = None
+        self._tokenizer = None
         self._load()
 
     @classmethod
-    def for_encoder(cls, encoder: str, max_length: int = 128, root: str | Path = DEFAULT_ROOT) -> PromptCache:
+    def for_encoder(cls, encoder: str, max_length: int = 128, root: str | Path = DEFAULT_ROOT,
+                    truncation: str = "head_tail") -> PromptCache:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder).strip("_")
-        return cls(Path(root) / f"{slug}-{max_length}", encoder, max_length)
+        return cls(Path(root) / f"{slug}-{max_length}", encoder, max_length, truncation)
+
+    def keys(self, prompts: Sequence[str]) -> list[str]:
+        """Cache keys in input order (prompts are tokenised once, to tell which ones are cut)."""
+        new = [p for p in dict.fromkeys(prompts) if p not in self._keys]
+        if new and self.truncation != "head":
+            if self._tokenizer is None:
+                from training.encoder import load_tokenizer, resolve_encoder
+
+                self._tokenizer = load_tokenizer(resolve_encoder(self.encoder), self.max_length, "head")
+            # a prompt of max_length tokens after a head cut may have been cut: key it as cut
+            lengths = [len(x) for x in self._tokenizer.token_ids(new)]
+            cut = [n >= self._tokenizer.max_length for n in lengths]
+        else:
+            cut = [False] * len(new)
+        for p, c in zip(new, cut, strict=True):
+            self._keys[p] = prompt_key(p, self.truncation if c else "head")
+        return [self._keys[p] for p in prompts]
 
     def _load(self) -> None:
         for shard in sorted(self.directory.glob("part-*.parquet")):
@@ -72,8 +99,8 @@ class PromptCache:
     def missing(self, prompts: Sequence[str]) -> list[str]:
         """Distinct prompts (first-seen order) that have no cached vector."""
         seen: dict[str, None] = {}
-        for p in prompts:
-            if prompt_key(p) not in self._index:
+        for p, key in zip(prompts, self.keys(prompts), strict=True):
+            if key not in self._index:
                 seen.setdefault(p, None)
         return list(seen)
 
@@ -99,7 +126,7 @@ class PromptCache:
     def lookup(self, prompts: Sequence[str]) -> np.ndarray:
         """Cached vectors [P, H] in input order; KeyError naming how many are missing."""
         try:
-            rows = [self._index[prompt_key(p)] for p in prompts]
+            rows = [self._index[key] for key in self.keys(prompts)]
         except KeyError:
             n = len(self.missing(prompts))
             raise KeyError(f"{n} prompt(s) are not in the embedding cache {self.directory}; "
@@ -113,7 +140,7 @@ class PromptCache:
         return len(self._rows[0]) if self._rows else 0
 
     def _write_shard(self, prompts: list[str], vectors: np.ndarray) -> None:
-        keys = [prompt_key(p) for p in prompts]
+        keys = self.keys(prompts)
         name = f"part-{time.time_ns():020d}-{os.getpid()}"  # unique: two processes may fill at once
         dim = vectors.shape[1]
         emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
@@ -132,7 +159,7 @@ class PromptCache:
             from training.model import TransformerEmbeddingModel
             from training.specs import EncoderSpec, Frozen
 
-            encoder = EncoderSpec(name=self.encoder, max_length=self.max_length)
+            encoder = EncoderSpec(name=self.encoder, max_length=self.max_length, truncation=self.truncation)
             model = TransformerEmbeddingModel(encoder=encoder, finetuning=Frozen(), use_prompt_features=False,
                                               progress=False)
             model._build(["_"], None)
@@ -165,13 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", nargs="+")
     parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--truncation", choices=["head", "tail", "head_tail"], default="head_tail")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     prompts: list[str] = []
     for path in args.data:
         table, _ = data_mod.read_table(path)
         prompts += [p for p in table["prompt"].to_pylist() if p is not None]
-    cache = PromptCache.for_encoder(args.encoder, args.max_length)
+    cache = PromptCache.for_encoder(args.encoder, args.max_length, truncation=args.truncation)
     log.info("%d distinct prompts, %d cached", len(set(prompts)), len(cache))
     cache.fill(prompts)
     return 0

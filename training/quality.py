@@ -43,18 +43,21 @@ THRESHOLD = 0.95  # cosine at which two prompts count as one
 TEST_SPLIT, VAL_SPLIT = (0.2, 0), (0.15, 1)
 PAIR = ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")  # the issue's RouterBench strong / weak pair
 ENCODER = ev.DEFAULT_ENCODER  # the frozen encoder of the split, the baselines and the router
+TRUNCATION = "head_tail"  # what it keeps of a prompt over 128 tokens (routerdb/tokenizer.py)
 
 # The starting point of the ablations; each ablation changes one thing.
 BASE = {"finetuning": {"kind": "frozen", "lr": 1e-3}, "epochs": 3, "batch_size": 256, "progress": False,
         "use_prompt_features": True, "loss": "margin_ranking", "ties": "ignore", "prompt_weighting": "pairs"}
 ABLATIONS: list[tuple[str, dict]] = [
     ("base: frozen MiniLM, features, margin ranking, ties ignored, every pair x1", {}),
+    ("truncation: head (the first 128 tokens)", {"encoder": {"truncation": "head"}}),
+    ("head: + linear LLM strength", {"head": {"llm_strength": True}}),
+    ("epochs: 6", {"epochs": 6}),
     ("no prompt features", {"use_prompt_features": False}),
     ("loss: Bradley-Terry", {"loss": "bradley_terry"}),
     ("ties: half a win each", {"ties": "half"}),
     ("weighting: sqrt(pairs) per prompt", {"prompt_weighting": "sqrt"}),
     ("weighting: every prompt x1", {"prompt_weighting": "prompts"}),
-    ("epochs: 6", {"epochs": 6}),
     ("head: [512, 128]", {"head": {"hidden_dims": [512, 128]}}),
 ]
 
@@ -79,7 +82,7 @@ def load(data_dir: Path = DATA_DIR):
     """(dataset with the test split, cache, embed function) over every file of `data_dir`."""
     files = sorted(str(p) for p in data_dir.glob("*.parquet"))
     table, source = ev.load_files(files, str(data_dir / "model_aliases.json"))
-    cache = PromptCache.for_encoder(ENCODER, 128, CACHE_ROOT)
+    cache = PromptCache.for_encoder(ENCODER, 128, CACHE_ROOT, truncation=TRUNCATION)
 
     def embed(prompts):
         cache.fill(prompts)
@@ -109,7 +112,8 @@ def fit_pairs(ds: ev.Dataset) -> pa.Table:
 
 
 def router_config(overrides: dict) -> RouterConfig:
-    merged = {**BASE, "encoder": {"name": ENCODER}, **overrides}
+    encoder = {"max_length": 128, "truncation": TRUNCATION, **overrides.get("encoder", {}), "name": ENCODER}
+    merged = {**BASE, **overrides, "encoder": encoder}
     return RouterConfig.model_validate(merged)
 
 
@@ -119,6 +123,8 @@ def cached_model(config: RouterConfig, cache: PromptCache | None):
 
     model = TransformerEmbeddingModel(config)
     if cache is not None and config.finetuning.kind == "frozen":
+        if cache.truncation != config.encoder.truncation:  # e.g. the truncation ablation
+            cache = PromptCache(cache.directory, cache.encoder, cache.max_length, config.encoder.truncation)
         attach(model, cache)
     return model
 
@@ -245,7 +251,7 @@ def stage_loso(ds, cache, runs: Path, min_pairs: int = 1000) -> None:
 def recommended_overrides(path: Path = Path("examples/specs/router.json")) -> dict:
     """The RouterConfig fields of the recommended spec (data and output removed)."""
     spec = json.loads(path.read_text())
-    skip = ("data", "output", "encoder")  # the encoder is ENCODER: the one the cache holds
+    skip = ("data", "output")  # the encoder's name is ENCODER's (router_config): the one the cache holds
     return {k: v for k, v in spec.items() if k not in skip} | {"progress": False}
 
 

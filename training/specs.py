@@ -49,6 +49,9 @@ class DataSpec(Closed):
 class EncoderSpec(Closed):
     name: str = Field(DEFAULT_ENCODER, min_length=1)  # local path, installed packaged copy, or hub name
     max_length: int = Field(128, ge=8, le=8192)  # tokens; longer prompts are truncated
+    # what a longer prompt keeps: its beginning, its end, or a quarter from the beginning and the
+    # rest from the end (routerdb/tokenizer.py; few-shot prompts differ only at the end)
+    truncation: Literal["head", "tail", "head_tail"] = "head_tail"
     pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: from the encoder's files
 
 
@@ -117,6 +120,8 @@ class HeadSpec(Closed):
     dropout: float = Field(0.1, ge=0, lt=1)
     negative_slope: float = Field(0.01, ge=0)  # LeakyReLU
     lr_multiplier: float = Field(10.0, gt=0)  # head rate = method rate x this (encoder-relative)
+    # add a linear, prompt-agnostic strength per LLM (w . model_embedding) beside the MLP
+    llm_strength: bool = False
 
 
 class AdamW(Closed):
