@@ -59,6 +59,15 @@ ABLATIONS: list[tuple[str, dict]] = [
     ("weighting: sqrt(pairs) per prompt", {"prompt_weighting": "sqrt"}),
     ("weighting: every prompt x1", {"prompt_weighting": "prompts"}),
     ("head: [512, 128]", {"head": {"hidden_dims": [512, 128]}}),
+    ("loss: Bradley-Terry, ties: half a win each", {"loss": "bradley_terry", "ties": "half"}),
+    ("LLM strength, 6 epochs", {"head": {"llm_strength": True}, "epochs": 6}),
+    ("Bradley-Terry, ties half, LLM strength, 6 epochs",
+     {"loss": "bradley_terry", "ties": "half", "head": {"llm_strength": True}, "epochs": 6}),
+    ("Bradley-Terry, ties half, LLM strength", {"loss": "bradley_terry", "ties": "half",
+                                                "head": {"llm_strength": True}}),
+    ("Bradley-Terry, ties half, 6 epochs", {"loss": "bradley_terry", "ties": "half", "epochs": 6}),
+    ("Bradley-Terry, ties half, sqrt(pairs) per prompt",
+     {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt"}),
 ]
 
 
@@ -289,6 +298,9 @@ def stage_final(ds, cache, embed, out: Path = OUT, docs: Path = DOCS, n_boot: in
     results = ev.evaluate(ds, router, embed, pairs=[PAIR], n_boot=n_boot)
     results["command"] = "python -m training.quality --stage final"
     results["train_seconds"], results["score_seconds"] = seconds, score_seconds
+    sizes = np.bincount(ds.group)
+    results["groups"] = {"prompts": len(ds.prompts), "groups": int(np.count_nonzero(sizes)),
+                         "largest": sorted(sizes.tolist(), reverse=True)[:3], "truncation": TRUNCATION}
     write_report(results, docs, bundle=bundle)
     (out / "final.json").write_text(json.dumps(results, default=float))
     return results

@@ -115,16 +115,16 @@ def findings(final: dict, ablations: list[dict], lora: list[dict]) -> list[str]:
                      f"{rs['matrix_factorization']['apgr']:.3f}, prompt length "
                      f"{rs['prompt_length']['apgr']:.3f}), "
                      f"CPT(50%) {rs[ROUTER]['cpt50']:.1f} %.")
-    lines += TRUNCATION
+    lines += truncation_finding(final, ablations)
     plain = [x for x in ablations if not x["name"].startswith("LLM embedding")]
     if plain:
         best = max(plain, key=lambda x: x["accuracy"])
         spread = 100 * (best["accuracy"] - min(x["accuracy"] for x in plain))
         lines.append(f"- **Ablations** (validation side): the best run is *{best['name']}* "
-                     f"({100 * best['accuracy']:.2f} %); loss, ties, weighting, epochs, head size and prompt "
-                     f"features move pooled accuracy by {spread:.2f} points at most, about the width of one "
-                     "run's interval, so they change little; the phase-1 LLM embedding kind is lower "
-                     "(below).")
+                     f"({100 * best['accuracy']:.2f} %); loss, ties, weighting, epochs, head size, "
+                     f"truncation and prompt features move pooled accuracy by {spread:.2f} points at most, "
+                     "about the width of one run's interval, while the loss and tie handling decide the "
+                     "routing curve (above); the phase-1 LLM embedding kind is lower (below).")
     if len(lora) == 2:
         lines.append(f"- **LoRA vs frozen** on a 1,000-prompt subsample: LoRA "
                      f"{100 * lora[1]['accuracy']:.2f} % vs "
@@ -134,40 +134,59 @@ def findings(final: dict, ablations: list[dict], lora: list[dict]) -> list[str]:
     return lines + [""]
 
 
+RECOMMENDED = "Bradley-Terry, ties half, sqrt(pairs) per prompt"  # the run examples/specs/router.json is
+TIED = "loss: Bradley-Terry, ties: half a win each"  # the same with every pair x1
+
+
 def recommended(ablations: list[dict], lora: list[dict]) -> list[str]:
     """Why examples/specs/router.json is what it is, from the validation runs."""
     base = next((r for r in ablations if r["name"].startswith("base")), None)
-    if base is None:
+    chosen = next((r for r in ablations if r["name"] == RECOMMENDED), None)
+    if base is None or chosen is None:
         return []
     deltas = "; ".join(f"{r['name']} {_pts(r['accuracy'] - base['accuracy'])}"
                        for r in ablations if r is not base)
+    best = max(ablations, key=lambda r: r["accuracy"])
     lines = ["### The recommended spec (`examples/specs/router.json`)", "",
-             "The base run: frozen all-MiniLM-L6-v2 (max 128 tokens), prompt features on, learned LLM "
-             "vectors (dim 32), head [256, 64], margin ranking loss, ties left out of the loss, every "
-             "decisive pair x1, 3 epochs of 256-pair steps at lr 1e-3. Changes against it, points: "
-             f"{deltas}. "
-             "None is outside one run's interval; the larger head and 6 epochs cost 1.5-2x the training "
-             "time for about +0.1 point, so the spec keeps the base (decided before the test side was "
-             "scored).",
+             "The base run: frozen all-MiniLM-L6-v2 (max 128 tokens, head_tail truncation), prompt features "
+             "on, learned LLM vectors (dim 32), head [256, 64], margin ranking loss, ties left out of the "
+             "loss, every decisive pair x1, 3 epochs of 256-pair steps at lr 1e-3. Changes against it, "
+             f"pooled accuracy points: {deltas}.", "",
+             f"The recommended spec is the base with *{RECOMMENDED}* (the Bradley-Terry loss with ties as "
+             "half a win each, prompts weighted by the square root of their pair count): pooled accuracy "
+             f"{100 * chosen['accuracy']:.2f} % ({_pts(chosen['accuracy'] - base['accuracy'])} against the "
+             f"base; the best run, *{best['name']}*, is {_pts(best['accuracy'] - chosen['accuracy'])} above "
+             "it, inside one run's interval) with the gpt-4 vs Mixtral APGR "
+             f"{chosen.get('apgr', math.nan):.3f} against the base's {base.get('apgr', math.nan):.3f}: "
+             "a router must rank by the expected quality gap to route well, and only a loss that sees the "
+             "ties learns it (summary). Larger heads, more epochs and the linear LLM strength change "
+             "accuracy by about one run's noise and were left out (decided on the validation side, before "
+             "the test side was scored).",
              "", "**Source weighting, on purpose.** Decisive pairs per source in all of the data: RouterDC "
-             "51 %, AlpacaEval 23 % (from only 805 prompts), LLMRouter 14 %, RouterBench 10 %, EloBench "
-             "1.8 %, PandaLM 0.2 %. The trainer can weight them (`prompt_weighting`: pairs | sqrt | "
-             "prompts, and `source_weights` per source, see `training/sampling.py::pair_weights`). Giving "
-             "every prompt the same weight, or sqrt of its pairs, did not beat counting every pair once "
-             "(table above), AlpacaEval included, so the spec counts every pair once: AlpacaEval's 805 "
-             "prompts do not swamp the rest, because a step holds whole prompts and AlpacaEval's "
-             "accuracy over Bradley-Terry moved by 0.1 point at most between weightings."]
+             "51 %, AlpacaEval 23 % (from only 805 prompts, each compared across up to 112 LLMs), "
+             "LLMRouter 14 %, RouterBench 10 %, EloBench 1.8 %, PandaLM 0.2 %. The trainer weights them "
+             "by `prompt_weighting` (pairs | sqrt | prompts) and `source_weights` per source "
+             "(`training/sampling.py::pair_weights`). Counting every pair once lets AlpacaEval's 805 "
+             "prompts teach the head what chat prompts look like; the square root of a prompt's pair "
+             "count keeps a many-LLM prompt worth more than a one-pair prompt without letting it swamp "
+             "the rest, and every prompt x1 over-corrects (AlpacaEval and PandaLM fall)."]
+    tied = next((r for r in ablations if r["name"] == TIED), None)
+    if tied is not None:
+        moved = "; ".join(f"{s} {_pts(tied['per_source'][s])} -> {_pts(chosen['per_source'][s])}"
+                          for s in chosen["per_source"] if s in tied["per_source"])
+        lines[-1] += (f" Minus BT per source on the validation side, every pair x1 -> sqrt: {moved}; "
+                      f"pooled {_pts(tied['accuracy'])[1:]} -> {_pts(chosen['accuracy'])[1:]} %.")
     kind = next((r for r in ablations if r["name"].startswith("LLM embedding")), None)
     if kind is not None:
-        lines += ["", f"**LLM embedding kind.** The phase-1 kinds of `training/embeddings.py` landed late in "
-                  f"this work; *{kind['name']}* scored {_pts(kind['accuracy'] - base['accuracy'])} points "
-                  "against learned vectors on the validation side. It can embed an LLM the head never saw "
-                  "(docs/embeddings.md), which learned vectors cannot; for ranking the LLMs it was trained "
-                  "with, the spec keeps learned vectors. The attention kind was not run (its phase 1 is "
-                  "several times slower on this CPU)."]
+        lines += ["", f"**LLM embedding kind.** *{kind['name']}* scored "
+                  f"{_pts(kind['accuracy'] - base['accuracy'])} points against learned vectors on the "
+                  "validation side. It can embed an LLM the head never saw (docs/embeddings.md), which "
+                  "learned vectors cannot; for ranking the LLMs it was trained with, the spec keeps learned "
+                  "vectors. The attention kind was not run (its phase 1 is several times slower on this "
+                  "CPU)."]
     if len(lora) == 2:
-        lines += ["", f"**Encoder tuning.** LoRA (rank 8) beat the frozen encoder by "
-                  f"{_pts(lora[1]['accuracy'] - lora[0]['accuracy'])} points on a 1,000-prompt subsample, "
+        lines += ["", f"**Encoder tuning.** LoRA (rank 8) vs the frozen encoder on a 1,000-prompt subsample: "
+                  f"{_pts(lora[1]['accuracy'] - lora[0]['accuracy'])} points, "
                   f"at {lora[1]['seconds'] / max(lora[0]['seconds'], 1):.0f}x the training time "
                   f"({lora[1]['seconds'] / 60:.0f} min for 2 epochs of 1,000 prompts): all ~30,000 training "
                   "prompts would take hours on this CPU, far over `make router`'s 90 minutes, so the spec "
@@ -214,9 +233,8 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
     if ablations:
         lines += ["## Ablations (validation side)", "", ABLATION_TEXT, ""] + ablation_table(ablations) + [""]
         lines += recommended(ablations, lora)
-        lines += ["Minus Bradley-Terry per source, points. The validation side holds only 844 decisive "
-                  "RouterBench pairs (the ARC block is on the training side, the Winogrande block on the "
-                  "test side), so its RouterBench column says little:", ""]
+        lines += ["Minus Bradley-Terry per source, points (PandaLM's validation side has a few dozen "
+                  "pairs: its column is noise):", ""]
         lines += per_source_ablation(ablations) + [""]
     if lora:
         lines += ["## Encoder tuning: frozen vs LoRA (subsample)", "", LORA_TEXT, ""]
@@ -265,19 +283,43 @@ SETUP = [
     "and the router scores the pairs with the wrong prompt; the drop is what the prompt was worth.", "",
 ]
 
-TRUNCATION = [
-    "- **Why RouterBench routing is flat (the main limit found)**: RouterBench's ARC and Winogrande "
-    'prompts are few-shot prompts (median 477 and 335 tokens) that begin with the same worked '
-    'examples, and the encoder reads the first 128 tokens: 300 sampled ARC prompts give one single '
-    'distinct 128-token window, and so do 300 Winogrande prompts (MBPP prompts are short and all '
-    'distinct). To the router every ARC prompt is the same prompt, and every Winogrande prompt too, '
-    'so no embedding-based router (routerdb, kNN, MF) can rank gpt-4 against Mixtral within them, '
-    'and APGR stays near 0.5 for all of them. The near-duplicate split correctly keeps each block on'
-    " one side (ARC: training, Winogrande: test), which also makes RouterBench's test side an unseen"
-    ' benchmark. The fix is in the encoder input, not the head: keep the end of a long prompt (left '
-    'truncation) or drop the shared few-shot prefix; that needs a new embedding cache (~50 min here)'
-    ' and is left for a follow-up.',
-]
+def truncation_finding(final: dict, ablations: list[dict]) -> list[str]:
+    """What keeping the end of long prompts changed, and why routing curves need ties in the loss."""
+    base = next((r for r in ablations if r["name"].startswith("base")), None)
+    head = next((r for r in ablations if r["name"].startswith("truncation: head")), None)
+    lines = ["- **Long prompts (found in the first round)**: RouterBench's ARC and Winogrande prompts are "
+             "few-shot prompts (median 477 and 335 tokens) that begin with the same worked examples; "
+             "cut to their first 128 tokens, 300 sampled ARC prompts were one single distinct input, and "
+             "so were 300 Winogrande prompts, and the near-duplicate split put 1,464 of them in one "
+             "group. The encoder now keeps a quarter of the budget from the beginning and the rest from "
+             "the end of a long prompt (`encoder.truncation: head_tail`, the default)"]
+    groups = final.get("groups") if final else None
+    if groups:
+        lines[-1] += (f": {groups['prompts']:,} distinct prompts form {groups['groups']:,} near-duplicate "
+                      f"groups, the largest of {groups['largest'][0]:,}")
+    if base and head:
+        rb = [k for k in base["per_source"] if "routerbench" in k]
+        rb_text = "".join(f", RouterBench {_pts(head['per_source'][k])} -> {_pts(base['per_source'][k])}"
+                          for k in rb if k in head["per_source"])
+        lines[-1] += (f". On the validation side it moved pooled accuracy by "
+                      f"{_pts(base['accuracy'] - head['accuracy'])} points (minus BT, head -> head_tail: "
+                      f"{_pts(head['minus_bt'])} -> {_pts(base['minus_bt'])}{rb_text})")
+    lines[-1] += "."
+    tied = next((r for r in ablations if r["name"].startswith("loss: Bradley-Terry, ties")), None)
+    if base and tied and "apgr" in base and "apgr" in tied:
+        lines.append(
+            "- **Why the gpt-4 vs Mixtral routing curve was below random**: the margin-ranking base "
+            "learns from decisive pairs only, so its score gap tracks P(gpt-4 wins | the two differ), "
+            "which is highest on ARC (gpt-4 is nearly always right), while the quality gap (what a "
+            "routing curve pays for) is largest on Winogrande, where both err often: on the validation "
+            "side the base put its largest predicted gap on ARC and its smallest on Winogrande, the "
+            f"reverse of the measured gaps (APGR {base['apgr']:.3f}). With ties in the loss as half a "
+            "win each under the Bradley-Terry loss, P(a beats b) - 1/2 is half the expected score gap "
+            f"for 0/1 correctness, and APGR became {tied['apgr']:.3f} "
+            f"(pooled accuracy {_pts(tied['accuracy'] - base['accuracy'])} points against the base).")
+    return lines
+
+
 
 COLD_CACHE = ("The frozen encoder's prompt vectors come from `build/cache/` (`training.prompt_cache`, "
               "filled on first use). Filling it from nothing encoded all 35,928 distinct prompts in 50 "
@@ -286,11 +328,10 @@ COLD_CACHE = ("The frozen encoder's prompt vectors come from `build/cache/` (`tr
               "is about 50 + the time above, under 90 minutes.")
 
 INTERVALS_TEXT = (
-    "Reading the intervals: a bootstrap resample draws whole near-duplicate groups. RouterBench's test "
-    "side is one group of 1,267 Winogrande prompts (identical to the encoder, see the summary) plus "
-    "a few dozen others, so its resamples draw that block 0, 1, 2 ... times and its intervals are "
-    "lopsided and wide; the same block widens the pooled intervals of absolute accuracy. The paired "
-    "differences (minus BT) share the resamples and stay narrow where the router's gain is steady."
+    "Reading the intervals: a bootstrap resample draws whole near-duplicate groups, so a source whose "
+    "test side holds a few large groups (RouterBench: Winogrande questions in one format chain into "
+    "groups of a hundred or more) has wider intervals of absolute accuracy; the paired differences "
+    "(minus BT) share the resamples and stay narrow where the router's gain is steady."
 )
 
 ABLATION_TEXT = ("Each run changes one thing from the base (head-only training over cached frozen "
