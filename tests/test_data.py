@@ -1,4 +1,5 @@
-"""Tests for training/data.py: readers, validation messages, pairs, shipped data."""
+"""Tests for training/data.py (with aliases.py, score_pairs.py, data_errors.py): readers,
+validation messages, pairs, shipped data."""
 
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from training.aliases import load_aliases
 from training.data import (
     PAIR_COLUMNS,
     PAIRS_SCHEMA,
     SCORES_SCHEMA,
-    DataError,
     concat_pairs,
     detect_schema,
-    load_aliases,
     load_pairs,
     load_scores,
     read_table,
 )
+from training.data_errors import DataError
 from training.splits import model_counts
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,8 @@ import routerdb
 from routerdb.bundle import Bundle, BundleError
 from routerdb.cli import main as cli_main
 from routerdb.scorer import Router, UnknownModelError
-from training.data import DataError, load_pairs
+from training.data import load_pairs
+from training.data_errors import DataError
 from training.specs import SpecError, load_spec
 
 REPO = Path(__file__).resolve().parents[1]

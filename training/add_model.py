@@ -66,13 +66,14 @@ def add_model(source: str | Path, records_path, name: str, out: str | Path, *, b
               aliases=None) -> Path:
     """Write `out`: the router of `source` plus LLM `name`, embedded from its records."""
     from training import data as data_mod
+    from training.aliases import load_aliases
     from training.records import comparison_records
 
     loaded, embedder = resolve_source(source, bundle)
     if name in loaded.model_names:
         raise ValueError(f"LLM {name!r} is already in {loaded.path} ({len(loaded.model_names)} LLMs); "
                          "pick another --name, or add it to the original bundle without it.")
-    records = comparison_records(data_mod.load_pairs(records_path, aliases=data_mod.load_aliases(aliases)
+    records = comparison_records(data_mod.load_pairs(records_path, aliases=load_aliases(aliases)
                                                      if aliases else None)).of(name)
     if len(records) < MIN_RECORDS:
         log.warning("only %d comparison records of %s; its embedding will be noisy (a few hundred "

@@ -14,16 +14,16 @@ Two input schemas are accepted (``detect_schema`` tells them apart by their colu
 "tie (bothbad)" are both kept as label 0; the trainer excludes label 0 from the margin ranking
 loss and from pairwise accuracy; ``tie_kind`` is kept for analysis.
 
-Model names are mapped through the aliases (``load_aliases``) before any check. Every problem
-raises ``DataError`` naming the file (``<table>`` for in-memory data), the 0-based row in the
-order read (a CSV header is not a row), the column, what was received, what is allowed and the
-fix. Prompt-disjoint splitting and near-duplicate grouping are in `training.splits`.
+Model names are mapped through the aliases (``training.aliases.load_aliases``) before any
+check. Every problem raises ``training.data_errors.DataError`` naming the file (``<table>`` for
+in-memory data), the 0-based row in the order read (a CSV header is not a row), the column, what
+was received, what is allowed and the fix. Scores become pairs in `training.score_pairs`;
+prompt-disjoint splitting and near-duplicate grouping are in `training.splits`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -34,6 +34,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from training.aliases import load_aliases
+from training.data_errors import data_error, raise_first, show_value
+from training.score_pairs import check_duplicates, score_pair_columns
 
 logger = logging.getLogger(__name__)
 
@@ -74,45 +78,6 @@ SCORES_SCHEMA = pa.schema(
 )
 
 
-class DataError(ValueError):
-    """Bad input data: the message names where (file, 0-based row, column), what was received,
-    what is allowed and how to fix it. ``name``, ``row`` and ``column`` are kept as attributes."""
-
-    def __init__(
-        self, message: str, *, name: str | None = None, row: int | None = None, column: str | None = None
-    ):
-        super().__init__(message)
-        self.name, self.row, self.column = name, row, column
-
-
-def _error(name, *, row=None, column=None, received: str, allowed: str, fix: str) -> DataError:
-    where = name + (f", row {row}" if row is not None else "")
-    where += f", column {column!r}" if column is not None else ""
-    message = f"{where}: received {received}; allowed: {allowed}; fix: {fix}"
-    return DataError(message, name=name, row=row, column=column)
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _raise_first(bad, name, column, *, what, allowed: str, fix: str, values=None) -> None:
-    """Raise for the first True row of ``bad`` (a boolean array, null counted as bad)."""
-    if isinstance(bad, (pa.Array, pa.ChunkedArray)):
-        bad = pc.fill_null(bad, True).to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(bad)
-    if rows.size == 0:
-        return
-    row = int(rows[0])
-    received = what if values is None else f"{what} {_show(values[row].as_py())}"
-    if rows.size > 1:
-        received += f" (and {rows.size - 1} more rows like it)"
-    raise _error(name, row=row, column=column, received=received, allowed=allowed, fix=fix)
-
-
 # ---------------------------------------------------------------- reading
 
 
@@ -126,7 +91,7 @@ def read_table(src) -> tuple[pa.Table, str]:
         try:
             return pa.Table.from_pandas(src, preserve_index=False), TABLE_NAME
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError) as exc:
-            raise _error(
+            raise data_error(
                 TABLE_NAME,
                 received=f"a DataFrame Arrow cannot convert ({exc})",
                 allowed="columns of one type each (text, numbers)",
@@ -141,7 +106,7 @@ def read_table(src) -> tuple[pa.Table, str]:
 def _read_file(path: Path, name: str) -> pa.Table:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise _error(
+        raise data_error(
             name,
             received=f"file suffix {suffix!r}",
             allowed=", ".join(SUFFIXES),
@@ -163,7 +128,7 @@ def _read_file(path: Path, name: str) -> pa.Table:
 
         return pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 24))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise _error(
+        raise data_error(
             name,
             received=f"a file that cannot be parsed as {suffix[1:]} ({exc})",
             allowed="Parquet, CSV with a header row, or JSON Lines (one object per line)",
@@ -180,7 +145,7 @@ def detect_schema(table: pa.Table, *, name: str = TABLE_NAME) -> Literal["pairwi
         return "scores"
     missing_p = [c for c in PAIRWISE_REQUIRED if c not in found]
     missing_s = [c for c in SCORES_REQUIRED if c not in found]
-    raise _error(
+    raise data_error(
         name,
         received=f"columns {sorted(found)}",
         allowed=(
@@ -190,67 +155,6 @@ def detect_schema(table: pa.Table, *, name: str = TABLE_NAME) -> Literal["pairwi
         ),
         fix="rename or add the missing columns (names are case-sensitive)",
     )
-
-
-def load_aliases(spec: str | os.PathLike | Mapping | None = None) -> dict[str, str]:
-    """Spelling -> canonical model name, from a model_aliases.json path or mapping
-    (``{"aliases": {canonical: [spellings]}}``) or a plain ``{spelling: canonical}`` mapping."""
-    if spec is None:
-        return {}
-    name = "<aliases>"
-    if isinstance(spec, (str, os.PathLike)):
-        name = str(spec)
-        spec = _read_aliases_file(Path(spec))
-    if not isinstance(spec, Mapping):
-        raise TypeError(f"aliases must be a path or a mapping, got {type(spec).__name__}")
-    if isinstance(spec.get("aliases"), Mapping):
-        return _grouped_aliases(spec["aliases"], name)
-    bad = [k for k, v in spec.items() if not isinstance(k, str) or not isinstance(v, str)]
-    if bad:
-        raise _error(
-            name,
-            column=bad[0],
-            received=f"value {_show(spec[bad[0]])}",
-            allowed='{"aliases": {canonical: [spellings]}} or {spelling: canonical} with text',
-            fix="write the aliases in one of these two forms",
-        )
-    return {k: v for k, v in spec.items() if k != v}
-
-
-def _read_aliases_file(path: Path) -> Any:
-    allowed = 'a JSON file {"aliases": {canonical: [spellings]}} or {spelling: canonical}'
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        received = f"a path that cannot be read ({exc.strerror})"
-        fix = "pass the path of an existing aliases file (data.aliases in the spec)"
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        received, fix = f"text that is not valid JSON ({exc})", "fix the JSON (UTF-8, one object)"
-    raise _error(str(path), received=received, allowed=allowed, fix=fix)
-
-
-def _grouped_aliases(groups: Mapping, name: str) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for canonical, spellings in groups.items():
-        if not isinstance(spellings, list) or not all(isinstance(s, str) for s in spellings):
-            raise _error(
-                name,
-                column=canonical,
-                received=f"spellings {_show(spellings)}",
-                allowed="a list of model names",
-                fix=f'write "{canonical}": ["spelling", ...]',
-            )
-        for spelling in spellings:
-            if mapping.get(spelling, canonical) != canonical:
-                raise _error(
-                    name,
-                    column=spelling,
-                    received=f"two canonical names {mapping[spelling]!r} and {canonical!r}",
-                    allowed="one canonical name per spelling",
-                    fix="list the spelling under one canonical name only",
-                )
-            mapping[spelling] = canonical
-    return mapping
 
 
 # ---------------------------------------------------------------- column checks
@@ -263,7 +167,7 @@ def _as_string(table: pa.Table, column: str, name: str) -> pa.ChunkedArray:
     try:
         col = col if col.type == pa.string() else pc.cast(col, pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise _error(
+        raise data_error(
             name,
             column=column,
             received=f"values of type {col.type}",
@@ -283,11 +187,11 @@ def _check_utf8(col: pa.ChunkedArray, name: str, column: str) -> None:
         try:
             value is None or value.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _error(
+            raise data_error(
                 name,
                 row=row,
                 column=column,
-                received=f"bytes that are not valid UTF-8 text ({_show(value)}: {exc.reason})",
+                received=f"bytes that are not valid UTF-8 text ({show_value(value)}: {exc.reason})",
                 allowed="UTF-8 text",
                 fix="save the file as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8`), or fix or drop the row",
             ) from None
@@ -296,7 +200,7 @@ def _check_utf8(col: pa.ChunkedArray, name: str, column: str) -> None:
 def _text(table: pa.Table, column: str, name: str, *, what: str, fix: str) -> pa.ChunkedArray:
     col = _as_string(table, column, name)
     blank = pc.equal(pc.utf8_trim_whitespace(col), "")
-    _raise_first(blank, name, column, what=what, allowed="non-empty text", fix=fix, values=col)
+    raise_first(blank, name, column, what=what, allowed="non-empty text", fix=fix, values=col)
     return col
 
 
@@ -319,14 +223,14 @@ def _prompt_ids(table: pa.Table, prompt: pa.ChunkedArray, name: str) -> pa.Chunk
     if "prompt_id" in table.column_names:
         fix = "give every row a prompt_id, or drop the column to group by prompt text"
         return _text(table, "prompt_id", name, what="prompt_id", fix=fix)
-    return _map_unique(prompt, _prompt_hash)
+    return map_unique(prompt, _prompt_hash)
 
 
 def _prompt_hash(text: str) -> str:
     return "h" + hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
-def _map_unique(col: pa.ChunkedArray, fn) -> pa.ChunkedArray:
+def map_unique(col: pa.ChunkedArray, fn) -> pa.ChunkedArray:
     """Apply a Python function to each distinct string once (the data may repeat them a lot)."""
     encoded = pc.dictionary_encode(col.combine_chunks())
     mapped = pa.array([fn(v) for v in encoded.dictionary.to_pylist()], pa.string())
@@ -351,15 +255,15 @@ def _numbers(table: pa.Table, column: str, name: str, *, nullable: bool) -> pa.C
         col = pc.cast(col, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         row, value = _first_non_number(table.column(column))
-        received = f"{column} {_show(value)}"
-        raise _error(name, row=row, column=column, received=received, allowed=allowed, fix=fix) from exc
+        received = f"{column} {show_value(value)}"
+        raise data_error(name, row=row, column=column, received=received, allowed=allowed, fix=fix) from exc
     values = col.to_numpy(zero_copy_only=False)  # null -> nan
     if nullable:  # pandas writes missing as NaN
         col = pa.chunked_array([pa.array(values, pa.float64(), from_pandas=True)])
         bad = ~np.isfinite(values) & ~np.isnan(values)
     else:
         bad = ~np.isfinite(values)
-    _raise_first(bad, name, column, what=column, allowed=allowed, fix=fix, values=col)
+    raise_first(bad, name, column, what=column, allowed=allowed, fix=fix, values=col)
     return col
 
 
@@ -392,7 +296,8 @@ def load_pairs(src, *, aliases=None, source: str | None = None) -> pa.Table:
     if kind == "pairwise":
         pairs = _pairwise(table, name, mapping, fallback)
     else:
-        pairs = _score_pairs(_scores(table, name, mapping, fallback), name)
+        columns = score_pair_columns(_scores(table, name, mapping, fallback), name)
+        pairs = _pairs_table(columns, len(columns["label"]))
     ties = pc.sum(pc.equal(pairs["label"], 0)).as_py() or 0
     logger.info("%s: %d %s rows -> %d pairs (%d ties)", name, table.num_rows, kind, len(pairs), ties)
     return pairs
@@ -403,7 +308,7 @@ def load_scores(src, *, aliases=None) -> pa.Table:
     DataError if the data is pairwise."""
     table, name = read_table(src)
     if _check_table(table, name) != "scores":
-        raise _error(
+        raise data_error(
             name,
             received="pairwise data (a winner column)",
             allowed=f"per-model scores: columns {list(SCORES_REQUIRED)}",
@@ -414,7 +319,7 @@ def load_scores(src, *, aliases=None) -> pa.Table:
 
 def _check_table(table: pa.Table, name: str) -> Literal["pairwise", "scores"]:
     if table.num_rows == 0:
-        raise _error(
+        raise data_error(
             name,
             received="a table with 0 rows",
             allowed="at least one row",
@@ -433,7 +338,7 @@ def _pairwise(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
     model_b = _models(table, "model_b", name, aliases)
     winner = _as_string(table, "winner", name)
     keys = pa.array(list(WINNER_LABELS), pa.string())
-    _raise_first(
+    raise_first(
         pc.invert(pc.is_in(winner, value_set=keys)),
         name,
         "winner",
@@ -442,7 +347,7 @@ def _pairwise(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
         fix="write which side won as one of these values (not the model's name)",
         values=winner,
     )
-    _raise_first(
+    raise_first(
         pc.equal(model_a, model_b),
         name,
         "model_b",
@@ -488,89 +393,8 @@ def _scores(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
     }
     arrays = [pc.cast(columns[f.name], f.type) for f in SCORES_SCHEMA]
     scores = pa.Table.from_arrays(arrays, schema=SCORES_SCHEMA)
-    _check_duplicates(scores, *_score_order(scores), name)
+    check_duplicates(scores, name)
     return scores
-
-
-def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """Integer code per row (in order of first appearance) and the distinct values."""
-    encoded = pc.dictionary_encode(col.combine_chunks())
-    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
-
-
-def _score_order(scores: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row order putting each prompt's rows together (prompts in order of first appearance),
-    models in sorted name order; and the prompt and model codes in that order."""
-    prompt_code, _ = _codes(scores["prompt_id"])
-    model_code, models = _codes(scores["model"])
-    rank = np.empty(len(models), np.int64)
-    rank[np.argsort(np.array(models, dtype=object), kind="stable")] = np.arange(len(models))
-    model_rank = rank[model_code]
-    order = np.lexsort((model_rank, prompt_code))
-    return order, prompt_code[order], model_rank[order]
-
-
-def _check_duplicates(scores, order, prompt_code, model_rank, name: str) -> None:
-    dup = np.flatnonzero((prompt_code[1:] == prompt_code[:-1]) & (model_rank[1:] == model_rank[:-1]))
-    if dup.size == 0:
-        return
-    first, second = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
-    pid, model = scores["prompt_id"][second].as_py(), scores["model"][second].as_py()
-    raise _error(
-        name,
-        row=second,
-        column="model",
-        received=f"a second score for prompt_id {_show(pid)} and model {_show(model)} "
-        f"(first at row {first}; {dup.size} duplicates in all)",
-        allowed="one row per (prompt_id, model)",
-        fix="drop or average the duplicates; check the aliases if two spellings were merged",
-    )
-
-
-def _pair_positions(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All (i, j), i < j, within runs of equal ``group`` values (positions in that array)."""
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    sizes = np.diff(np.r_[starts, len(group)])
-    parts_a, parts_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for size in np.unique(sizes[sizes > 1]):
-        i, j = np.triu_indices(size, 1)
-        first = starts[sizes == size][:, None]
-        parts_a.append((first + i).ravel())
-        parts_b.append((first + j).ravel())
-    a, b = np.concatenate(parts_a), np.concatenate(parts_b)
-    keep = np.lexsort((b, a))
-    return a[keep], b[keep]
-
-
-def _score_pairs(scores: pa.Table, name: str) -> pa.Table:
-    order, prompt_code, _ = _score_order(scores)
-    a, b = _pair_positions(prompt_code)
-    if a.size == 0:
-        raise _error(
-            name,
-            column="model",
-            received="one model per prompt",
-            allowed="two or more models scored on a prompt",
-            fix="add the other models' scores, or check prompt_id",
-        )
-    rows_a, rows_b = scores.take(order[a]), scores.take(order[b])
-    label = np.sign(rows_a["score"].to_numpy() - rows_b["score"].to_numpy()).astype(np.int8)
-    columns = {
-        "prompt": rows_a["prompt"],
-        "model_a": rows_a["model"],
-        "model_b": rows_b["model"],
-        "label": pa.array(label, pa.int8()),
-        "tie_kind": pa.array(np.where(label == 0, "tie", None), pa.string()),
-        "source": rows_a["source"],
-        "prompt_id": rows_a["prompt_id"],
-        "score_a": rows_a["score"],
-        "score_b": rows_b["score"],
-        "cost_a": rows_a["cost"],
-        "cost_b": rows_b["cost"],
-        "response_a": rows_a["response"],
-        "response_b": rows_b["response"],
-    }
-    return _pairs_table(columns, len(a))
 
 
 def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
@@ -582,7 +406,7 @@ def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
         name = f"<table {k}>"
         missing = [c for c in PAIR_COLUMNS if c not in table.column_names]
         if missing:
-            raise _error(
+            raise data_error(
                 name,
                 received=f"columns {table.column_names} (missing {missing})",
                 allowed=f"pairs tables with columns {list(PAIR_COLUMNS)}",
@@ -593,7 +417,7 @@ def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
             tie = pc.equal(table["label"], 0)
             columns["tie_kind"] = pc.if_else(tie, "tie", pa.scalar(None, pa.string()))
         if "prompt_id" not in columns:
-            columns["prompt_id"] = _map_unique(pc.cast(table["prompt"], pa.string()), _prompt_hash)
+            columns["prompt_id"] = map_unique(pc.cast(table["prompt"], pa.string()), _prompt_hash)
         parts.append(_pairs_table(columns, table.num_rows))
     if not parts:
         raise ValueError("concat_pairs got no tables; pass at least one pairs table")

@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from training import data as data_mod
 from training import metrics
+from training.aliases import load_aliases
 from training.baselines import BradleyTerry, KNNWinRate, MatrixFactorization, PromptLength, RandomBaseline
 from training.splits import near_duplicate_groups, split_by_prompt
 
@@ -67,7 +68,7 @@ class Dataset:
 
 def load_files(paths: Sequence[str], aliases: str | None) -> tuple[pa.Table, np.ndarray]:
     """One pairs table over every file and the file stem of each row (its source)."""
-    mapping = data_mod.load_aliases(aliases) if aliases else None
+    mapping = load_aliases(aliases) if aliases else None
     tables, sources = [], []
     for path in paths:
         table = data_mod.load_pairs(path, aliases=mapping)

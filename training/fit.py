@@ -22,6 +22,7 @@ log = logging.getLogger("training.fit")
 
 def fit(spec, *, resume: bool = False) -> Path:
     from training import data as data_mod
+    from training.aliases import load_aliases
     from training.export import export_bundle
     from training.model import TransformerEmbeddingModel
     from training.splits import split_by_prompt
@@ -29,7 +30,7 @@ def fit(spec, *, resume: bool = False) -> Path:
     run_dir = Path(spec.output.run_dir)
     check_outputs(spec)
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
-    aliases = data_mod.load_aliases(spec.data.aliases) if spec.data.aliases else None
+    aliases = load_aliases(spec.data.aliases) if spec.data.aliases else None
     pairs = data_mod.concat_pairs([data_mod.load_pairs(src, aliases=aliases) for src in spec.data.train])
     log.info("loaded %d pairs (%d prompts) from %d file(s)", pairs.num_rows,
              len(set(pairs["prompt"].to_pylist())), len(spec.data.train))

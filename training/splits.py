@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.data import _codes, _map_unique
+from training.data import map_unique
+from training.score_pairs import dictionary_codes
 
 
 def normalise_prompt(text: str | None) -> str:
@@ -37,7 +38,7 @@ def split_by_prompt(
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction={fraction!r}; allowed: 0 < fraction < 1 (e.g. 0.1)")
     if groups is None:
-        codes, keys = _codes(_map_unique(pc.cast(pairs["prompt"], pa.string()), normalise_prompt))
+        codes, keys = dictionary_codes(map_unique(pc.cast(pairs["prompt"], pa.string()), normalise_prompt))
     else:
         groups = np.asarray(groups)
         if groups.shape != (pairs.num_rows,):
