@@ -68,8 +68,12 @@ def test_routing_perfect_and_constant_routers():
     t10 = _side(list(range(12)), ["S"] * 12, ["W"] * 12, [1, 1, -1, 0] * 3, score_a=s_q * 3, score_b=w_q * 3)
     oracle10 = ev.Scores(["S", "W"], np.tile(oracle.matrix, (3, 1)))
     const10 = ev.Scores(["S", "W"], np.tile(constant.matrix, (3, 1)))
-    routers10 = {"routerdb": oracle10, "bradley_terry": const10}
+    lucky = ev.Scores(["S", "W"], oracle10.matrix.copy())  # a random draw that happens to be perfect
+    routers10 = {"routerdb": oracle10, "bradley_terry": const10, "random": lucky}
     (entry,) = ev.routing_results(t10, routers10, [("S", "W")], n_boot=20)
+    assert entry["routers"]["random"]["apgr"] == pytest.approx(0.5)  # random counts as its expectation
+    rnd = entry["routers"]["random"]
+    assert (rnd["cpt50"], rnd["cpt80"]) == pytest.approx((50, 80))
     assert entry["routers"]["bradley_terry"]["apgr"] == pytest.approx(0.5)
     assert entry["routers"]["bradley_terry"]["cpt50"] == pytest.approx(50.0)
     assert entry["routers"]["routerdb"]["apgr"] == pytest.approx(entry["oracle_apgr"])

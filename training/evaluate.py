@@ -332,6 +332,11 @@ def routing_results(test: Side, routers: dict[str, Scores], pairs: Sequence[tupl
             if strong not in scores.models or weak not in scores.models:
                 continue
             d = scores.diff(p, np.full(p.size, strong, object), np.full(p.size, weak, object))
+            if name == "random":
+                # Its expectation: sending a random x % of prompts to the strong LLM earns x % of the
+                # gap on average, the straight line (APGR 0.5, CPT(p) = p) that a constant score
+                # difference also draws; one draw's curve is noise around it.
+                d = np.zeros(p.size)
             pct, quality = metrics.routing_curve(s_q, w_q, d, n_points=11)
             entry["routers"][name] = {
                 "apgr": metrics.apgr(s_q, w_q, d, n_points=11),
