@@ -195,7 +195,7 @@ def _finetunable_router(args, cache, spec, train: pa.Table) -> CachedRouter:
         prompts, min(args.finetunable_prompts, len(prompts)), replace=False
     )
     subset = train.filter(pc.is_in(train["prompt"], value_set=pa.array(list(keep))))
-    from training.embeddings import train_embedding_model
+    from training.phase1 import train_embedding_model
     from training.specs import RouterConfig
 
     phase1 = train_embedding_model(

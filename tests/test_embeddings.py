@@ -16,7 +16,7 @@ import torch
 from pydantic import TypeAdapter
 
 from training import data as data_mod
-from training import embeddings, records, specs
+from training import embeddings, phase1, records, specs
 from training.model import TransformerEmbeddingModel
 from training.specs import Frozen, ValidationSplit
 from training.splits import model_counts, split_by_prompt
@@ -132,9 +132,9 @@ def test_triplet_steps_pair_sets_of_one_llm_on_disjoint_prompts(sample_pairs):
 
 def test_batch_all_triplet_loss_pinned():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    assert float(embeddings.batch_all_triplet_loss(a, a, 0.2)) == 0.0  # d(a,p)=0, d(a,n)=1 > margin
+    assert float(phase1.batch_all_triplet_loss(a, a, 0.2)) == 0.0  # d(a,p)=0, d(a,n)=1 > margin
     swapped = a.flip(0)  # every positive is the other LLM's: d(a,p)=1, d(a,n)=0
-    assert float(embeddings.batch_all_triplet_loss(a, swapped, 0.2)) == pytest.approx(1.2)
+    assert float(phase1.batch_all_triplet_loss(a, swapped, 0.2)) == pytest.approx(1.2)
 
 
 def test_identification_sets_and_profiles_are_seeded(sample_pairs):
@@ -155,7 +155,7 @@ def test_identification_sets_and_profiles_are_seeded(sample_pairs):
 def trained(tiny_encoders, sample_pairs):
     train, _ = split_by_prompt(sample_pairs, 0.2, 0)
     encoder = str(tiny_encoders["bert"])
-    return {kind: embeddings.train_embedding_model(small_spec(kind), train, encoder=encoder, epochs=2, seed=0)
+    return {kind: phase1.train_embedding_model(small_spec(kind), train, encoder=encoder, epochs=2, seed=0)
             for kind in PHASE1_KINDS}
 
 

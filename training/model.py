@@ -166,8 +166,8 @@ class TransformerEmbeddingModel:
 
     def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
         """Train (or load) the LLM embedding model on the training split; set the head's LLM table."""
-        from training.embeddings import train_embedding_model
         from training.llm_tables import phase1_table
+        from training.phase1 import train_embedding_model
         from training.records import comparison_records
 
         cfg = self.config
