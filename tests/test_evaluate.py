@@ -9,19 +9,19 @@ import pyarrow as pa
 import pytest
 
 from tests import tiny_models
+from training import eval_data, metrics
 from training import evaluate as ev
-from training import metrics
 
 
 def _side(p, a, b, label, source=None, score_a=None, score_b=None, prompts=None):
     n = len(label)
     nan = np.full(n, np.nan)
-    return ev.Side(prompts=prompts or [f"q{i}" for i in range(max(p) + 1)], p=np.asarray(p),
-                   a=np.asarray(a, object), b=np.asarray(b, object), label=np.asarray(label),
-                   source=np.asarray(source or ["s"] * n, object), group=np.asarray(p),
-                   score_a=nan if score_a is None else np.asarray(score_a, float),
-                   score_b=nan if score_b is None else np.asarray(score_b, float),
-                   cost_a=nan, cost_b=nan)
+    return eval_data.Side(prompts=prompts or [f"q{i}" for i in range(max(p) + 1)], p=np.asarray(p),
+                          a=np.asarray(a, object), b=np.asarray(b, object), label=np.asarray(label),
+                          source=np.asarray(source or ["s"] * n, object), group=np.asarray(p),
+                          score_a=nan if score_a is None else np.asarray(score_a, float),
+                          score_b=nan if score_b is None else np.asarray(score_b, float),
+                          cost_a=nan, cost_b=nan)
 
 
 def test_ratio_ci_matches_metrics_bootstrap():
@@ -82,9 +82,9 @@ def test_routing_perfect_and_constant_routers():
 
 
 def test_parse_split():
-    assert ev.parse_split("0.2:7") == (0.2, 7) and ev.parse_split("none") is None
+    assert eval_data.parse_split("0.2:7") == (0.2, 7) and eval_data.parse_split("none") is None
     with pytest.raises(ValueError, match="FRACTION:SEED"):
-        ev.parse_split("0.2")
+        eval_data.parse_split("0.2")
 
 
 def test_cli_on_tiny_bundle(tiny_bundle, tiny_encoders, tmp_path):
@@ -138,7 +138,7 @@ def _test_prompts(table, tiny_encoders) -> list[str]:
     from training.splits import split_by_prompt
 
     pairs = data_mod.load_pairs(pa.Table.from_pandas(table, preserve_index=False))
-    prompts, idx = ev._index(pairs["prompt"].to_pylist())
+    prompts, idx = eval_data._index(pairs["prompt"].to_pylist())
     rows = pa.table({"row": np.arange(pairs.num_rows)})
     _, test = split_by_prompt(rows, 0.25, 0, groups=np.arange(len(prompts))[idx])
     return list(dict.fromkeys(pairs.take(test["row"])["prompt"].to_pylist()))

@@ -6,7 +6,7 @@
     python -m training.quality --stage final     # recommended spec: bundle + test report + docs
     python -m training.quality                   # all of them, in that order (`make quality`)
 
-The split is `training.evaluate`'s: near-duplicate prompt groups (cosine >= 0.95 between frozen
+The split is `training.eval_data`'s: near-duplicate prompt groups (cosine >= 0.95 between frozen
 all-MiniLM-L6-v2 embeddings), 20 % of the groups held out as the *test* side (seed 0) over all of
 ../shared/data at once (aliases applied). Every decision is made on a *validation* side, 15 % of
 the training side's groups (seed 1); the test side is used once, by the final stage.
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from training import eval_data
 from training import evaluate as ev
 from training.prompt_cache import PromptCache, attach
 from training.specs import LoRA, RouterConfig
@@ -90,21 +91,21 @@ def embedding_kind_ablations() -> list[tuple[str, dict]]:
 def load(data_dir: Path = DATA_DIR):
     """(dataset with the test split, cache, embed function) over every file of `data_dir`."""
     files = sorted(str(p) for p in data_dir.glob("*.parquet"))
-    table, source = ev.load_files(files, str(data_dir / "model_aliases.json"))
+    table, source = eval_data.load_files(files, str(data_dir / "model_aliases.json"))
     cache = PromptCache.for_encoder(ENCODER, 128, CACHE_ROOT, truncation=TRUNCATION)
 
     def embed(prompts):
         cache.fill(prompts)
         return cache.lookup(prompts)
 
-    return ev.build_dataset(table, source, embed, TEST_SPLIT, THRESHOLD), cache, embed
+    return eval_data.build_dataset(table, source, embed, TEST_SPLIT, THRESHOLD), cache, embed
 
 
-def train_side(ds: ev.Dataset, split=VAL_SPLIT) -> ev.Dataset:
+def train_side(ds: eval_data.Dataset, split=VAL_SPLIT) -> eval_data.Dataset:
     """The training side of `ds`, with its own validation groups marked as is_test."""
     rows = np.flatnonzero(~ds.is_test)
-    sub = ev.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts, ds.prompt_idx[rows],
-                     ds.group, np.zeros(len(rows), bool))
+    sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
+                            ds.prompt_idx[rows], ds.group, np.zeros(len(rows), bool))
     if split is None:
         return sub
     index = pa.table({"row": np.arange(len(rows))})
@@ -113,7 +114,7 @@ def train_side(ds: ev.Dataset, split=VAL_SPLIT) -> ev.Dataset:
     return sub
 
 
-def fit_pairs(ds: ev.Dataset) -> pa.Table:
+def fit_pairs(ds: eval_data.Dataset) -> pa.Table:
     return ds.pairs.filter(pa.array(~ds.is_test))
 
 
@@ -145,9 +146,9 @@ def train(config: RouterConfig, pairs: pa.Table, cache: PromptCache | None):
     return model, time.perf_counter() - t0
 
 
-def validate(model, ds: ev.Dataset, n_boot: int = 200) -> dict:
+def validate(model, ds: eval_data.Dataset, n_boot: int = 200) -> dict:
     """Router vs Bradley-Terry (fitted on the same training rows) on `ds`'s test side."""
-    val, fit = ev.side(ds, test=True), ev.side(ds, test=False)
+    val, fit = eval_data.side(ds, test=True), eval_data.side(ds, test=False)
     known = set(model.model_names)
     val = val.take(np.array([a in known and b in known for a, b in zip(val.a, val.b, strict=True)], bool))
     router = ev.Scores(list(model.model_names), model.score_matrix(val.prompts).astype(np.float64))
@@ -237,15 +238,15 @@ def stage_loso(ds, cache, runs: Path, min_pairs: int = 1000) -> None:
     the same rows; it is the prompt-agnostic answer for LLMs it has seen elsewhere."""
     config = router_config(recommended_overrides())
     done = done_runs(runs)
-    test = ev.side(ds, test=True)
+    test = eval_data.side(ds, test=True)
     for src in sorted(np.unique(ds.source)):
         name = f"leave out {src}"
         if name in done or np.sum((test.source == src) & (test.label != 0)) < min_pairs:
             continue
         mine = ds.source == src
         rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
-        sub = ev.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts, ds.prompt_idx[rows],
-                         ds.group, ds.is_test[rows])
+        sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
+                                ds.prompt_idx[rows], ds.group, ds.is_test[rows])
         model, seconds = train(config, fit_pairs(sub), cache)
         result = validate(model, sub)
         if "pooled" not in result["pairs"]:
@@ -290,7 +291,7 @@ def stage_final(ds, cache, embed, out: Path = OUT, docs: Path = DOCS, n_boot: in
     config = router_config(recommended_overrides())
     val = tv.pairs.filter(pa.array(tv.is_test))
     model, seconds = train_with_validation(config, fit_pairs(tv), val, cache)
-    test_prompts = ev.side(ds, test=True).prompts
+    test_prompts = eval_data.side(ds, test=True).prompts
     bundle = export_bundle(model, out / "bundle", test_prompts[:64], spec=config.model_dump(mode="json"))
     t0 = time.perf_counter()
     router = ev.bundle_scores(bundle, test_prompts)
