@@ -232,30 +232,41 @@ def stage_lora(ds, cache, runs: Path, n_prompts: int = 1000, epochs: int = 2) ->
         record(runs, summarise(name, overrides, validate(model, tv), seconds))
 
 
+# Leave-one-source-out is also run with these ablation configurations, to tell whether the
+# recommended spec's choices (loss, ties, weighting) are what costs or gains on an unseen source.
+LOSO_CONFIGS = ("base: frozen MiniLM, features, margin ranking, ties ignored, every pair x1",
+                "loss: Bradley-Terry, ties: half a win each")
+
+
 def stage_loso(ds, cache, runs: Path, min_pairs: int = 1000) -> None:
     """Leave one source out: train on the other sources' training side, test on this source's
     test side, on the pairs whose two LLMs the training rows contain. Bradley-Terry is fitted on
-    the same rows; it is the prompt-agnostic answer for LLMs it has seen elsewhere."""
-    config = router_config(recommended_overrides())
-    done = done_runs(runs)
+    the same rows; it is the prompt-agnostic answer for LLMs it has seen elsewhere. Run with the
+    recommended spec, then with each of LOSO_CONFIGS."""
+    configs = [("", recommended_overrides())] + [(f" with {n}", o) for n, o in ABLATIONS if n in LOSO_CONFIGS]
     test = eval_data.side(ds, test=True)
-    for src in sorted(np.unique(ds.source)):
-        name = f"leave out {src}"
-        if name in done or np.sum((test.source == src) & (test.label != 0)) < min_pairs:
-            continue
-        mine = ds.source == src
-        rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
-        sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
-                                ds.prompt_idx[rows], ds.group, ds.is_test[rows])
-        model, seconds = train(config, fit_pairs(sub), cache)
-        result = validate(model, sub)
-        if "pooled" not in result["pairs"]:
-            log.info("%s: no test pair names two LLMs seen in the other sources; nothing to measure", name)
-            record(runs, {"name": name, "source": src, "n_pairs": 0, "seconds": round(seconds, 1)})
-            continue
-        row = summarise(name, {}, result, seconds)
-        row["source"] = src
-        record(runs, row)
+    for suffix, overrides in configs:
+        config = router_config(overrides)
+        for src in sorted(np.unique(ds.source)):
+            name = f"leave out {src}{suffix}"
+            done = done_runs(runs)
+            if name in done or np.sum((test.source == src) & (test.label != 0)) < min_pairs:
+                continue
+            if suffix and done.get(f"leave out {src}", {}).get("n_pairs") == 0:
+                continue  # no test pair names two LLMs seen elsewhere: nothing to measure, whatever the spec
+            mine = ds.source == src
+            rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
+            sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
+                                    ds.prompt_idx[rows], ds.group, ds.is_test[rows])
+            model, seconds = train(config, fit_pairs(sub), cache)
+            result = validate(model, sub)
+            if "pooled" not in result["pairs"]:
+                log.info("%s: no test pair names two LLMs seen in other sources; nothing to measure", name)
+                record(runs, {"name": name, "source": src, "n_pairs": 0, "seconds": round(seconds, 1)})
+                continue
+            row = summarise(name, overrides if suffix else {}, result, seconds)
+            row["source"], row["config"] = src, suffix.removeprefix(" with ") or "recommended"
+            record(runs, row)
 
 
 def recommended_overrides(path: Path = Path("examples/specs/router.json")) -> dict:

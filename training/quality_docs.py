@@ -194,13 +194,33 @@ def recommended(ablations: list[dict], lora: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def loso_by_config(rows: list[dict]) -> list[str]:
+    """Minus BT per left-out source for the recommended spec and the other LOSO configurations."""
+    measured = [r for r in rows if r.get("n_pairs")]
+    configs = list(dict.fromkeys(r.get("config", "recommended") for r in measured))
+    if len(configs) < 2:
+        return []
+    sources = sorted({r["source"] for r in measured})
+    cell = {(r.get("config", "recommended"), r["source"]): r for r in measured}
+    lines = ["The same with other configurations of the validation ablations (minus BT, points [95% CI]), "
+             "to see whether the recommended spec's loss, tie handling and weighting are what costs on an "
+             "unseen source:", "",
+             "| configuration | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
+    for c in configs:
+        cells = [f"{_pts(cell[c, s]['minus_bt'])} {interval(cell[c, s]['minus_bt_ci'], 2, True)}"
+                 if (c, s) in cell else "" for s in sources]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_docs(runs_path: Path, final_path: Path, out: Path,
                timing_path: Path = Path("build/router/timing.json")) -> Path:
     rows = _rows(runs_path)
     final = json.loads(final_path.read_text()) if final_path.is_file() else None
     ablations = [r for r in rows if not r["name"].startswith(("subsample", "leave out"))]
     lora = [r for r in rows if r["name"].startswith("subsample")]
-    loso = [r for r in rows if r["name"].startswith("leave out")]
+    loso_all = [r for r in rows if r["name"].startswith("leave out")]
+    loso = [r for r in loso_all if r.get("config", "recommended") == "recommended"]
     lines = ["# Routing quality", "",
              "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
              "(`python -m training.quality`; about 1.5 h on 2 shared CPU cores once the embedding cache is "
@@ -253,6 +273,7 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
                   "and LLMs on one source's labels (a judge's preferences, or correctness on some "
                   "benchmarks) does not carry over to another's; a prompt-agnostic strength transfers "
                   "better. Generalising to unseen sources is not solved by this router.", ""]
+        lines += loso_by_config(loso_all)
     lines += ["## `make router`", ""]
     if timing_path.is_file():
         t = json.loads(timing_path.read_text())
