@@ -47,3 +47,14 @@ def test_loso_by_config_is_a_source_by_configuration_table():
                           "| recommended | -8.80 [-9.80, -7.80] | +0.55 [-0.45, +1.55] |"]
     assert lines[5] == "| base | -2.06 [-3.06, -1.06] |  |"
     assert qd.loso_by_config(rows[:2]) == []  # one configuration: the main table says it all
+
+
+def test_loso_by_config_says_whether_any_configuration_holds_on_every_source():
+    def loso(src, config, minus_bt):
+        return {"name": f"leave out {src}", "source": src, "config": config, "n_pairs": 500,
+                "minus_bt": minus_bt, "minus_bt_ci": [minus_bt, minus_bt]}
+
+    rows = [loso("a", "recommended", -0.02), loso("b", "recommended", 0.01),
+            loso("a", "base", 0.01), loso("b", "base", 0.03)]
+    assert "Mean over these sources, minus BT: recommended -0.50; base +2.00. At or above Bradley-Terry " \
+           "on every left-out source: base." in qd.loso_by_config(rows)[-2]

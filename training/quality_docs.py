@@ -210,6 +210,15 @@ def loso_by_config(rows: list[dict]) -> list[str]:
         cells = [f"{_pts(cell[c, s]['minus_bt'])} {interval(cell[c, s]['minus_bt_ci'], 2, True)}"
                  if (c, s) in cell else "" for s in sources]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    means = {c: sum(cell[c, s]["minus_bt"] for s in sources) / len(sources)
+             for c in configs if all((c, s) in cell for s in sources)}
+    if means:
+        above = [c for c in means if all(cell[c, s]["minus_bt"] >= 0 for s in sources)]
+        verdict = (f"At or above Bradley-Terry on every left-out source: {', '.join(above)}." if above else
+                   "No configuration is at or above Bradley-Terry on every left-out source: the loss and tie "
+                   "handling move which unseen source loses, not whether one does.")
+        mean_text = "; ".join(f"{c} {_pts(m)}" for c, m in means.items())
+        lines += ["", f"Mean over these sources, minus BT: {mean_text}. {verdict}"]
     return lines + [""]
 
 
