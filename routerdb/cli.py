@@ -30,7 +30,8 @@ def _info(args) -> int:
         f"created {m.get('created', '?')})",
         f"encoder     {m['encoder']['name']} ({m['encoder']['origin']}), {ft.get('kind', '?')} fine-tuning; "
         f"{ft.get('merged', '')}",
-        f"pooling     {m['pooling']}; max length {m['max_length']} tokens; "
+        f"pooling     {m['pooling']}; max length {m['max_length']} tokens, "
+        f"{m['tokenizer'].get('truncation', 'head')} truncation; "
         f"{len(m.get('feature_names') or [])} prompt features",
         f"LLMs        {len(b.model_names)} (embedding dim {b.model_embeddings.shape[1]}): "
         f"{', '.join(b.model_names)}",

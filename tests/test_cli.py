@@ -12,6 +12,7 @@ def test_info(tiny_bundle, capsys):
     out = capsys.readouterr().out
     assert "LLMs        3 (embedding dim 32): chat, coder, weak" in out
     assert "lora fine-tuning" in out and "verified max |ONNX - torch|" in out
+    assert "head_tail truncation" in out  # what a long prompt keeps, from the manifest
 
 
 def test_score(tiny_bundle, capsys):

@@ -79,8 +79,9 @@ def fit_loop(model, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
     train.weight = pair_weights(train.p, train.source, train.weight, cfg.prompt_weighting,
                                 dict(cfg.source_weights))
     val = PairArrays(val_pairs, prompt_index, model_index).decisive()
-    log.info("training on %d decisive pairs over %d prompts; validating on %d pairs",
-             len(train), len(np.unique(train.p)), len(val))
+    what = "pairs (each tie twice, as half a win for each side)" if cfg.ties == "half" else "decisive pairs"
+    log.info("training on %d %s over %d prompts; validating on %d decisive pairs",
+             len(train), what, len(np.unique(train.p)), len(val))
     ids = model._encode_ids(prompts)
     features = torch.from_numpy(compute_features(prompts)).to(model.device)
     if net.feature_norm is None:
