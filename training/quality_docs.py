@@ -232,9 +232,10 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
     loso = [r for r in loso_all if r.get("config", "recommended") == "recommended"]
     lines = ["# Routing quality", "",
              "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
-             "(`python -m training.quality`; about 1.5 h on 2 shared CPU cores once the embedding cache is "
-             "filled, 25 min of it the LoRA run; see `make router` below for the cache). The per-run "
-             "report with every table is `docs/quality/report.md`.", ""]
+             "(`python -m training.quality`; about 1 h on this 2-core CPU once the embedding cache is "
+             "filled: 56 min measured, 28 of them the ablations, 16 leave-one-source-out; see `make "
+             "router` below for the cache). The per-run report with every table is "
+             "`docs/quality/report.md`.", ""]
     if final:
         lines += findings(final, ablations, lora)
     lines += SETUP
@@ -287,7 +288,7 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
     if timing_path.is_file():
         t = json.loads(timing_path.read_text())
         lines += [f"Measured: {t['seconds'] / 60:.1f} minutes on this 2-core CPU ({t.get('note', '')}), "
-                  "training on every decisive pair of all six files (aliases applied, 5 % of prompts held "
+                  "training the recommended spec on all six files (aliases applied, 5 % of prompts held "
                   "out for the training curve) and exporting the verified bundle."]
     lines += [COLD_CACHE, ""]
     out.parent.mkdir(parents=True, exist_ok=True)
