@@ -1,4 +1,4 @@
-"""Tests for routerdb.features: every feature pinned on examples, edge cases, FeatureStats."""
+"""Tests for routerdb.features and feature_rules: every feature pinned, edge cases, FeatureStats."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from routerdb.feature_rules import feature_values
 from routerdb.features import (
     CLIP,
     FEATURE_NAMES,
@@ -129,6 +130,12 @@ def test_pinned_table_covers_every_feature() -> None:
     pinned = {name for _, name, _ in PINNED}
     assert pinned - set(FEATURE_NAMES) == set()
     assert set(FEATURE_NAMES) - pinned == set()
+
+
+@pytest.mark.parametrize("prompt", ["", "Explain 2+2 in 3 words: A) x\nuser: 你好 привет"])
+def test_feature_rules_compute_exactly_the_feature_names(prompt: str) -> None:
+    # feature_rules returns a dict; an extra key would be dropped silently, a missing one a KeyError.
+    assert set(feature_values(prompt)) == set(FEATURE_NAMES)
 
 
 def test_feature_names_are_unique_prefixed_and_about_forty() -> None:
