@@ -304,7 +304,9 @@ SETUP = [
     "- **Split**: prompts whose frozen all-MiniLM-L6-v2 embeddings have cosine >= 0.95 are one group "
     "(transitively); 20 % of the groups (seed 0) are the *test* side, over all files at once, so a "
     "prompt shared by AlpacaEval, EloBench and PandaLM is on one side everywhere. Decisions were made "
-    "on a *validation* side (15 % of the training groups, seed 1); the test side was used once.",
+    "on a *validation* side (15 % of the training groups, seed 1, with its own split of the frozen "
+    "encoder's head_tail vectors); the test side only reports the recommended spec and the "
+    "leave-one-source-out runs (which test on the left-out source's test side).",
     "- **Baselines** are fitted on the same training rows: random, Bradley-Terry (one strength per "
     "LLM), prompt length (strong / weak curves), kNN win rates (k = 20) and RouteLLM-style matrix "
     "factorisation over the same frozen embeddings.",
