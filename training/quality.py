@@ -69,6 +69,14 @@ ABLATIONS: list[tuple[str, dict]] = [
     ("Bradley-Terry, ties half, 6 epochs", {"loss": "bradley_terry", "ties": "half", "epochs": 6}),
     ("Bradley-Terry, ties half, sqrt(pairs) per prompt",
      {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt"}),
+    # capacity and optimisation around the tie-aware spec
+    ("tie-aware sqrt, head [512, 128], LLM embedding 64",
+     {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt",
+      "head": {"hidden_dims": [512, 128]}, "embedding_spec": {"kind": "learned", "dim": 64}}),
+    ("tie-aware sqrt, lr 3e-3", {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt",
+                                 "finetuning": {"kind": "frozen", "lr": 3e-3}}),
+    ("tie-aware sqrt, dropout 0.3", {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt",
+                                     "head": {"dropout": 0.3}}),
 ]
 
 
