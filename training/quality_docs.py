@@ -111,10 +111,13 @@ def findings(final: dict, ablations: list[dict], lora: list[dict]) -> list[str]:
     for e in final["routing"]:
         rs = e["routers"]
         lines.append(f"- **{e['strong']} vs {e['weak']}** ({e['n_prompts']} RouterBench test prompts): "
-                     f"APGR {rs[ROUTER]['apgr']:.3f} (random 0.5; kNN {rs['knn']['apgr']:.3f}, MF "
+                     f"APGR {rs[ROUTER]['apgr']:.3f} [{rs[ROUTER]['apgr_ci'][0]:.3f}, "
+                     f"{rs[ROUTER]['apgr_ci'][1]:.3f}] (random 0.5; kNN {rs['knn']['apgr']:.3f}, MF "
                      f"{rs['matrix_factorization']['apgr']:.3f}, prompt length "
                      f"{rs['prompt_length']['apgr']:.3f}), "
-                     f"CPT(50%) {rs[ROUTER]['cpt50']:.1f} %.")
+                     f"CPT(50%) {rs[ROUTER]['cpt50']:.1f} %"
+                     + ("; its APGR interval still reaches below random's 0.5."
+                        if rs[ROUTER]["apgr_ci"][0] < 0.5 else "."))
     lines += truncation_finding(final, ablations)
     plain = [x for x in ablations if not x["name"].startswith("LLM embedding")]
     if plain:
