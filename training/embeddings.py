@@ -41,7 +41,7 @@ from training import records as rec
 from training.encoder import EncoderRef, load_base_model, load_config, load_tokenizer, resolve_encoder
 from training.finetuning import prepare_encoder
 from training.pooling import Pooling, detect_pooling
-from training.specs import EmbeddingSpec
+from training.specs import DEFAULT_TRUNCATION, EmbeddingSpec
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class TextEncoder(nn.Module):
     """A sentence encoder with its tokenizer and pooling: record texts -> vectors [T, H]."""
 
     def __init__(self, ref: EncoderRef, max_length: int, pooling: str = "auto", finetuning=None,
-                 truncation: str = "head_tail"):
+                 truncation: str = DEFAULT_TRUNCATION):
         super().__init__()
         self.ref = ref
         self.tokenizer = load_tokenizer(ref, max_length, truncation)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from routerdb.tokenizer import PromptTokenizer
+from training.specs import DEFAULT_TRUNCATION
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def load_base_model(ref: EncoderRef, **kwargs):
         return AutoModel.from_pretrained(ref.location, trust_remote_code=False, **kwargs)
 
 
-def load_tokenizer(ref: EncoderRef, max_length: int, truncation: str = "head_tail") -> PromptTokenizer:
+def load_tokenizer(ref: EncoderRef, max_length: int, truncation: str = DEFAULT_TRUNCATION) -> PromptTokenizer:
     from transformers import AutoTokenizer
 
     hf = _loaded(ref, lambda: AutoTokenizer.from_pretrained(ref.location, trust_remote_code=False))

@@ -37,9 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
+from routerdb.tokenizer import TRUNCATIONS
 from training import metrics
 from training.baselines import BradleyTerry, KNNWinRate, MatrixFactorization, PromptLength, RandomBaseline
 from training.eval_data import Dataset, Side, build_dataset, load_files, parse_split, side
+from training.specs import DEFAULT_TRUNCATION
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", default=DEFAULT_ENCODER, 
                         help="frozen encoder for the split and baselines")
     parser.add_argument("--cache-dir", default="build/cache", help="embedding cache root")
-    parser.add_argument("--truncation", choices=["head", "tail", "head_tail"], default="head_tail",
+    parser.add_argument("--truncation", choices=TRUNCATIONS, default=DEFAULT_TRUNCATION,
                         help="what the frozen encoder keeps of a long prompt (split and baselines)")
     parser.add_argument("--threshold", type=float, default=0.95, help="near-duplicate cosine")
     parser.add_argument("--n-boot", type=int, default=1000)

@@ -27,6 +27,7 @@ from training.embeddings import (
     default_device,
 )
 from training.encoder import resolve_encoder
+from training.specs import DEFAULT_TRUNCATION
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ WHITEN_SHRINK = 0.1  # whitening floor, x the mean variance of the LLMs' spread 
 
 def build_embedding_model(spec, records: rec.Records, *, encoder: str, max_length: int,
                           pooling: str = "auto", device: torch.device | None = None,
-                          truncation: str = "head_tail") -> LLMEmbeddingModel:
+                          truncation: str = DEFAULT_TRUNCATION) -> LLMEmbeddingModel:
     kind = KINDS[spec.kind]
     if not kind.phase1:
         raise ValueError(f"embedding_spec.kind {spec.kind!r} has no phase-1 model; use one of "
@@ -48,7 +49,7 @@ def build_embedding_model(spec, records: rec.Records, *, encoder: str, max_lengt
 
 
 def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: int = 128,
-                          truncation: str = "head_tail", pooling: str = "auto", epochs: int = 5,
+                          truncation: str = DEFAULT_TRUNCATION, pooling: str = "auto", epochs: int = 5,
                           seed: int = 42,
                           device: torch.device | None = None, text_vectors: TextVectors | None = None,
                           progress: bool = False) -> LLMEmbeddingModel:

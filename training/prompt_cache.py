@@ -35,6 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from routerdb.tokenizer import TRUNCATIONS
+from training.specs import DEFAULT_TRUNCATION
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("build/cache")
@@ -48,7 +51,7 @@ def prompt_key(text: str, cut_by: str = "head") -> str:
 
 class PromptCache:
     def __init__(self, directory: str | Path, encoder: str, max_length: int = 128,
-                 truncation: str = "head_tail"):
+                 truncation: str = DEFAULT_TRUNCATION):
         self.directory = Path(directory)
         self.encoder, self.max_length, self.truncation = encoder, max_length, truncation
         self._index: dict[str, int] = {}
@@ -60,7 +63,7 @@ class PromptCache:
 
     @classmethod
     def for_encoder(cls, encoder: str, max_length: int = 128, root: str | Path = DEFAULT_ROOT,
-                    truncation: str = "head_tail") -> PromptCache:
+                    truncation: str = DEFAULT_TRUNCATION) -> PromptCache:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder).strip("_")
         return cls(Path(root) / f"{slug}-{max_length}", encoder, max_length, truncation)
 
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data", nargs="+")
     parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--truncation", choices=["head", "tail", "head_tail"], default="head_tail")
+    parser.add_argument("--truncation", choices=TRUNCATIONS, default=DEFAULT_TRUNCATION)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     prompts: list[str] = []

@@ -31,7 +31,7 @@ import pyarrow as pa
 from training import eval_data
 from training import evaluate as ev
 from training.prompt_cache import PromptCache, attach
-from training.specs import LoRA, RouterConfig
+from training.specs import DEFAULT_TRUNCATION, LoRA, RouterConfig
 from training.splits import split_by_prompt
 
 log = logging.getLogger("training.quality")
@@ -44,7 +44,7 @@ THRESHOLD = 0.95  # cosine at which two prompts count as one
 TEST_SPLIT, VAL_SPLIT = (0.2, 0), (0.15, 1)
 PAIR = ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")  # the RouterBench strong / weak pair
 ENCODER = ev.DEFAULT_ENCODER  # the frozen encoder of the split, the baselines and the router
-TRUNCATION = "head_tail"  # what it keeps of a prompt over 128 tokens (routerdb/tokenizer.py)
+TRUNCATION = DEFAULT_TRUNCATION  # what it keeps of a prompt over 128 tokens (routerdb/tokenizer.py)
 
 # The starting point of the ablations; each ablation changes one thing.
 BASE = {"finetuning": {"kind": "frozen", "lr": 1e-3}, "epochs": 3, "batch_size": 256, "progress": False,

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+DEFAULT_TRUNCATION = "head_tail"  # what a prompt over max_length keeps (routerdb/tokenizer.py)
+
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 Path_ = Annotated[str, Field(min_length=1)]  # a file or directory path: "" would mean the working directory
 Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's moment decay rates
@@ -51,7 +53,7 @@ class EncoderSpec(Closed):
     max_length: int = Field(128, ge=8, le=8192)  # tokens; longer prompts are truncated
     # what a longer prompt keeps: its beginning, its end, or a quarter from the beginning and the
     # rest from the end (routerdb/tokenizer.py; few-shot prompts differ only at the end)
-    truncation: Literal["head", "tail", "head_tail"] = "head_tail"
+    truncation: Literal["head", "tail", "head_tail"] = DEFAULT_TRUNCATION
     pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: from the encoder's files
 
 
