@@ -9,9 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests import tiny_models  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "sample" / "llmrouter_sample.parquet"
+from tests.paths import SAMPLE
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -12,10 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import routerdb
+from tests.paths import REPO
 from training.fit import main as fit_main
 from training.model import TransformerEmbeddingModel
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_demo_spec_end_to_end_with_packaged_minilm(tmp_path, sample_path):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import REPO
 from training import finetuning, optim, specs
 from training.fit import main as fit_main
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_SPECS = sorted((REPO / "examples" / "specs").glob("*.json"))
 
 

@@ -33,8 +33,8 @@ import pytest
 from routerdb.bundle import Bundle, write_bundle
 from routerdb.cli import main as cli_main
 from tests import tiny_models
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # Kill moments are drawn from this seed, so a failure replays exactly; set ROUTERDB_FAULT_SEED to
 # try other moments.
 SEED = int(os.environ.get("ROUTERDB_FAULT_SEED", "20240607"))

@@ -17,9 +17,10 @@ import pytest
 from routerdb.cli import _statements, main
 from routerdb.duckdb import register, shared_router
 from tests import tiny_models
+from tests.paths import REPO
 from training.metrics import apgr, cost_quality_curve, routing_curve
 
-SQL = Path(__file__).resolve().parents[1] / "sql"
+SQL = REPO / "sql"
 FILES = sorted(SQL.glob("*.sql"))
 
 

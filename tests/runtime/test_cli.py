@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 from routerdb.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import REPO
 
 
 def test_info(tiny_bundle, capsys):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,9 @@ from routerdb.features import (
     FeatureStats,
     compute_features,
 )
+from tests.paths import REPO
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "features.md"
+DOCS = REPO / "docs" / "features.md"
 N = len(FEATURE_NAMES)
 SCRIPT_SHARES = (
     "frac_latin",

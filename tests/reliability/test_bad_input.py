@@ -2,7 +2,7 @@
 or a documented result, never a traceback from inside a library.
 
 Each entry point has a list of cases: (input, what happens, the check). `docs/reliability.md`
-holds the table these lists print (`python -m tests.test_reliability_bad_input`), and
+holds the table these lists print (`python -m tests.reliability.test_bad_input`), and
 `test_docs_table_is_current` fails when the two drift apart.
 """
 
@@ -27,11 +27,11 @@ import routerdb
 from routerdb.bundle import Bundle, BundleError
 from routerdb.cli import main as cli_main
 from routerdb.scorer import Router, UnknownModelError
+from tests.paths import REPO
 from training.data import load_pairs
 from training.data_errors import DataError
 from training.specs import SpecError, load_spec
 
-REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "reliability.md"
 MB = 1_000_000
 
@@ -780,7 +780,7 @@ def test_docs_table_is_current():
         assert f"| {entry} | {len(cases)} |" in text, f"docs/reliability.md: count of {entry}"
     assert markdown_table() in text, (
         "docs/reliability.md is out of date with the cases in this file; regenerate its table with "
-        "`python -m tests.test_reliability_bad_input` and paste it between the markers")
+        "`python -m tests.reliability.test_bad_input` and paste it between the markers")
 
 
 if __name__ == "__main__":

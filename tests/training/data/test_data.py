@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from tests.paths import REPO, SHARED_DATA
 from training.aliases import load_aliases
 from training.data import (
     PAIR_COLUMNS,
@@ -27,8 +28,6 @@ from training.data import (
 from training.data_errors import DataError
 from training.splits import model_counts
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAMPLE = REPO / "data" / "sample" / "llmrouter_sample.parquet"
 
 PAIRWISE_ROWS = [

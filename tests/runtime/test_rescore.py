@@ -19,8 +19,8 @@ import pytest
 from routerdb.cli import main
 from routerdb.duckdb import shared_router
 from routerdb.rescore import RescoreError, parts_dir, rescore
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TOPICS = ["Write a Python function that sorts a list.", "What is the capital of Peru?",
           "Solve 3x + 5 = 20.", "SELECT name FROM users;", "Write a poem about rain."]
 

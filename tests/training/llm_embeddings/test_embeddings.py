@@ -271,6 +271,7 @@ def test_load_embedding_model_from_skips_phase1(tiny_encoders, sample_pairs, tmp
     first = router(tiny_encoders, "frozen")
     first.train(sample_pairs, ValidationSplit(0.2, 0), run_dir=tmp_path / "run")
     second = router(tiny_encoders, "frozen", load_embedding_model_from=str(tmp_path / "run"))
+    caplog.clear()  # only the second run's log (the root level may be INFO from an earlier test)
     with caplog.at_level(logging.INFO):
         second.train(sample_pairs, ValidationSplit(0.2, 0))
     assert "loaded from" in caplog.text and "phase 1 (frozen) epoch" not in caplog.text

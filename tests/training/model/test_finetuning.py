@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from torch import nn
 
 from routerdb.scorer import Router
 from tests import tiny_models
+from tests.paths import REPO
 from training import finetuning, specs
 from training.encoder import load_base_model, resolve_encoder
 from training.export import export_bundle, merged_graph
@@ -304,7 +304,7 @@ def test_gpu_check_script_runs_on_cpu(tmp_path, monkeypatch):
     import runpy
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    gpu_check = runpy.run_path(str(Path(__file__).parents[1] / "bench" / "gpu_check.py"))
+    gpu_check = runpy.run_path(str(REPO / "bench" / "gpu_check.py"))
     args = ["--cpu", "--steps", "2", "--methods", "qlora,lora,bitfit", "--out", str(tmp_path)]
     code = gpu_check["main"](args)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -319,7 +319,7 @@ def test_gpu_check_script_runs_on_cpu(tmp_path, monkeypatch):
 def test_bench_finetuning_replaces_only_its_table(tmp_path):
     import runpy
 
-    bench = runpy.run_path(str(Path(__file__).parents[1] / "bench" / "finetuning.py"))
+    bench = runpy.run_path(str(REPO / "bench" / "finetuning.py"))
     doc = tmp_path / "finetuning.md"
     start, end = bench["START"], bench["END"]
     doc.write_text(f"# Title\n\nprose before\n\n{start}\nold table\n{end}\n\n## GPU\nkept\n")

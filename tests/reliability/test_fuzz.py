@@ -3,7 +3,7 @@ as a library's exception; every score is finite and in [-1, 1].
 
 Budget (docs/reliability.md): the examples per test are set in EXAMPLES below (about 1,100 in all,
 ~30 s on 2 CPU cores), derandomised so CI is repeatable. For a longer, random hunt run
-`ROUTERDB_FUZZ_SCALE=20 pytest tests/test_reliability_fuzz.py` (new random examples each run).
+`ROUTERDB_FUZZ_SCALE=20 pytest tests/reliability/test_fuzz.py` (new random examples each run).
 A hang fails the test through the per-test timeout; a slow example (> SLOW s) fails it too.
 """
 

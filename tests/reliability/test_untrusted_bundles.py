@@ -2,7 +2,7 @@
 every file's sha256 is checked, nothing outside the bundle is read (links included), and a damaged
 or hostile model.onnx is refused before ONNX Runtime sees it.
 
-tests/test_bundle.py covers the basics (one altered byte in model.onnx, a truncated models.parquet,
+tests/runtime/test_bundle.py covers the basics (one altered byte in model.onnx, a truncated models.parquet,
 a `../` path, a newer format); this file adds what an attacker would try next.
 """
 
@@ -26,8 +26,8 @@ import pytest
 from routerdb.bundle import Bundle, BundleError
 from routerdb.onnx_file import OnnxFileError, check_self_contained
 from routerdb.scorer import Router
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*(REPO / "routerdb").glob("*.py"), *(REPO / "training").glob("*.py")])
 
 
