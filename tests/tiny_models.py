@@ -22,13 +22,25 @@ CORPUS = [
 KINDS = ("bert", "llama", "gpt2")
 
 
-def _tokenizer(kind: str) -> Tokenizer:
+def _fixed_wordpiece(specials: list[str]) -> models.WordPiece:
+    """A WordPiece vocabulary listed in sorted order: the same ids in every process (a trained
+    one breaks ties between equally frequent pieces in hash order, which varies per process)."""
+    words = set()
+    for text in CORPUS:
+        words |= {w for w, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(text.lower())}
+    chars = sorted({c for w in words for c in w})
+    pieces = [*specials, *sorted(words), *chars, *(f"##{c}" for c in chars)]
+    return models.WordPiece({p: i for i, p in enumerate(dict.fromkeys(pieces))}, unk_token="[UNK]")
+
+
+def _tokenizer(kind: str, fixed_vocab: bool = False) -> Tokenizer:
     if kind == "bert":
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tok = Tokenizer(_fixed_wordpiece(specials) if fixed_vocab else models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+        if not fixed_vocab:
+            tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
@@ -49,8 +61,11 @@ def _tokenizer(kind: str) -> Tokenizer:
     return tok
 
 
-def build(kind: str, out: Path, *, padding_side: str = "right", sentence_pooling: str | None = None) -> Path:
-    """Save a tiny model + fast tokenizer of `kind` to `out`; returns `out`."""
+def build(kind: str, out: Path, *, padding_side: str = "right", sentence_pooling: str | None = None,
+          fixed_vocab: bool = False) -> Path:
+    """Save a tiny model + fast tokenizer of `kind` to `out`; returns `out`. With `fixed_vocab`
+    (BERT only) the vocabulary, hence the whole model under one torch seed, is the same in every
+    process."""
     from transformers import (
         BertConfig,
         BertModel,
@@ -61,7 +76,7 @@ def build(kind: str, out: Path, *, padding_side: str = "right", sentence_pooling
         PreTrainedTokenizerFast,
     )
 
-    tok = _tokenizer(kind)
+    tok = _tokenizer(kind, fixed_vocab)
     vocab = tok.get_vocab_size()
     if kind == "bert":
         model = BertModel(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
