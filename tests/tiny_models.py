@@ -40,7 +40,8 @@ def _tokenizer(kind: str, fixed_vocab: bool = False) -> Tokenizer:
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         if not fixed_vocab:
-            tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+            trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials)
+            tok.train_from_iterator(CORPUS, trainer)
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
