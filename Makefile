@@ -43,10 +43,10 @@ router: install
 # Every experiment and table of docs/quality.md (ablations, LoRA subsample, leave-one-source-out,
 # test report with plots in docs/quality/); encodes each prompt once into build/cache/ first.
 quality: install
-	$(BIN)/python -m training.quality
+	$(BIN)/python -m experiments.quality
 
 lint: install
-	$(BIN)/ruff check routerdb training tests bench
+	$(BIN)/ruff check routerdb training experiments tests bench
 
 clean:
 	rm -rf build

@@ -5,7 +5,7 @@
 
 Data: `scores_llmrouter_9model.parquet` (MIT, 9 LLMs) from the shared data folder, `--prompts`
 prompts drawn with a fixed seed, split prompt-disjoint (20% validation, seed 42). Every router uses
-the frozen all-MiniLM-L6-v2 prompt encoder (its vectors read from `training.prompt_cache`, filled
+the frozen all-MiniLM-L6-v2 prompt encoder (its vectors read from `training.encoder.prompt_cache`, filled
 on first use), the same head, seed, epochs and batches; only `embedding_spec.kind` changes.
 
 1. **Kinds side by side**: for learned / frozen / attention / finetunable (and frozen with
@@ -44,12 +44,12 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from training import data as data_mod  # noqa: E402
-from training.baselines import BradleyTerry  # noqa: E402
-from training.model import TransformerEmbeddingModel  # noqa: E402
-from training.prompt_cache import PromptCache  # noqa: E402
-from training.records import comparison_records  # noqa: E402
+from training.data.splits import split_by_prompt  # noqa: E402
+from training.encoder.prompt_cache import PromptCache  # noqa: E402
+from training.evaluation.baselines import BradleyTerry  # noqa: E402
+from training.llm_embeddings.records import comparison_records  # noqa: E402
+from training.model.router import TransformerEmbeddingModel  # noqa: E402
 from training.specs import Frozen, ValidationSplit  # noqa: E402
-from training.splits import split_by_prompt  # noqa: E402
 
 log = logging.getLogger("bench.embeddings")
 ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -195,7 +195,7 @@ def _finetunable_router(args, cache, spec, train: pa.Table) -> CachedRouter:
         prompts, min(args.finetunable_prompts, len(prompts)), replace=False
     )
     subset = train.filter(pc.is_in(train["prompt"], value_set=pa.array(list(keep))))
-    from training.phase1 import train_embedding_model
+    from training.llm_embeddings.phase1 import train_embedding_model
     from training.specs import RouterConfig
 
     phase1 = train_embedding_model(
@@ -306,9 +306,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in (
-        "training.finetuning",
-        "training.pooling",
-        "training.encoder",
+        "training.encoder.finetuning",
+        "training.encoder.pooling",
+        "training.encoder.pretrained",
         "routerdb",
         "training.export",
     ):

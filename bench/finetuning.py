@@ -67,9 +67,9 @@ def run_child(args) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    import training.loop as loop
-    from training.finetuning import count_parameters
-    from training.model import TransformerEmbeddingModel
+    import training.trainer.loop as loop
+    from training.encoder.finetuning import count_parameters
+    from training.model.router import TransformerEmbeddingModel
     from training.specs import ValidationSplit
 
     if args.child == "qlora":
@@ -124,9 +124,9 @@ def merge_gap(model, args) -> float:
     what a bundle's manifest records as finetuning.max_abs_diff_merged_vs_trained."""
     import torch
 
-    from training import data as data_mod
+    from training.data import read as data_mod
+    from training.data.splits import split_by_prompt
     from training.export import merged_graph
-    from training.splits import split_by_prompt
 
     _, val = split_by_prompt(data_mod.load_pairs(args.sample), 0.2, args.seed)
     prompts = sorted(set(val["prompt"].to_pylist()))[:64]

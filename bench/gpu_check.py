@@ -6,8 +6,8 @@
 
 Builds a random-init BERT of all-MiniLM-L6-v2's shape (6 layers, hidden 384, 12 heads, vocab
 30,522) in a temporary directory (no downloads), then for each method prepares the encoder with
-the project's own `training.finetuning` (QLoRA: 4-bit nf4 base + LoRA adapters), trains it with
-`training.optim` (AdamW, the method's default rate, head at 10x, warm-up + cosine, clipping 1.0)
+the project's own `training.encoder.finetuning` (QLoRA: 4-bit nf4 base + LoRA adapters), trains it with
+`training.trainer.optim` (AdamW, the method's default rate, head at 10x, warm-up + cosine, clipping 1.0)
 on random token batches (mean pooling -> linear head -> tanh, fitted to fixed random targets), and
 reports steps/s, peak GPU memory (torch.cuda.max_memory_allocated, weights included) and, for
 LoRA / QLoRA, merge fidelity: the trained model (QLoRA: 4-bit base + adapters) against the merged
@@ -86,11 +86,13 @@ def project_code():
     """(finetuning module, optim module, Pooling class, EncoderRef class, note)."""
     sys.path.insert(0, str(REPO))
     try:
-        from training import finetuning, optim
-        from training.encoder import EncoderRef
-        from training.pooling import Pooling
+        from training.encoder import finetuning
+        from training.encoder.pooling import Pooling
+        from training.encoder.pretrained import EncoderRef
+        from training.trainer import optim
 
-        return finetuning, optim, Pooling, EncoderRef, "training.finetuning + training.optim (this checkout)"
+        where = "training.encoder.finetuning + training.trainer.optim (this checkout)"
+        return finetuning, optim, Pooling, EncoderRef, where
     except ImportError as exc:
         return None, None, None, None, f"inline copy (training not importable: {exc})"
 
@@ -107,7 +109,8 @@ def spec_for(variant: str):
 
 
 class Inline:
-    """Stand-ins for training.finetuning / training.optim when the project cannot be imported."""
+    """Stand-ins for training.encoder.finetuning / training.trainer.optim where the project cannot be
+    imported."""
 
     @staticmethod
     def prepare(spec, location: str, device):
@@ -121,7 +124,7 @@ class Inline:
                 bnb_4bit_compute_dtype=getattr(torch, spec.bnb_4bit_compute_dtype)),
                 "device_map": {"": 0} if device.type == "cuda" else {"": "cpu"}}
         model = AutoModel.from_pretrained(location, add_pooling_layer=False, **kwargs)
-        for m in model.modules():  # see training.finetuning._keep_4bit_layout
+        for m in model.modules():  # see training.encoder.finetuning._keep_4bit_layout
             if hasattr(m, "support_avx512bf16_for_cpu"):
                 m.support_avx512bf16_for_cpu = False
         if spec.kind in ("lora", "qlora"):

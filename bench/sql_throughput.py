@@ -225,9 +225,9 @@ def latency(bundle: Path, prompts: list[str], threads: int | None) -> dict:
 
 def validation_accuracy(bundle: Path, sample: Path, fraction: float, seed: int) -> dict:
     """Pairwise accuracy on the prompt-disjoint validation split the demo spec trains with."""
-    from training import data as data_mod
-    from training.metrics import pair_diff, pairwise_accuracy
-    from training.splits import split_by_prompt
+    from training.data import read as data_mod
+    from training.data.splits import split_by_prompt
+    from training.evaluation.metrics import pair_diff, pairwise_accuracy
 
     pairs = data_mod.load_pairs(str(sample))
     _, val = split_by_prompt(pairs, fraction, seed)

@@ -35,7 +35,7 @@ MIN_RECORDS = 50  # fewer records than this give a noisy embedding: warned, not 
 
 def resolve_source(source: str | Path, bundle: str | Path | None = None):
     """(Bundle, LLMEmbeddingModel) from a bundle or run directory."""
-    from training.embeddings import CONFIG_FILE, WEIGHTS_FILE, LLMEmbeddingModel
+    from training.llm_embeddings.embedder import CONFIG_FILE, WEIGHTS_FILE, LLMEmbeddingModel
 
     source = Path(source)
     if (source / "manifest.json").is_file():
@@ -65,9 +65,9 @@ def resolve_source(source: str | Path, bundle: str | Path | None = None):
 def add_model(source: str | Path, records_path, name: str, out: str | Path, *, bundle=None,
               aliases=None) -> Path:
     """Write `out`: the router of `source` plus LLM `name`, embedded from its records."""
-    from training import data as data_mod
-    from training.aliases import load_aliases
-    from training.records import comparison_records
+    from training.data import read as data_mod
+    from training.data.aliases import load_aliases
+    from training.llm_embeddings.records import comparison_records
 
     loaded, embedder = resolve_source(source, bundle)
     if name in loaded.model_names:

@@ -7,15 +7,15 @@
 Writes `report.md`, `results.json`, `per_pair.csv` and PNG plots to `--out`.
 
 **Split.** Prompts are grouped as near-duplicates (cosine >= 0.95 between frozen encoder
-embeddings, transitively) and the groups are split with `training.splits.split_by_prompt`
+embeddings, transitively) and the groups are split with `training.data.splits.split_by_prompt`
 (seeded, the same on every machine), over all files at once: a prompt and its near-duplicates are
 on one side in every source. `--split 0.2:0` holds out 20 % of the groups with seed 0; the router
-must have been trained without them (train it on the other side, as `training.quality` does).
+must have been trained without them (train it on the other side, as `experiments.quality` does).
 `--split none` evaluates every row and fits no baselines.
 
 **Baselines** are fitted on the training side of the same split: random, Bradley-Terry (one
 strength per LLM, pooled over sources), prompt length, kNN win rates and RouteLLM-style matrix
-factorisation over the frozen encoder embeddings (from `training.prompt_cache`).
+factorisation over the frozen encoder embeddings (from `training.encoder.prompt_cache`).
 
 **Metrics** per source (the data file) and pooled, on the decisive pairs both the router and
 every baseline can score: pairwise accuracy (equal scores count half) with a 95 % bootstrap
@@ -38,9 +38,15 @@ from pathlib import Path
 import numpy as np
 
 from routerdb.tokenizer import TRUNCATIONS
-from training import metrics
-from training.baselines import BradleyTerry, KNNWinRate, MatrixFactorization, PromptLength, RandomBaseline
-from training.eval_data import Dataset, Side, build_dataset, load_files, parse_split, side
+from training.evaluation import metrics
+from training.evaluation.baselines import (
+    BradleyTerry,
+    KNNWinRate,
+    MatrixFactorization,
+    PromptLength,
+    RandomBaseline,
+)
+from training.evaluation.dataset import Dataset, Side, build_dataset, load_files, parse_split, side
 from training.specs import DEFAULT_TRUNCATION
 
 log = logging.getLogger(__name__)
@@ -343,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mf-epochs", type=int, default=10)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from training.prompt_cache import PromptCache
-    from training.report import write_report
+    from training.encoder.prompt_cache import PromptCache
+    from training.evaluation.report import write_report
 
     try:
         split = parse_split(args.split)

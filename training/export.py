@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from routerdb.bundle import models_table, write_bundle
-from training.finetuning import export_encoder
-from training.network import RouterNet
+from training.encoder.finetuning import export_encoder
+from training.model.network import RouterNet
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], 
         files = {"model.onnx": "model.onnx", "tokenizer.json": "tokenizer.json",
                  "models.parquet": "models.parquet"}
         if model.embedding_model is not None:  # lets `python -m training.add_model` embed new LLMs
-            from training.embeddings import CONFIG_FILE, WEIGHTS_FILE
+            from training.llm_embeddings.embedder import CONFIG_FILE, WEIGHTS_FILE
 
             model.embedding_model.save(tmp)
             files.update({CONFIG_FILE: CONFIG_FILE, WEIGHTS_FILE: WEIGHTS_FILE})

@@ -21,11 +21,11 @@ log = logging.getLogger("training.fit")
 
 
 def fit(spec, *, resume: bool = False) -> Path:
-    from training import data as data_mod
-    from training.aliases import load_aliases
+    from training.data import read as data_mod
+    from training.data.aliases import load_aliases
+    from training.data.splits import split_by_prompt
     from training.export import export_bundle
-    from training.model import TransformerEmbeddingModel
-    from training.splits import split_by_prompt
+    from training.model.router import TransformerEmbeddingModel
 
     run_dir = Path(spec.output.run_dir)
     check_outputs(spec)
@@ -36,7 +36,7 @@ def fit(spec, *, resume: bool = False) -> Path:
              len(set(pairs["prompt"].to_pylist())), len(spec.data.train))
     model = TransformerEmbeddingModel(spec.router_config())
     if spec.finetuning.kind == "frozen" and spec.encoder.pooling == "auto":
-        from training.prompt_cache import PromptCache, attach
+        from training.encoder.prompt_cache import PromptCache, attach
 
         # a frozen encoder's prompt vectors never change: read them from build/cache/, encoding
         # (and storing) only the prompts not there yet

@@ -1,8 +1,9 @@
 """Typed training specs: closed pydantic models, one JSON file per run. No torch import.
 
 A spec is data; the behaviour for each `kind` lives in a registry beside the code that runs it
-(`training.finetuning.METHODS`, `training.embeddings.KINDS`, `training.optim.OPTIMIZERS`), and a
-test checks that every union member here has a registry entry there.
+(`training.encoder.finetuning.METHODS`, `training.llm_embeddings.embedder.KINDS`,
+`training.trainer.optim.OPTIMIZERS`), and a test checks that every union member here has a
+registry entry there.
 
 Relative paths in a spec are resolved against the current working directory.
 """

@@ -1,8 +1,8 @@
-"""training.quality_docs: the words of docs/quality.md come from the recorded runs, not from prose."""
+"""experiments.quality_docs: the words of docs/quality.md come from the recorded runs, not from prose."""
 
 from __future__ import annotations
 
-from training import quality_docs as qd
+from experiments import quality_docs as qd
 
 
 def run(name: str, accuracy: float, apgr: float, alpaca: float, elo: float) -> dict:

@@ -28,8 +28,8 @@ from routerdb.bundle import Bundle, BundleError
 from routerdb.cli import main as cli_main
 from routerdb.scorer import Router, UnknownModelError
 from tests.paths import REPO
-from training.data import load_pairs
-from training.data_errors import DataError
+from training.data.errors import DataError
+from training.data.read import load_pairs
 from training.specs import SpecError, load_spec
 
 DOC = REPO / "docs" / "reliability.md"

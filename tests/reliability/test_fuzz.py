@@ -25,8 +25,8 @@ import routerdb
 from routerdb.bundle import Bundle, BundleError
 from routerdb.features import FEATURE_NAMES, compute_features
 from routerdb.scorer import Router, UnknownModelError
-from training.data import PAIRS_SCHEMA, load_pairs
-from training.data_errors import DataError
+from training.data.errors import DataError
+from training.data.read import PAIRS_SCHEMA, load_pairs
 from training.specs import FitSpec, SpecError, load_spec, parse_spec
 
 SCALE = int(os.environ.get("ROUTERDB_FUZZ_SCALE", "1"))

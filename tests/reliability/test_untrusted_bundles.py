@@ -28,7 +28,7 @@ from routerdb.onnx_file import OnnxFileError, check_self_contained
 from routerdb.scorer import Router
 from tests.paths import REPO
 
-SOURCES = sorted([*(REPO / "routerdb").glob("*.py"), *(REPO / "training").glob("*.py")])
+SOURCES = sorted([*(REPO / "routerdb").rglob("*.py"), *(REPO / "training").rglob("*.py")])
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def _encoder_with(tmp_path, tiny_encoders, extra: dict[str, bytes], drop=()) -> 
 
 
 def test_encoder_with_remote_code_is_not_run(tmp_path, tiny_encoders):
-    from training.encoder import EncoderRef, load_base_model, load_config
+    from training.encoder.pretrained import EncoderRef, load_base_model, load_config
 
     marker = tmp_path / "PWNED"
     encoder = _encoder_with(tmp_path, tiny_encoders, {
@@ -148,7 +148,7 @@ def test_encoder_with_remote_code_is_not_run(tmp_path, tiny_encoders):
 
 
 def test_encoder_with_pickled_weights_only_is_refused(tmp_path, tiny_encoders):
-    from training.encoder import EncoderRef, load_base_model
+    from training.encoder.pretrained import EncoderRef, load_base_model
 
     marker = tmp_path / "PWNED"
     encoder = _encoder_with(tmp_path, tiny_encoders, {"pytorch_model.bin": pickle.dumps(_Exploit(marker))},

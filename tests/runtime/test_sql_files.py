@@ -1,7 +1,7 @@
 """Every shipped sql/ file: headed by what it does, runnable as shipped, and right on known inputs.
 
 Each file runs the way `routerdb sql BUNDLE FILE --set name=value` runs it. Its numbers are checked
-against the Python definitions (training.metrics) on the tiny bundle's own LLMs.
+against the Python definitions (training.evaluation.metrics) on the tiny bundle's own LLMs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from routerdb.cli import _statements, main
 from routerdb.duckdb import register, shared_router
 from tests import tiny_models
 from tests.paths import REPO
-from training.metrics import apgr, cost_quality_curve, routing_curve
+from training.evaluation.metrics import apgr, cost_quality_curve, routing_curve
 
 SQL = REPO / "sql"
 FILES = sorted(SQL.glob("*.sql"))

@@ -8,7 +8,7 @@ import pytest
 
 from routerdb.tokenizer import CHARS_PER_TOKEN_BOUND, HEAD_SHARE, TRUNCATIONS, PromptTokenizer
 from tests import tiny_models
-from training.encoder import load_tokenizer, resolve_encoder
+from training.encoder.pretrained import load_tokenizer, resolve_encoder
 
 MAX = 24
 WORDS = [w.strip(".?;:,'") for w in " ".join(tiny_models.CORPUS[:10]).split()]
@@ -88,7 +88,7 @@ def test_the_spec_truncation_reaches_the_bundle_and_the_runtime_reads_the_end(ti
     differently, matches training's own scores, and records its truncation in the manifest."""
     from routerdb import Router
     from training.export import export_bundle
-    from training.model import TransformerEmbeddingModel
+    from training.model.router import TransformerEmbeddingModel
 
     model = TransformerEmbeddingModel(encoder={"name": str(tiny_encoders["bert"]), "max_length": MAX,
                                                "truncation": "head_tail"}, epochs=1, progress=False)

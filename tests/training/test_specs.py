@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.paths import REPO
-from training import finetuning, optim, specs
+from training import specs
+from training.encoder import finetuning
 from training.fit import main as fit_main
+from training.trainer import optim
 
 EXAMPLE_SPECS = sorted((REPO / "examples" / "specs").glob("*.json"))
 

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.paths import REPO, SHARED_DATA
-from training.aliases import load_aliases
-from training.data import (
+from training.data.aliases import load_aliases
+from training.data.errors import DataError
+from training.data.read import (
     PAIR_COLUMNS,
     PAIRS_SCHEMA,
     SCORES_SCHEMA,
@@ -25,8 +26,7 @@ from training.data import (
     load_scores,
     read_table,
 )
-from training.data_errors import DataError
-from training.splits import model_counts
+from training.data.splits import model_counts
 
 SAMPLE = REPO / "data" / "sample" / "llmrouter_sample.parquet"
 

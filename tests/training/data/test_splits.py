@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from training.data import load_pairs
-from training.splits import drop_rare_models, model_counts, near_duplicate_groups, split_by_prompt
+from training.data.read import load_pairs
+from training.data.splits import drop_rare_models, model_counts, near_duplicate_groups, split_by_prompt
 
 # ---------------------------------------------------------------- split
 

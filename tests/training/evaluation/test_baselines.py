@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from training.baselines import (
+from training.evaluation.baselines import (
     BASELINES,
     BradleyTerry,
     KNNWinRate,
@@ -13,7 +13,7 @@ from training.baselines import (
     PromptLength,
     RandomBaseline,
 )
-from training.metrics import pair_diff, pairwise_accuracy
+from training.evaluation.metrics import pair_diff, pairwise_accuracy
 
 MODELS = ["llm_a", "llm_b", "llm_c"]
 

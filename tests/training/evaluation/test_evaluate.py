@@ -9,8 +9,9 @@ import pyarrow as pa
 import pytest
 
 from tests import tiny_models
-from training import eval_data, metrics
 from training import evaluate as ev
+from training.evaluation import dataset as eval_data
+from training.evaluation import metrics
 
 
 def _side(p, a, b, label, source=None, score_a=None, score_b=None, prompts=None):
@@ -134,8 +135,8 @@ def _truth(prompt: str):
 
 
 def _test_prompts(table, tiny_encoders) -> list[str]:
-    from training import data as data_mod
-    from training.splits import split_by_prompt
+    from training.data import read as data_mod
+    from training.data.splits import split_by_prompt
 
     pairs = data_mod.load_pairs(pa.Table.from_pandas(table, preserve_index=False))
     prompts, idx = eval_data._index(pairs["prompt"].to_pylist())

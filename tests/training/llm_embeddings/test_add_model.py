@@ -16,13 +16,13 @@ import pytest
 import routerdb
 from routerdb.bundle import Bundle
 from routerdb.scorer import Router
-from training import data as data_mod
 from training.add_model import add_model, main
+from training.data import read as data_mod
+from training.data.splits import split_by_prompt
 from training.export import export_bundle
-from training.model import TransformerEmbeddingModel
-from training.records import comparison_records
+from training.llm_embeddings.records import comparison_records
+from training.model.router import TransformerEmbeddingModel
 from training.specs import Frozen
-from training.splits import split_by_prompt
 
 HELD_OUT = "qwen2.5-7b-instruct"
 SPEC = {"kind": "frozen", "prompts_per_step": 16, "records_per_set": 16, "profile_records": 256,

@@ -15,11 +15,13 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
-from training import data as data_mod
-from training import embeddings, phase1, records, specs
-from training.model import TransformerEmbeddingModel
+from training import specs
+from training.data import read as data_mod
+from training.data.splits import model_counts, split_by_prompt
+from training.llm_embeddings import embedder as embeddings
+from training.llm_embeddings import phase1, records
+from training.model.router import TransformerEmbeddingModel
 from training.specs import Frozen, ValidationSplit
-from training.splits import model_counts, split_by_prompt
 
 PHASE1_KINDS = ("frozen", "finetunable", "attention")
 SMALL = {"prompts_per_step": 16, "records_per_set": 16, "profile_records": 64, "hidden_dim": 32, "dim": 8}

@@ -1,10 +1,10 @@
-"""training.head: the scoring head's shape, range and its optional linear LLM strength."""
+"""training.model.head: the scoring head's shape, range and its optional linear LLM strength."""
 
 from __future__ import annotations
 
 import torch
 
-from training.head import ScoringHead
+from training.model.head import ScoringHead
 
 
 def test_scores_are_prompt_by_llm_in_range():

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from tests import tiny_models
-from training import optim, specs
-from training.head import ScoringHead
+from training import specs
+from training.model.head import ScoringHead
 from training.specs import ValidationSplit
+from training.trainer import optim
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -144,8 +145,8 @@ def test_default_learning_rate_per_method():
 
 def _train_capturing(tiny_encoders, monkeypatch, **fields) -> tuple[list, list]:
     """Train a tiny BERT router a few steps; return the optimisers built and the clipping calls."""
-    import training.loop as loop
-    from training.model import TransformerEmbeddingModel
+    import training.trainer.loop as loop
+    from training.model.router import TransformerEmbeddingModel
 
     built, clips = [], []
     real_build, real_clip = loop.build_optimizers, torch.nn.utils.clip_grad_norm_

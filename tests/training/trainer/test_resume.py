@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import training.loop as loop
+import training.trainer.loop as loop
 from tests import tiny_models
-from training.model import TransformerEmbeddingModel
+from training.model.router import TransformerEmbeddingModel
 from training.specs import ValidationSplit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -146,7 +146,7 @@ def test_resume_with_a_changed_spec_is_refused(tiny_encoders, data, tmp_path):
 
 def test_resume_without_a_checkpoint_starts_fresh(tiny_encoders, data, tmp_path, caplog):
     model = _model(tiny_encoders["bert"], finetuning={"kind": "bitfit"}, epochs=1)
-    with caplog.at_level("WARNING", logger="training.loop"):
+    with caplog.at_level("WARNING", logger="training.trainer.loop"):
         history = _train(model, data, tmp_path / "empty", resume=True)
     assert len(history) == 1 and "no complete checkpoint" in caplog.text
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from tests import tiny_models
-from training import data as data_mod
-from training import sampling
-from training.model import TransformerEmbeddingModel
+from training.data import read as data_mod
+from training.data.splits import split_by_prompt
+from training.model.router import TransformerEmbeddingModel
 from training.specs import Frozen, ValidationSplit
-from training.splits import split_by_prompt
+from training.trainer import sampling
 
 
 def test_balanced_weights_are_the_inverse_count_of_the_rarer_llm():
@@ -79,7 +79,7 @@ def imbalanced_scores() -> pa.Table:
 def test_training_logs_shares_and_validation_is_never_balanced(tiny_encoders, caplog):
     model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), finetuning=Frozen(), epochs=1,
                                       batch_size=16, balance_model_samples=True, progress=False)
-    with caplog.at_level(logging.INFO, logger="training.loop"):
+    with caplog.at_level(logging.INFO, logger="training.trainer.loop"):
         history = model.train(imbalanced_scores(), validation_split=ValidationSplit(0.3, 0))
     lines = [r.getMessage() for r in caplog.records if "share of training pairs" in r.getMessage()]
     assert [line.split(" balancing")[0].rsplit(" ", 1)[-1] for line in lines] == ["before", "after"]

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from training.loop import PairArrays
-from training.sampling import pair_weights
+from training.trainer.loop import PairArrays
+from training.trainer.sampling import pair_weights
 
 P = np.array([0, 0, 0, 0, 1])  # prompt 0 has 4 pairs, prompt 1 has 1
 SRC = np.array(["big", "big", "big", "big", "small"], dtype=object)

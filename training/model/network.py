@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.head import ScoringHead
-from training.pooling import Pooling
+from training.encoder.pooling import Pooling
+from training.model.head import ScoringHead
 
 
 class FeatureNorm(nn.Module):

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.data import map_unique
-from training.score_pairs import dictionary_codes
+from training.data.read import map_unique
+from training.data.score_pairs import dictionary_codes
 
 
 def normalise_prompt(text: str | None) -> str:

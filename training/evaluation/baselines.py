@@ -13,7 +13,7 @@ Every baseline has the same two methods (the `Baseline` protocol):
     ``prompt_lengths``  [P] positive prompt lengths (characters or tokens), or None;
     ``models``  the M LLM names, each seen in training (else a KeyError listing the known ones).
     At least one of the two prompt inputs must be given; it fixes P. A pair's router output is
-    ``diff = scores[p, a] - scores[p, b]`` (``training.metrics.pair_diff``), on a log-odds scale
+    ``diff = scores[p, a] - scores[p, b]`` (``training.evaluation.metrics.pair_diff``), on a log-odds scale
     for every baseline except `RandomBaseline`.
 
 Ties (label 0) are ignored when fitting, except by ``BradleyTerry(ties="half")``.

@@ -1,4 +1,5 @@
-"""training.prompt_cache: frozen prompt vectors stored once, read back exactly, used by the trainer."""
+"""training.encoder.prompt_cache: frozen prompt vectors stored once, read back exactly, used by the
+trainer."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.prompt_cache import PromptCache, attach
+from training.encoder.prompt_cache import PromptCache, attach
 
 
 def test_fill_lookup_reload_and_attach(tiny_encoders, tmp_path):
-    from training.model import TransformerEmbeddingModel
+    from training.model.router import TransformerEmbeddingModel
     from training.specs import Frozen
 
     prompts = ["Solve 2x + 3 = 7.", "Write a haiku about rain.", "Solve 2x + 3 = 7."]
@@ -36,7 +37,7 @@ def test_fill_lookup_reload_and_attach(tiny_encoders, tmp_path):
 
 
 def test_switching_truncation_re_encodes_only_the_prompts_that_were_cut(tiny_encoders, tmp_path):
-    from training.model import TransformerEmbeddingModel
+    from training.model.router import TransformerEmbeddingModel
     from training.specs import Frozen
 
     short = "Solve 2x + 3 = 7."

@@ -1,7 +1,7 @@
-"""Phase 1: train the LLM embedding model of `training.embeddings` on comparison records.
+"""Phase 1: train the LLM embedding model of `training.llm_embeddings.embedder` on comparison records.
 
 The record network is trained on triplets of record sets with the triplet margin loss on cosine
-distance (`training.records` says exactly how triplets are built), before the head, on the
+distance (`training.llm_embeddings.records` says exactly how triplets are built), before the head, on the
 training split only, and top-1 identification on held-out prompts is reported. Afterwards the
 phase-1 LLMs' spread sets the model's standardisation (`_spread`).
 """
@@ -17,8 +17,9 @@ import pyarrow as pa
 import torch
 from torch.nn import functional as F
 
-from training import records as rec
-from training.embeddings import (
+from training.encoder.pretrained import resolve_encoder
+from training.llm_embeddings import records as rec
+from training.llm_embeddings.embedder import (
     IDENTIFICATION_SETS_PER_LLM,
     KINDS,
     LLMEmbeddingModel,
@@ -26,7 +27,6 @@ from training.embeddings import (
     TextVectors,
     default_device,
 )
-from training.encoder import resolve_encoder
 from training.specs import DEFAULT_TRUNCATION
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: in
                           device: torch.device | None = None, text_vectors: TextVectors | None = None,
                           progress: bool = False) -> LLMEmbeddingModel:
     """Phase 1 on the comparison records of `pairs` (the router's training split)."""
-    from training.optim import build_optimizers, schedule_factor
+    from training.trainer.optim import build_optimizers, schedule_factor
 
     records = rec.comparison_records(pairs)
     fit, heldout = rec.split_by_prompt(records, spec.heldout_fraction, seed)

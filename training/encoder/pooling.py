@@ -4,7 +4,7 @@ The mode comes from the encoder's own files: a sentence-transformers `modules.js
 Pooling (and Normalize) config, else the architecture (decoder-only -> last token), else mean
 with a logged note. CLS and last-token pooling find the first / last real token from the
 attention mask, so pooling is correct with left or right padding. (The router itself pads on the
-right, see `training.encoder.load_tokenizer`: left padding shifts absolute position embeddings.)
+right, see `training.encoder.pretrained.load_tokenizer`: left padding shifts absolute position embeddings.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The evaluated data of `training.evaluate`: files -> one pairs table, near-duplicate split, sides.
 
 `build_dataset` groups prompts as near-duplicates (cosine >= threshold between frozen encoder
-embeddings, transitively) and splits the groups with `training.splits.split_by_prompt`, over all
+embeddings, transitively) and splits the groups with `training.data.splits.split_by_prompt`, over all
 files at once; `side` turns one side of the split into arrays the metrics read.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from training import data as data_mod
-from training.aliases import load_aliases
-from training.splits import near_duplicate_groups, split_by_prompt
+from training.data import read as data_mod
+from training.data.aliases import load_aliases
+from training.data.splits import near_duplicate_groups, split_by_prompt
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,17 @@
-"""`python -m training.quality`: the experiments behind docs/quality.md, on one fixed split.
+"""`python -m experiments.quality`: the experiments behind docs/quality.md, on one fixed split.
 
-    python -m training.quality --stage ablate    # head-only ablations on the validation split
-    python -m training.quality --stage lora      # frozen vs LoRA on a subsample
-    python -m training.quality --stage loso      # leave-one-source-out
-    python -m training.quality --stage final     # recommended spec: bundle + test report + docs
-    python -m training.quality                   # all of them, in that order (`make quality`)
+    python -m experiments.quality --stage ablate    # head-only ablations on the validation split
+    python -m experiments.quality --stage lora      # frozen vs LoRA on a subsample
+    python -m experiments.quality --stage loso      # leave-one-source-out
+    python -m experiments.quality --stage final     # recommended spec: bundle + test report + docs
+    python -m experiments.quality                   # all of them, in that order (`make quality`)
 
-The split is `training.eval_data`'s: near-duplicate prompt groups (cosine >= 0.95 between frozen
+The split is `training.evaluation.dataset`'s: near-duplicate prompt groups (cosine >= 0.95 between frozen
 all-MiniLM-L6-v2 embeddings), 20 % of the groups held out as the *test* side (seed 0) over all of
 ../shared/data at once (aliases applied). Every decision is made on a *validation* side, 15 % of
 the training side's groups (seed 1); the test side is used once, by the final stage.
 
-Frozen-encoder runs read prompt vectors from `training.prompt_cache` (build/cache/), so a run
+Frozen-encoder runs read prompt vectors from `training.encoder.prompt_cache` (build/cache/), so a run
 trains only the head: minutes, not hours. Results are appended to build/quality/runs.jsonl and a
 configuration already there is not run again (delete the file to start over).
 """
@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from training import eval_data
 from training import evaluate as ev
-from training.prompt_cache import PromptCache, attach
+from training.data.splits import split_by_prompt
+from training.encoder.prompt_cache import PromptCache, attach
+from training.evaluation import dataset as eval_data
 from training.specs import DEFAULT_TRUNCATION, LoRA, RouterConfig
-from training.splits import split_by_prompt
 
-log = logging.getLogger("training.quality")
+log = logging.getLogger("experiments.quality")
 
 DATA_DIR = Path("../shared/data")
 OUT = Path("build/quality")
@@ -137,7 +137,7 @@ def router_config(overrides: dict) -> RouterConfig:
 
 def cached_model(config: RouterConfig, cache: PromptCache | None):
     """A TransformerEmbeddingModel whose frozen encoder is replaced by cache look-ups."""
-    from training.model import TransformerEmbeddingModel
+    from training.model.router import TransformerEmbeddingModel
 
     model = TransformerEmbeddingModel(config)
     if cache is not None and config.finetuning.kind == "frozen":
@@ -287,7 +287,7 @@ def recommended_overrides(path: Path = Path("examples/specs/router.json")) -> di
 def train_with_validation(config: RouterConfig, fit: pa.Table, val: pa.Table, cache):
     """As TransformerEmbeddingModel.train, with our own near-duplicate-aware validation pairs."""
     from routerdb.features import FeatureStats, compute_features
-    from training.loop import fit_loop
+    from training.trainer.loop import fit_loop
 
     model = cached_model(config, cache)
     both = pa.concat_tables([fit, val])
@@ -303,8 +303,8 @@ def train_with_validation(config: RouterConfig, fit: pa.Table, val: pa.Table, ca
 def stage_final(ds, cache, embed, out: Path = OUT, docs: Path = DOCS, n_boot: int = 1000) -> dict:
     """Train the recommended spec on the fit part of the training side (validation curves on the
     rest), export its bundle, and evaluate the bundle through routerdb on the test side."""
+    from training.evaluation.report import write_report
     from training.export import export_bundle
-    from training.report import write_report
 
     tv = train_side(ds)
     config = router_config(recommended_overrides())
@@ -316,7 +316,7 @@ def stage_final(ds, cache, embed, out: Path = OUT, docs: Path = DOCS, n_boot: in
     router = ev.bundle_scores(bundle, test_prompts)
     score_seconds = time.perf_counter() - t0
     results = ev.evaluate(ds, router, embed, pairs=[PAIR], n_boot=n_boot)
-    results["command"] = "python -m training.quality --stage final"
+    results["command"] = "python -m experiments.quality --stage final"
     results["train_seconds"], results["score_seconds"] = seconds, score_seconds
     sizes = np.bincount(ds.group)
     results["groups"] = {"prompts": len(ds.prompts), "groups": int(np.count_nonzero(sizes)),
@@ -328,7 +328,7 @@ def stage_final(ds, cache, embed, out: Path = OUT, docs: Path = DOCS, n_boot: in
 
 def main(argv: list[str] | None = None) -> int:
     global ENCODER, OUT, DOCS, CACHE_ROOT, THRESHOLD
-    parser = argparse.ArgumentParser(prog="python -m training.quality", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.quality", description=__doc__.split("\n")[0])
     parser.add_argument("--stage", choices=["ablate", "lora", "loso", "final", "docs", "all"], default="all")
     parser.add_argument("--data-dir", default=str(DATA_DIR))
     parser.add_argument("--encoder", default=ENCODER, help="(for dry runs with a tiny encoder)")
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 stage_final(ds, cache, embed, OUT, DOCS)
             else:
                 {"ablate": stage_ablate, "lora": stage_lora, "loso": stage_loso}[stage](ds, cache, runs)
-    from training.quality_docs import write_docs
+    from experiments.quality_docs import write_docs
 
     write_docs(runs, OUT / "final.json", Path(args.docs) / "quality.md")
     return 0

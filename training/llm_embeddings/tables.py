@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training import records as rec
-from training.embeddings import LLMEmbeddingModel
+from training.llm_embeddings import records as rec
+from training.llm_embeddings.embedder import LLMEmbeddingModel
 
 
 class LearnedTable(nn.Module):

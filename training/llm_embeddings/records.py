@@ -1,7 +1,7 @@
 """Comparison records: what the phase-1 embedding model knows about an LLM, and its triplets.
 
 Our data has no responses, so an LLM is described by its comparison records. Each pair of the
-pairs table (``training.data.PAIRS_SCHEMA``: prompt, model_a, model_b, label) gives two records,
+pairs table (``training.data.read.PAIRS_SCHEMA``: prompt, model_a, model_b, label) gives two records,
 one per side::
 
     record of model_a: (text, opponent=model_b, outcome=+label)
@@ -206,7 +206,7 @@ def win_rates(records: Records) -> dict[str, float]:
 
 def bt_strengths(records: Records) -> dict[str, float]:
     """Bradley-Terry strength per LLM (log-odds scale, mean 0), fitted on the decisive records."""
-    from training.baselines import BradleyTerry
+    from training.evaluation.baselines import BradleyTerry
 
     once = records.llm < records.opponent  # each pair has one record per side: keep one
     names = np.array(records.llms, dtype=object)

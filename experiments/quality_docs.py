@@ -1,4 +1,4 @@
-"""docs/quality.md from the results of `training.quality` (runs.jsonl and final.json).
+"""docs/quality.md from the results of `experiments.quality` (runs.jsonl and final.json).
 
 Every number in the page comes from those files; the page is rewritten whole each time.
 """
@@ -9,7 +9,14 @@ import json
 import math
 from pathlib import Path
 
-from training.report import accuracy_table, cost_table, interval, routing_table, slug, summary_table
+from training.evaluation.report import (
+    accuracy_table,
+    cost_table,
+    interval,
+    routing_table,
+    slug,
+    summary_table,
+)
 
 ROUTER, BT = "routerdb", "bradley_terry"
 BASELINES = ("random", "bradley_terry", "prompt_length", "knn", "matrix_factorization")
@@ -235,7 +242,7 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
     loso = [r for r in loso_all if r.get("config", "recommended") == "recommended"]
     lines = ["# Routing quality", "",
              "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
-             "(`python -m training.quality`; about 1 h on this 2-core CPU once the embedding cache is "
+             "(`python -m experiments.quality`; about 1 h on this 2-core CPU once the embedding cache is "
              "filled: 56 min measured, 28 of them the ablations, 16 leave-one-source-out; see `make "
              "router` below for the cache). The per-run report with every table is "
              "`docs/quality/report.md`.", ""]
@@ -357,7 +364,8 @@ def truncation_finding(final: dict, ablations: list[dict]) -> list[str]:
 
 
 
-COLD_CACHE = ("The frozen encoder's prompt vectors come from `build/cache/` (`training.prompt_cache`, "
+COLD_CACHE = ("The frozen encoder's prompt vectors come from `build/cache/` "
+              "(`training.encoder.prompt_cache`, "
               "filled on first use). Filling it from nothing encoded all 35,928 distinct prompts in 50 "
               "minutes here (11.9 prompts/s, while three other engineers' jobs shared the 2 cores; "
               "~10-15 minutes on an idle machine at 45-65 prompts/s), so `make router` from a cold cache "

@@ -1,8 +1,8 @@
 """``DataError`` and the helpers that build its messages (no torch).
 
-Every problem with input data (``training.data``, ``training.aliases``, ``training.score_pairs``)
-raises ``DataError`` naming where (file, 0-based row, column), what was received, what is allowed
-and the fix.
+Every problem with input data (``training.data.read``, ``training.data.aliases``,
+``training.data.score_pairs``) raises ``DataError`` naming where (file, 0-based row, column),
+what was received, what is allowed and the fix.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import torch
 
 from routerdb.tokenizer import PromptTokenizer
 from tests import tiny_models
-from training.encoder import load_base_model, load_config, load_tokenizer, resolve_encoder
-from training.network import RouterNet
-from training.pooling import MODES, Pooling, detect_pooling
+from training.encoder.pooling import MODES, Pooling, detect_pooling
+from training.encoder.pretrained import load_base_model, load_config, load_tokenizer, resolve_encoder
+from training.model.network import RouterNet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -96,7 +96,7 @@ def test_padded_batch_pools_like_single_prompts(tiny_encoders, left_padding_enco
 
 def test_router_pads_on_the_right_whatever_the_tokenizer_says(left_padding_encoders, caplog):
     ref = resolve_encoder(str(left_padding_encoders["gpt2"]))
-    with caplog.at_level(logging.INFO, logger="training.encoder"):
+    with caplog.at_level(logging.INFO, logger="training.encoder.pretrained"):
         tok = load_tokenizer(ref, 64)
     assert tok.padding_side == "right" and "pads on the left; the router pads on the right" in caplog.text
     from transformers import AutoTokenizer
@@ -144,7 +144,7 @@ def test_pooling_config_without_a_mode_falls_back(tmp_path):
 
 
 def _built(encoder_dir, **fields):
-    from training.model import TransformerEmbeddingModel
+    from training.model.router import TransformerEmbeddingModel
 
     fields = {"encoder": str(encoder_dir), **fields}
     model = TransformerEmbeddingModel(finetuning={"kind": "frozen"}, progress=False, **fields)

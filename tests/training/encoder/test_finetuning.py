@@ -14,11 +14,12 @@ from torch import nn
 from routerdb.scorer import Router
 from tests import tiny_models
 from tests.paths import REPO
-from training import finetuning, specs
-from training.encoder import load_base_model, resolve_encoder
+from training import specs
+from training.encoder import finetuning
+from training.encoder.finetuning import FineTuningError
+from training.encoder.pretrained import load_base_model, resolve_encoder
 from training.export import export_bundle, merged_graph
-from training.finetuning import FineTuningError
-from training.model import TransformerEmbeddingModel
+from training.model.router import TransformerEmbeddingModel
 from training.specs import ValidationSplit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -215,7 +216,7 @@ def test_full_and_frozen(tiny_encoders, method, everything):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_trainable_share_is_logged(tiny_encoders, caplog, method):
-    with caplog.at_level(logging.INFO, logger="training.finetuning"):
+    with caplog.at_level(logging.INFO, logger="training.encoder.finetuning"):
         encoder = _prepare(tiny_encoders, "gpt2", method)
     trainable, total = finetuning.count_parameters(encoder)
     pct = 100.0 * trainable / total
@@ -309,7 +310,7 @@ def test_gpu_check_script_runs_on_cpu(tmp_path, monkeypatch):
     code = gpu_check["main"](args)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert code == 0 and [r["method"] for r in report["results"]] == ["qlora", "lora", "bitfit"]
-    assert report["code"].startswith("training.finetuning")
+    assert report["code"].startswith("training.encoder.finetuning")
     qlora, lora, bitfit = report["results"]
     assert lora["merge_max_abs_diff"] < 1e-5 and qlora["merge_cosine_min"] > 0.99
     assert qlora["quant_type"] == "nf4" and 0 < bitfit["trainable_pct"] < 5

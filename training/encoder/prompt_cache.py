@@ -72,7 +72,7 @@ class PromptCache:
         new = [p for p in dict.fromkeys(prompts) if p not in self._keys]
         if new and self.truncation != "head":
             if self._tokenizer is None:
-                from training.encoder import load_tokenizer, resolve_encoder
+                from training.encoder.pretrained import load_tokenizer, resolve_encoder
 
                 self._tokenizer = load_tokenizer(resolve_encoder(self.encoder), self.max_length, "head")
             # a prompt of max_length tokens after a head cut may have been cut: key it as cut
@@ -159,7 +159,7 @@ class PromptCache:
     def _encoder_model(self):
         """A frozen TransformerEmbeddingModel used only for its encoder and pooling."""
         if self._model is None:
-            from training.model import TransformerEmbeddingModel
+            from training.model.router import TransformerEmbeddingModel
             from training.specs import EncoderSpec, Frozen
 
             encoder = EncoderSpec(name=self.encoder, max_length=self.max_length, truncation=self.truncation)
@@ -186,12 +186,12 @@ def attach(model, cache: PromptCache) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.prompt_cache DATA...`: fill the cache for every prompt of the files."""
+    """`python -m training.encoder.prompt_cache DATA...`: fill the cache for every prompt of the files."""
     import argparse
 
-    from training import data as data_mod
+    from training.data import read as data_mod
 
-    parser = argparse.ArgumentParser(prog="python -m training.prompt_cache", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.encoder.prompt_cache", description=main.__doc__)
     parser.add_argument("data", nargs="+")
     parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--max-length", type=int, default=128)

@@ -28,17 +28,17 @@ from tqdm.auto import tqdm
 
 from routerdb.features import FEATURE_NAMES, FeatureStats, compute_features
 from routerdb.tokenizer import PromptTokenizer
-from training import data as data_mod
-from training.embeddings import KINDS as EMBEDDING_KINDS
-from training.embeddings import LLMEmbeddingModel, TextVectors
-from training.encoder import EncoderRef, load_config, load_tokenizer, resolve_encoder
-from training.finetuning import count_parameters, prepare_encoder
-from training.head import ScoringHead
-from training.llm_tables import FixedTable, LearnedTable
-from training.network import FeatureNorm, RouterNet
-from training.pooling import Pooling, detect_pooling
+from training.data import read as data_mod
+from training.data.splits import drop_rare_models, split_by_prompt
+from training.encoder.finetuning import count_parameters, prepare_encoder
+from training.encoder.pooling import Pooling, detect_pooling
+from training.encoder.pretrained import EncoderRef, load_config, load_tokenizer, resolve_encoder
+from training.llm_embeddings.embedder import KINDS as EMBEDDING_KINDS
+from training.llm_embeddings.embedder import LLMEmbeddingModel, TextVectors
+from training.llm_embeddings.tables import FixedTable, LearnedTable
+from training.model.head import ScoringHead
+from training.model.network import FeatureNorm, RouterNet
 from training.specs import RouterConfig, ValidationSplit
-from training.splits import drop_rare_models, split_by_prompt
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class TransformerEmbeddingModel:
               epochs: int | None = None, batch_size: int | None = None, aliases=None,
               run_dir: str | Path | None = None, resume: bool = False) -> list[dict[str, float]]:
         """Train on pairwise or per-model-score data; returns one dict of metrics per epoch."""
-        from training.loop import fit_loop
+        from training.trainer.loop import fit_loop
 
         cfg = self.config
         updates = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size}.items() if v is not None}
@@ -166,9 +166,9 @@ class TransformerEmbeddingModel:
 
     def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
         """Train (or load) the LLM embedding model on the training split; set the head's LLM table."""
-        from training.llm_tables import phase1_table
-        from training.phase1 import train_embedding_model
-        from training.records import comparison_records
+        from training.llm_embeddings.phase1 import train_embedding_model
+        from training.llm_embeddings.records import comparison_records
+        from training.llm_embeddings.tables import phase1_table
 
         cfg = self.config
         source = cfg.load_embedding_model_from

@@ -24,9 +24,15 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from routerdb.features import compute_features
-from training.head import ranking_loss
-from training.optim import build_optimizers, schedule_factor
-from training.sampling import balanced_batches, balanced_weights, model_shares, pair_weights, prompt_batches
+from training.model.head import ranking_loss
+from training.trainer.optim import build_optimizers, schedule_factor
+from training.trainer.sampling import (
+    balanced_batches,
+    balanced_weights,
+    model_shares,
+    pair_weights,
+    prompt_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,7 @@ class PairArrays:
         self.b = np.array([model_index[m] for m in pairs["model_b"].to_pylist()], dtype=np.int64)
         self.label = pairs["label"].to_numpy().astype(np.int64)
         self.source = np.asarray(pairs["source"].to_pylist(), dtype=object)
-        self.weight = np.ones(len(self.label))  # loss weight per pair (see training.sampling.pair_weights)
+        self.weight = np.ones(len(self.label))  # loss weight per pair (sampling.pair_weights)
 
     def _subset(self, rows) -> PairArrays:
         out = object.__new__(PairArrays)
@@ -259,7 +265,7 @@ def _checkpoint(model, optim, generator, run_dir: Path, epoch: int, history) -> 
 
 def _write_pair(model, optim, generator, tmp: Path, epoch: int, history) -> None:
     """checkpoint/ and state/ of `epoch` into `tmp`."""
-    from training.model import WEIGHTS_FILE
+    from training.model.router import WEIGHTS_FILE
 
     model.save(tmp / "checkpoint")
     tensors: dict[str, torch.Tensor] = {}
@@ -286,7 +292,7 @@ def _sha256(path: Path) -> str:
 
 def find_checkpoint(run_dir: Path) -> tuple[Path, Path, dict] | None:
     """(checkpoint dir, state dir, state) of the newest complete epoch saved in `run_dir`, or None."""
-    from training.model import WEIGHTS_FILE
+    from training.model.router import WEIGHTS_FILE
 
     found = []
     for ck in (run_dir / "checkpoint", run_dir / ".checkpoint.old"):
@@ -307,7 +313,7 @@ _RESUME_FREE = {"progress", "export"}
 
 
 def _check_same_config(model, checkpoint: Path) -> None:
-    from training.model import CONFIG_FILE
+    from training.model.router import CONFIG_FILE
 
     saved = json.loads((checkpoint / CONFIG_FILE).read_text())["config"]
     now = model.config.model_dump(mode="json")
@@ -323,7 +329,7 @@ def _check_same_config(model, checkpoint: Path) -> None:
 
 
 def _restore(model, optim, generator, checkpoint: Path, state_dir: Path, state: dict):
-    from training.model import WEIGHTS_FILE
+    from training.model.router import WEIGHTS_FILE
 
     _check_same_config(model, checkpoint)
     model.load_state_tensors(load_file(str(checkpoint / WEIGHTS_FILE)))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from training.encoder import EncoderRef, load_base_model
+from training.encoder.pretrained import EncoderRef, load_base_model
 
 if TYPE_CHECKING:  # annotations only: bench/gpu_check.py imports this module where pydantic is absent
     from training import specs

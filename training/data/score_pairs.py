@@ -1,6 +1,6 @@
 """Per-model scores turned into pairs (no torch).
 
-The input is a scores table already normalised by ``training.data`` (``SCORES_SCHEMA``: one row
+The input is a scores table already normalised by ``training.data.read`` (``SCORES_SCHEMA``: one row
 per prompt and model). ``check_duplicates`` rejects a second score for a (prompt_id, model);
 ``score_pair_columns`` pairs every two models scored on one prompt, in sorted name order
 (``model_a`` < ``model_b``), label +1 / -1 by the higher score and 0 ("tie") for equal scores.
@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.data_errors import data_error, show_value
+from training.data.errors import data_error, show_value
 
 
 def dictionary_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:

@@ -14,11 +14,11 @@ Two input schemas are accepted (``detect_schema`` tells them apart by their colu
 "tie (bothbad)" are both kept as label 0; the trainer excludes label 0 from the margin ranking
 loss and from pairwise accuracy; ``tie_kind`` is kept for analysis.
 
-Model names are mapped through the aliases (``training.aliases.load_aliases``) before any
-check. Every problem raises ``training.data_errors.DataError`` naming the file (``<table>`` for
+Model names are mapped through the aliases (``training.data.aliases.load_aliases``) before any
+check. Every problem raises ``training.data.errors.DataError`` naming the file (``<table>`` for
 in-memory data), the 0-based row in the order read (a CSV header is not a row), the column, what
-was received, what is allowed and the fix. Scores become pairs in `training.score_pairs`;
-prompt-disjoint splitting and near-duplicate grouping are in `training.splits`.
+was received, what is allowed and the fix. Scores become pairs in `training.data.score_pairs`;
+prompt-disjoint splitting and near-duplicate grouping are in `training.data.splits`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.aliases import load_aliases
-from training.data_errors import data_error, raise_first, show_value
-from training.score_pairs import check_duplicates, score_pair_columns
+from training.data.aliases import load_aliases
+from training.data.errors import data_error, raise_first, show_value
+from training.data.score_pairs import check_duplicates, score_pair_columns
 
 logger = logging.getLogger(__name__)
 

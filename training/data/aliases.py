@@ -1,6 +1,6 @@
 """Model-name aliases: spelling -> canonical model name (no torch).
 
-``training.data`` maps every model name through them before any check, so two spellings of one
+``training.data.read`` maps every model name through them before any check, so two spellings of one
 LLM become one model. Problems raise ``DataError`` naming the file (``<aliases>`` for a mapping).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from training.data_errors import data_error, show_value
+from training.data.errors import data_error, show_value
 
 
 def load_aliases(spec: str | os.PathLike | Mapping | None = None) -> dict[str, str]:

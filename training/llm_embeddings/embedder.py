@@ -8,17 +8,18 @@ One registry, `KINDS`, keyed by `embedding_spec.kind`:
   turns a record (text vector, outcome, opponent strength) into a vector; an LLM's embedding is
   the L2-normalised projection of the mean over its records.
 * ``finetunable``: as ``frozen``, and the sentence encoder is fine-tuned in phase 1 too
-  (``embedding_spec.finetuning``, any method of `training.finetuning.METHODS`).
+  (``embedding_spec.finetuning``, any method of `training.encoder.finetuning.METHODS`).
 * ``attention``: as ``frozen``, but the records of a set attend to each other (self-attention
   blocks) and are pooled by attention with a learned query (a set transformer).
 
-Phase 1 (`training.phase1`) trains the record network on triplets of record sets with the
-triplet margin loss on cosine distance (`training.records` says exactly how triplets are built),
-before the head, on the training split only, and reports top-1 identification on held-out prompts.
+Phase 1 (`training.llm_embeddings.phase1`) trains the record network on triplets of record sets
+with the triplet margin loss on cosine distance (`training.llm_embeddings.records` says exactly how
+triplets are built), before the head, on the training split only, and reports top-1
+identification on held-out prompts.
 The model is saved on its own (``embedding_model.json`` + ``embedding_model.safetensors``, no
 pickle) in the run's checkpoint and in the bundle, and reused through ``load_embedding_model_from``.
 
-In phase 2 the head reads the LLMs through a table of `training.llm_tables`.
+In phase 2 the head reads the LLMs through a table of `training.llm_embeddings.tables`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from training import records as rec
-from training.encoder import EncoderRef, load_base_model, load_config, load_tokenizer, resolve_encoder
-from training.finetuning import prepare_encoder
-from training.pooling import Pooling, detect_pooling
+from training.encoder.finetuning import prepare_encoder
+from training.encoder.pooling import Pooling, detect_pooling
+from training.encoder.pretrained import (
+    EncoderRef,
+    load_base_model,
+    load_config,
+    load_tokenizer,
+    resolve_encoder,
+)
+from training.llm_embeddings import records as rec
 from training.specs import DEFAULT_TRUNCATION, EmbeddingSpec
 
 log = logging.getLogger(__name__)
