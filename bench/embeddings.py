@@ -88,15 +88,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class CachedRouter(TransformerEmbeddingModel):
-    """A frozen-encoder router whose prompt vectors come from the disk cache (same values)."""
-
-    cache: PromptCache
-
-    def embed_prompts(self, prompts, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-        return torch.from_numpy(self.cache.lookup(list(prompts))).to(self.device)
-
-
 def load_data(args) -> tuple[pa.Table, pa.Table, pa.Table]:
     """(all pairs of the drawn prompts, train, validation)."""
     pairs = data_mod.load_pairs(args.data)
@@ -107,8 +98,9 @@ def load_data(args) -> tuple[pa.Table, pa.Table, pa.Table]:
     return pairs, train, val
 
 
-def router(args, cache: PromptCache, spec: dict) -> CachedRouter:
-    model = CachedRouter(
+def router(args, cache: PromptCache, spec: dict) -> TransformerEmbeddingModel:
+    """A frozen-encoder router whose prompt vectors come from the disk cache (same values)."""
+    model = TransformerEmbeddingModel(
         encoder=ENCODER,
         finetuning=Frozen(),
         embedding_spec=spec,
@@ -118,8 +110,7 @@ def router(args, cache: PromptCache, spec: dict) -> CachedRouter:
         seed=args.seed,
         progress=False,
     )
-    model.cache = cache
-    model.text_vectors = cache.lookup  # phase 1 of frozen kinds reads the same cache
+    model.prompt_vectors = cache.vectors
     return model
 
 
@@ -171,7 +162,7 @@ def run_kinds(args, cache, pairs, train, val) -> tuple[list[dict], dict[str, Tra
         else:
             model = router(args, cache, spec)
         model.train(pairs, validation_split=ValidationSplit(0.2, 42))
-        report = model.embedding_model.report if model.embedding_model else {}
+        report = model.llm_embedder.report if model.llm_embedder else {}
         rows.append(
             {
                 "kind": label,
@@ -187,7 +178,7 @@ def run_kinds(args, cache, pairs, train, val) -> tuple[list[dict], dict[str, Tra
     return rows, models
 
 
-def _finetunable_router(args, cache, spec, train: pa.Table) -> CachedRouter:
+def _finetunable_router(args, cache, spec, train: pa.Table) -> TransformerEmbeddingModel:
     """Phase 1 of 'finetunable' on `--finetunable-prompts` training prompts (saved, then reused
     through load_embedding_model_from), so its encoder fine-tuning fits the CPU budget."""
     prompts = sorted(set(train["prompt"].to_pylist()))
@@ -235,9 +226,9 @@ def run_held_out(args, cache, pairs, train, val, full: dict) -> list[dict]:
         for kind in args.held_out_kinds.split(","):
             model = router(args, cache, {"kind": kind})
             model.train(others, validation_split=ValidationSplit(0.2, 42))
-            vector = model.embedding_model.embed_llms(mine, [name])
-            names = [*model.model_names, name]
-            emb = torch.cat([model.model_embeddings.detach(), torch.from_numpy(vector).to(model.device)])
+            vector = model.llm_embedder.embed_llms(mine, [name])
+            names = [*model.llm_names, name]
+            emb = torch.cat([model.llm_embeddings.detach(), torch.from_numpy(vector).to(model.device)])
             with torch.no_grad():
                 scores = model.net.score(model.embed_prompts(prompts), model.features_tensor(prompts), emb)
             added = pair_accuracy(scores.cpu().numpy(), prompts, names, target)
@@ -247,9 +238,9 @@ def run_held_out(args, cache, pairs, train, val, full: dict) -> list[dict]:
                 "pairs": target.num_rows,
                 "records": len(mine),
                 "added": added,
-                "trained_with_it": pair_accuracy(full_scores[kind], prompts, full[kind].model_names, target),
+                "trained_with_it": pair_accuracy(full_scores[kind], prompts, full[kind].llm_names, target),
                 "learned_trained_with_it": pair_accuracy(
-                    full_scores["learned"], prompts, full["learned"].model_names, target
+                    full_scores["learned"], prompts, full["learned"].llm_names, target
                 ),
                 "bradley_terry_from_records": bt_acc,
             }

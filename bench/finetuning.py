@@ -79,7 +79,7 @@ def run_child(args) -> dict:
     torch.set_num_threads(args.threads)
     baseline = _rss_mib()
     timing = {"seconds": 0.0, "cpu_seconds": 0.0, "pairs": 0, "prompts": 0, "steps": 0, "all_pairs": 0}
-    real_step = loop._step
+    real_step = loop.train_step
 
     def timed_step(model, optim, train, rows, *rest):
         t, c = time.perf_counter(), time.process_time()
@@ -93,7 +93,7 @@ def run_child(args) -> dict:
             timing["prompts"] += len(np.unique(train.p[rows]))
         return loss
 
-    loop._step = timed_step
+    loop.train_step = timed_step
     table = pq.read_table(args.sample)
     model = TransformerEmbeddingModel(encoder={"name": args.encoder, "max_length": args.max_length},
                                       finetuning={"kind": args.child}, epochs=args.epochs,
@@ -134,7 +134,7 @@ def merge_gap(model, args) -> float:
     with torch.no_grad():
         graph = merged_graph(model)
         merged = graph(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
-                       model.features_tensor(prompts).cpu(), model.model_embeddings.detach().float().cpu())
+                       model.features_tensor(prompts).cpu(), model.llm_embeddings.detach().float().cpu())
     merged = merged.numpy()
     return float(abs(merged - model.score_matrix(prompts)).max())
 

@@ -23,28 +23,46 @@ import json
 import logging
 import sys
 import time
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 
-from training import evaluate as ev
+from experiments.quality_docs import write_docs
+from training import specs
 from training.data.splits import split_by_prompt
-from training.encoder.prompt_cache import PromptCache, attach
+from training.encoder.prompt_cache import PromptCache
+from training.evaluate import evaluate
 from training.evaluation import dataset as eval_data
-from training.specs import DEFAULT_TRUNCATION, LoRA, RouterConfig
+from training.evaluation.accuracy import common_rows, pair_metrics
+from training.evaluation.baselines import BradleyTerry
+from training.evaluation.report import write_report
+from training.evaluation.routing import routing_results
+from training.evaluation.scores import BT, ROUTER, Scores, bundle_scores
+from training.export import export_bundle
+from training.model import TransformerEmbeddingModel
+from training.specs import DEFAULT_ENCODER, DEFAULT_TRUNCATION, LoRA, RouterConfig
 
 log = logging.getLogger("experiments.quality")
 
-DATA_DIR = Path("../shared/data")
-OUT = Path("build/quality")
-DOCS = Path("docs/quality")
-CACHE_ROOT = Path("build/cache")
-THRESHOLD = 0.95  # cosine at which two prompts count as one
 TEST_SPLIT, VAL_SPLIT = (0.2, 0), (0.15, 1)
-PAIR = ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")  # the issue's RouterBench strong / weak pair
-ENCODER = ev.DEFAULT_ENCODER  # the frozen encoder of the split, the baselines and the router
-TRUNCATION = DEFAULT_TRUNCATION  # what it keeps of a prompt over 128 tokens (routerdb/tokenizer.py)
+TRUNCATION = DEFAULT_TRUNCATION  # what the encoder keeps of a prompt over 128 tokens (routerdb/tokenizer.py)
+
+
+@dataclass(frozen=True)
+class Study:
+    """Where the study reads and writes, from the command line (`main`)."""
+
+    data_dir: Path  # the comparison data: every *.parquet there, with model_aliases.json
+    out: Path  # runs.jsonl, the final bundle and results
+    docs: Path  # quality.md and quality/ (plots, report)
+    cache_root: Path  # frozen prompt vectors (training.encoder.prompt_cache)
+    encoder: str  # the frozen encoder of the split, the baselines and the router
+    threshold: float  # cosine at which two prompts count as one
+    pair: tuple[str, str]  # the strong / weak LLMs of the routing curve
 
 # The starting point of the ablations; each ablation changes one thing.
 BASE = {"finetuning": {"kind": "frozen", "lr": 1e-3}, "epochs": 3, "batch_size": 256, "progress": False,
@@ -82,10 +100,6 @@ ABLATIONS: list[tuple[str, dict]] = [
 
 def embedding_kind_ablations() -> list[tuple[str, dict]]:
     """The phase-1 LLM embedding kinds of training/embeddings.py, where this checkout has them."""
-    import typing
-
-    from training import specs
-
     kinds = [typing.get_args(m.model_fields["kind"].annotation)[0]
              for m in typing.get_args(typing.get_args(specs.EmbeddingSpec)[0])]
     # "attention" is left out: its phase 1 took several times longer than "frozen" on this CPU
@@ -96,17 +110,13 @@ def embedding_kind_ablations() -> list[tuple[str, dict]]:
 # --- data ---------------------------------------------------------------------------------------
 
 
-def load(data_dir: Path = DATA_DIR):
-    """(dataset with the test split, cache, embed function) over every file of `data_dir`."""
-    files = sorted(str(p) for p in data_dir.glob("*.parquet"))
-    table, source = eval_data.load_files(files, str(data_dir / "model_aliases.json"))
-    cache = PromptCache.for_encoder(ENCODER, 128, CACHE_ROOT, truncation=TRUNCATION)
-
-    def embed(prompts):
-        cache.fill(prompts)
-        return cache.lookup(prompts)
-
-    return eval_data.build_dataset(table, source, embed, TEST_SPLIT, THRESHOLD), cache, embed
+def load(study: Study):
+    """(dataset with the test split, cache, embed function) over every file of the data folder."""
+    files = sorted(str(p) for p in study.data_dir.glob("*.parquet"))
+    table, source = eval_data.load_files(files, str(study.data_dir / "model_aliases.json"))
+    cache = PromptCache.for_encoder(study.encoder, 128, study.cache_root, truncation=TRUNCATION)
+    embed = cache.vectors
+    return eval_data.build_dataset(table, source, embed, TEST_SPLIT, study.threshold), cache, embed
 
 
 def train_side(ds: eval_data.Dataset, split=VAL_SPLIT) -> eval_data.Dataset:
@@ -129,21 +139,20 @@ def fit_pairs(ds: eval_data.Dataset) -> pa.Table:
 # --- training a router --------------------------------------------------------------------------
 
 
-def router_config(overrides: dict) -> RouterConfig:
-    encoder = {"max_length": 128, "truncation": TRUNCATION, **overrides.get("encoder", {}), "name": ENCODER}
+def router_config(overrides: dict, encoder_name: str) -> RouterConfig:
+    encoder = {"max_length": 128, "truncation": TRUNCATION, **overrides.get("encoder", {}),
+               "name": encoder_name}
     merged = {**BASE, **overrides, "encoder": encoder}
     return RouterConfig.model_validate(merged)
 
 
 def cached_model(config: RouterConfig, cache: PromptCache | None):
-    """A TransformerEmbeddingModel whose frozen encoder is replaced by cache look-ups."""
-    from training.model.router import TransformerEmbeddingModel
-
+    """A TransformerEmbeddingModel whose frozen encoder's vectors are read from the cache."""
     model = TransformerEmbeddingModel(config)
     if cache is not None and config.finetuning.kind == "frozen":
         if cache.truncation != config.encoder.truncation:  # e.g. the truncation ablation
             cache = PromptCache(cache.directory, cache.encoder, cache.max_length, config.encoder.truncation)
-        attach(model, cache)
+        model.prompt_vectors = cache.vectors
     return model
 
 
@@ -154,32 +163,32 @@ def train(config: RouterConfig, pairs: pa.Table, cache: PromptCache | None):
     return model, time.perf_counter() - t0
 
 
-def validate(model, ds: eval_data.Dataset, n_boot: int = 200) -> dict:
+def validate(model, ds: eval_data.Dataset, pair: tuple[str, str], n_boot: int = 200) -> dict:
     """Router vs Bradley-Terry (fitted on the same training rows) on `ds`'s test side."""
     val, fit = eval_data.side(ds, test=True), eval_data.side(ds, test=False)
-    known = set(model.model_names)
+    known = set(model.llm_names)
     val = val.take(np.array([a in known and b in known for a, b in zip(val.a, val.b, strict=True)], bool))
-    router = ev.Scores(list(model.model_names), model.score_matrix(val.prompts).astype(np.float64))
-    bt = ev.BradleyTerry().fit(None, None, fit.a, fit.b, fit.label)
+    router = Scores(list(model.llm_names), model.score_matrix(val.prompts).astype(np.float64))
+    bt = BradleyTerry().fit(None, None, fit.a, fit.b, fit.label)
     bt_models = list(bt.models_)
-    bt_scores = ev.Scores(bt_models, bt.score(None, np.ones(len(val.prompts)), bt_models))
-    routers = {ev.ROUTER: router, ev.BT: bt_scores}
-    val = val.take(ev.common_rows(val, routers))
-    out = ev.pair_metrics(val, routers, n_boot=n_boot)
-    return {"pairs": out, "routing": ev.routing_results(val, routers, [PAIR], n_boot=50)}
+    bt_scores = Scores(bt_models, bt.score(None, np.ones(len(val.prompts)), bt_models))
+    routers = {ROUTER: router, BT: bt_scores}
+    val = val.take(common_rows(val, routers))
+    out = pair_metrics(val, routers, n_boot=n_boot)
+    return {"pairs": out, "routing": routing_results(val, routers, [pair], n_boot=50)}
 
 
 def summarise(name: str, overrides: dict, result: dict, seconds: float) -> dict:
-    pooled = result["pairs"]["pooled"]["routers"][ev.ROUTER]
+    pooled = result["pairs"]["pooled"]["routers"][ROUTER]
     row = {"name": name, "overrides": overrides, "seconds": round(seconds, 1),
            "accuracy": pooled["accuracy"], "minus_bt": pooled["minus_bt"],
            "minus_bt_ci": pooled["minus_bt_ci"],
            "shuffle_drop": pooled["shuffle_drop"], "log_loss": pooled["log_loss"],
-           "per_source": {s: e["routers"][ev.ROUTER]["minus_bt"] for s, e in result["pairs"].items()
+           "per_source": {s: e["routers"][ROUTER]["minus_bt"] for s, e in result["pairs"].items()
                           if s != "pooled"},
            "n_pairs": result["pairs"]["pooled"]["n_pairs"]}
     if result["routing"]:
-        row["apgr"] = result["routing"][0]["routers"][ev.ROUTER]["apgr"]
+        row["apgr"] = result["routing"][0]["routers"][ROUTER]["apgr"]
     return row
 
 
@@ -204,22 +213,23 @@ def record(path: Path, row: dict) -> None:
 # --- stages ---------------------------------------------------------------------------------------
 
 
-def stage_ablate(ds, cache, runs: Path, extra: list[tuple[str, dict]] = (),
+def stage_ablate(ds, cache, study: Study, extra: list[tuple[str, dict]] = (),
                  with_embedding_kinds: bool = True) -> None:
     """One run per ablation (skipping runs already recorded), then the phase-1 LLM embedding kind
     "frozen" where this checkout has it (~10 min: it trains an embedding model first)."""
     tv = train_side(ds)
     pairs = fit_pairs(tv)
+    runs = study.out / "runs.jsonl"
     done = done_runs(runs)
     kinds = embedding_kind_ablations() if with_embedding_kinds else []
     for name, overrides in [*ABLATIONS, *kinds, *extra]:
         if name in done:
             continue
-        model, seconds = train(router_config(overrides), pairs, cache)
-        record(runs, summarise(name, overrides, validate(model, tv), seconds))
+        model, seconds = train(router_config(overrides, study.encoder), pairs, cache)
+        record(runs, summarise(name, overrides, validate(model, tv, study.pair), seconds))
 
 
-def stage_lora(ds, cache, runs: Path, n_prompts: int = 1000, epochs: int = 2) -> None:
+def stage_lora(ds, cache, study: Study, n_prompts: int = 1000, epochs: int = 2) -> None:
     """Frozen vs LoRA on the same subsample of training prompts (LoRA runs the encoder with
     gradients for every step: ~10 prompts/s here, so all 30k training prompts are out of reach)."""
     tv = train_side(ds)
@@ -228,6 +238,7 @@ def stage_lora(ds, cache, runs: Path, n_prompts: int = 1000, epochs: int = 2) ->
     rng = np.random.default_rng(0)
     keep = set(rng.choice(prompts, size=min(n_prompts, len(prompts)), replace=False).tolist())
     sub = pairs.filter(pa.array([p in keep for p in pairs["prompt"].to_pylist()]))
+    runs = study.out / "runs.jsonl"
     done = done_runs(runs)
     for name, overrides in (
         (f"subsample {n_prompts} prompts: frozen", {"epochs": epochs}),
@@ -235,9 +246,9 @@ def stage_lora(ds, cache, runs: Path, n_prompts: int = 1000, epochs: int = 2) ->
     ):
         if name in done:
             continue
-        config = router_config(overrides)
+        config = router_config(overrides, study.encoder)
         model, seconds = train(config, sub, cache if config.finetuning.kind == "frozen" else None)
-        record(runs, summarise(name, overrides, validate(model, tv), seconds))
+        record(runs, summarise(name, overrides, validate(model, tv, study.pair), seconds))
 
 
 # Leave-one-source-out is also run with these ablation configurations, to tell whether the
@@ -246,15 +257,16 @@ LOSO_CONFIGS = ("base: frozen MiniLM, features, margin ranking, ties ignored, ev
                 "loss: Bradley-Terry, ties: half a win each")
 
 
-def stage_loso(ds, cache, runs: Path, min_pairs: int = 1000) -> None:
+def stage_loso(ds, cache, study: Study, min_pairs: int = 1000) -> None:
     """Leave one source out: train on the other sources' training side, test on this source's
     test side, on the pairs whose two LLMs the training rows contain. Bradley-Terry is fitted on
     the same rows; it is the prompt-agnostic answer for LLMs it has seen elsewhere. Run with the
     recommended spec, then with each of LOSO_CONFIGS."""
     configs = [("", recommended_overrides())] + [(f" with {n}", o) for n, o in ABLATIONS if n in LOSO_CONFIGS]
     test = eval_data.side(ds, test=True)
+    runs = study.out / "runs.jsonl"
     for suffix, overrides in configs:
-        config = router_config(overrides)
+        config = router_config(overrides, study.encoder)
         for src in sorted(np.unique(ds.source)):
             name = f"leave out {src}{suffix}"
             done = done_runs(runs)
@@ -267,7 +279,7 @@ def stage_loso(ds, cache, runs: Path, min_pairs: int = 1000) -> None:
             sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
                                     ds.prompt_idx[rows], ds.group, ds.is_test[rows])
             model, seconds = train(config, fit_pairs(sub), cache)
-            result = validate(model, sub)
+            result = validate(model, sub, study.pair)
             if "pooled" not in result["pairs"]:
                 log.info("%s: no test pair names two LLMs seen in other sources; nothing to measure", name)
                 record(runs, {"name": name, "source": src, "n_pairs": 0, "seconds": round(seconds, 1)})
@@ -280,42 +292,32 @@ def stage_loso(ds, cache, runs: Path, min_pairs: int = 1000) -> None:
 def recommended_overrides(path: Path = Path("examples/specs/router.json")) -> dict:
     """The RouterConfig fields of the recommended spec (data and output removed)."""
     spec = json.loads(path.read_text())
-    skip = ("data", "output")  # the encoder's name is ENCODER's (router_config): the one the cache holds
+    skip = ("data", "output")  # the encoder's name is the study's (router_config): the one the cache holds
     return {k: v for k, v in spec.items() if k not in skip} | {"progress": False}
 
 
 def train_with_validation(config: RouterConfig, fit: pa.Table, val: pa.Table, cache):
     """As TransformerEmbeddingModel.train, with our own near-duplicate-aware validation pairs."""
-    from routerdb.features import FeatureStats, compute_features
-    from training.trainer.loop import fit_loop
-
     model = cached_model(config, cache)
-    both = pa.concat_tables([fit, val])
-    names = sorted(set(both["model_a"].to_pylist()) | set(both["model_b"].to_pylist()))
-    stats = FeatureStats.fit(compute_features(sorted(set(fit["prompt"].to_pylist())))) \
-        if config.use_prompt_features else None
-    model._build(names, stats)
     t0 = time.perf_counter()
-    model.history = fit_loop(model, fit, val)
+    model.train(fit, validation_data=val)
     return model, time.perf_counter() - t0
 
 
-def stage_final(ds, cache, embed, out: Path = OUT, docs: Path = DOCS, n_boot: int = 1000) -> dict:
+def stage_final(ds, cache, embed, study: Study, n_boot: int = 1000) -> dict:
     """Train the recommended spec on the fit part of the training side (validation curves on the
     rest), export its bundle, and evaluate the bundle through routerdb on the test side."""
-    from training.evaluation.report import write_report
-    from training.export import export_bundle
-
+    out, docs = study.out, study.docs / "quality"
     tv = train_side(ds)
-    config = router_config(recommended_overrides())
+    config = router_config(recommended_overrides(), study.encoder)
     val = tv.pairs.filter(pa.array(tv.is_test))
     model, seconds = train_with_validation(config, fit_pairs(tv), val, cache)
     test_prompts = eval_data.side(ds, test=True).prompts
     bundle = export_bundle(model, out / "bundle", test_prompts[:64], spec=config.model_dump(mode="json"))
     t0 = time.perf_counter()
-    router = ev.bundle_scores(bundle, test_prompts)
+    router = bundle_scores(bundle, test_prompts)
     score_seconds = time.perf_counter() - t0
-    results = ev.evaluate(ds, router, embed, pairs=[PAIR], n_boot=n_boot)
+    results = evaluate(ds, router, embed, pairs=[study.pair], n_boot=n_boot)
     results["command"] = "python -m experiments.quality --stage final"
     results["train_seconds"], results["score_seconds"] = seconds, score_seconds
     sizes = np.bincount(ds.group)
@@ -327,37 +329,33 @@ def stage_final(ds, cache, embed, out: Path = OUT, docs: Path = DOCS, n_boot: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    global ENCODER, OUT, DOCS, CACHE_ROOT, THRESHOLD
     parser = argparse.ArgumentParser(prog="python -m experiments.quality", description=__doc__.split("\n")[0])
     parser.add_argument("--stage", choices=["ablate", "lora", "loso", "final", "docs", "all"], default="all")
-    parser.add_argument("--data-dir", default=str(DATA_DIR))
-    parser.add_argument("--encoder", default=ENCODER, help="(for dry runs with a tiny encoder)")
-    parser.add_argument("--out", default=str(OUT), help="runs, bundle and final results")
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="(for dry runs with a tiny encoder)")
+    parser.add_argument("--out", default="build/quality", help="runs, bundle and final results")
     parser.add_argument("--docs", default="docs", help="where quality.md and quality/ are written")
-    parser.add_argument("--cache-root", default=str(CACHE_ROOT))
-    parser.add_argument("--threshold", type=float, default=THRESHOLD, help="near-duplicate cosine")
+    parser.add_argument("--cache-root", default="build/cache")
+    parser.add_argument("--threshold", type=float, default=0.95, help="near-duplicate cosine")
+    parser.add_argument("--pair", default="gpt-4-1106-preview:mixtral-8x7b-instruct-v0.1",
+                        help="STRONG:WEAK LLMs of the routing curve")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
-    ENCODER, OUT, CACHE_ROOT = args.encoder, Path(args.out), Path(args.cache_root)
-    THRESHOLD = args.threshold
-    DOCS = Path(args.docs) / "quality"
+    strong, _, weak = args.pair.partition(":")
+    study = Study(Path(args.data_dir), Path(args.out), Path(args.docs), Path(args.cache_root), args.encoder,
+                  args.threshold, (strong, weak))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    import torch
-
     torch.set_num_threads(args.threads)  # a head-only step is small: extra threads mostly wait
-    runs = OUT / "runs.jsonl"
     if args.stage != "docs":
-        ds, cache, embed = load(Path(args.data_dir))
+        ds, cache, embed = load(study)
         stages = ["ablate", "lora", "loso", "final"] if args.stage == "all" else [args.stage]
         for stage in stages:
             log.info("stage %s", stage)
             if stage == "final":
-                stage_final(ds, cache, embed, OUT, DOCS)
+                stage_final(ds, cache, embed, study)
             else:
-                {"ablate": stage_ablate, "lora": stage_lora, "loso": stage_loso}[stage](ds, cache, runs)
-    from experiments.quality_docs import write_docs
-
-    write_docs(runs, OUT / "final.json", Path(args.docs) / "quality.md")
+                {"ablate": stage_ablate, "lora": stage_lora, "loso": stage_loso}[stage](ds, cache, study)
+    write_docs(study.out / "runs.jsonl", study.out / "final.json", study.docs / "quality.md")
     return 0
 
 

@@ -17,8 +17,8 @@ from training.evaluation.report import (
     slug,
     summary_table,
 )
+from training.evaluation.scores import BT, ROUTER
 
-ROUTER, BT = "routerdb", "bradley_terry"
 BASELINES = ("random", "bradley_terry", "prompt_length", "knn", "matrix_factorization")
 PROMPT_BASELINES = ("knn", "matrix_factorization")  # the frozen-embedding baselines
 

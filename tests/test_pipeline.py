@@ -49,7 +49,7 @@ def test_predict_shape_and_range(trained):
 def test_bundle_scores_equal_predict(trained):
     _, model, bundle, _ = trained
     expected = np.stack([v for v in model.predict(PROMPTS).values()], axis=1)
-    got = routerdb.Router(bundle).score(PROMPTS, list(model.model_names))
+    got = routerdb.Router(bundle).score(PROMPTS, list(model.llm_names))
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 

@@ -25,8 +25,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+from safetensors.torch import load_file
 
 from routerdb.bundle import Bundle, models_table, write_bundle
+from routerdb.scorer import Router
+from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
+from training.data import load_aliases, load_pairs
+from training.llm_embeddings.embedder import LLMEmbedder
+from training.llm_embeddings.records import Records, comparison_records
 
 log = logging.getLogger("training.add_model")
 
@@ -34,24 +41,20 @@ MIN_RECORDS = 50  # fewer records than this give a noisy embedding: warned, not 
 
 
 def resolve_source(source: str | Path, bundle: str | Path | None = None):
-    """(Bundle, LLMEmbeddingModel) from a bundle or run directory."""
-    from training.llm_embeddings.embedder import CONFIG_FILE, WEIGHTS_FILE, LLMEmbeddingModel
-
+    """(Bundle, LLMEmbedder) from a bundle or run directory."""
     source = Path(source)
     if (source / "manifest.json").is_file():
         loaded = Bundle.load(source)
         files = loaded.manifest["files"]
-        if CONFIG_FILE not in files:
+        if EMBEDDER_CONFIG not in files:
             kind = loaded.manifest.get("llm_embeddings", {}).get("kind", "learned")
             raise ValueError(
                 f"bundle {str(source)!r} has no LLM embedding model (its embedding_spec.kind is {kind!r}: "
                 "one trained vector per LLM, which cannot embed a new LLM). Retrain the router with "
                 "embedding_spec.kind 'frozen', 'finetunable' or 'attention'.")
-        from safetensors.torch import load_file
-
-        meta = json.loads((loaded.path / files[CONFIG_FILE]["path"]).read_text(encoding="utf-8"))
-        tensors = load_file(str(loaded.path / files[WEIGHTS_FILE]["path"]))
-        return loaded, LLMEmbeddingModel.from_files(meta, tensors, where=str(source))
+        meta = json.loads((loaded.path / files[EMBEDDER_CONFIG]["path"]).read_text(encoding="utf-8"))
+        tensors = load_file(str(loaded.path / files[EMBEDDER_WEIGHTS]["path"]))
+        return loaded, LLMEmbedder.from_files(meta, tensors, where=str(source))
     spec_file = source / "spec.json"
     if bundle is None and not spec_file.is_file():
         raise FileNotFoundError(
@@ -59,73 +62,76 @@ def resolve_source(source: str | Path, bundle: str | Path | None = None):
             "pass the bundle directory, or a run directory with --bundle BUNDLE.")
     if bundle is None:
         bundle = json.loads(spec_file.read_text(encoding="utf-8"))["output"]["bundle_dir"]
-    return Bundle.load(bundle), LLMEmbeddingModel.load(source)
+    return Bundle.load(bundle), LLMEmbedder.load(source)
 
 
 def add_model(source: str | Path, records_path, name: str, out: str | Path, *, bundle=None,
               aliases=None) -> Path:
     """Write `out`: the router of `source` plus LLM `name`, embedded from its records."""
-    from training.data import read as data_mod
-    from training.data.aliases import load_aliases
-    from training.llm_embeddings.records import comparison_records
-
     loaded, embedder = resolve_source(source, bundle)
     if name in loaded.model_names:
         raise ValueError(f"LLM {name!r} is already in {loaded.path} ({len(loaded.model_names)} LLMs); "
                          "pick another --name, or add it to the original bundle without it.")
-    records = comparison_records(data_mod.load_pairs(records_path, aliases=load_aliases(aliases)
-                                                     if aliases else None)).of(name)
+    records = comparison_records(load_pairs(records_path, aliases=load_aliases(aliases)
+                                            if aliases else None)).of(name)
+    vector = _embed(embedder, records, name, loaded.model_embeddings.shape[1])
+    entry = _added_entry(loaded, embedder, records, name, str(records_path))
+    manifest = {k: v for k, v in loaded.manifest.items() if k not in ("format", "format_version", "files")}
+    manifest["models"] = {**manifest.get("models", {}), "count": len(loaded.model_names) + 1}
+    manifest["added_models"] = [*manifest.get("added_models", []), entry]
+    table = models_table((*loaded.model_names, name), np.vstack([loaded.model_embeddings, vector]))
+    check_prompts = [records.prompts[p] for p in np.unique(records.prompt)[:16]]
+    log.info("adding %s from %d of its %d records (%d prompts) to %s", name, entry["used_records"],
+             len(records), entry["prompts"], loaded.path)
+    return write_bundle(out, manifest, lambda tmp: _write_files(loaded, embedder, table, tmp),
+                        verify=lambda tmp: _verify(loaded, tmp, check_prompts))
+
+
+def _embed(embedder: LLMEmbedder, records: Records, name: str, width: int) -> np.ndarray:
+    """[1, D]: the new LLM's row of the LLM table."""
     if len(records) < MIN_RECORDS:
         log.warning("only %d comparison records of %s; its embedding will be noisy (a few hundred "
                     "are recommended)", len(records), name)
     vector = embedder.embed_llms(records, [name])
-    if vector.shape[1] != loaded.model_embeddings.shape[1]:
+    if vector.shape[1] != width:
         raise ValueError(f"the embedding model gives {vector.shape[1]}-dim vectors but the bundle's LLM "
-                         f"table has {loaded.model_embeddings.shape[1]}; use the embedding model the "
-                         "router was trained with.")
-    names = (*loaded.model_names, name)
-    table = models_table(names, np.vstack([loaded.model_embeddings, vector]))
-    known = set(loaded.model_names)
+                         f"table has {width}; use the embedding model the router was trained with.")
+    return vector
+
+
+def _added_entry(loaded: Bundle, embedder: LLMEmbedder, records: Records, name: str, data: str) -> dict:
+    """The manifest's record of an added LLM: where its vector came from."""
     opponents = sorted({records.llms[o] for o in np.unique(records.opponent)})
-    used = min(len(records), embedder.spec.profile_records)
-    entry = {"name": name, "records": len(records), "used_records": used,
-             "prompts": int(len(np.unique(records.prompt))), "opponents": opponents,
-             "unknown_opponents": [o for o in opponents if o not in known],
-             "data": str(records_path), "base_bundle_digest": loaded.digest,
-             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    manifest = {k: v for k, v in loaded.manifest.items() if k not in ("format", "format_version", "files")}
-    manifest["models"] = {**manifest.get("models", {}), "count": len(names)}
-    manifest["added_models"] = [*manifest.get("added_models", []), entry]
-    check_prompts = [records.prompts[p] for p in np.unique(records.prompt)[:16]]
+    return {"name": name, "records": len(records),
+            "used_records": min(len(records), embedder.spec.profile_records),
+            "prompts": int(len(np.unique(records.prompt))), "opponents": opponents,
+            "unknown_opponents": [o for o in opponents if o not in set(loaded.model_names)],
+            "data": data, "base_bundle_digest": loaded.digest,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
-    def write_files(tmp: Path) -> dict[str, str]:
-        import pyarrow.parquet as pq
 
-        files = {}
-        for key, item in loaded.manifest["files"].items():
-            if key != "models.parquet":
-                shutil.copyfile(loaded.path / item["path"], tmp / key)
-                files[key] = key
-        if "embedding_model.json" not in files:  # from a run directory
-            embedder.save(tmp)
-            files.update({"embedding_model.json": "embedding_model.json",
-                          "embedding_model.safetensors": "embedding_model.safetensors"})
-        pq.write_table(table, tmp / "models.parquet")
-        return {**files, "models.parquet": "models.parquet"}
+def _write_files(loaded: Bundle, embedder: LLMEmbedder, table, tmp: Path) -> dict[str, str]:
+    """The base bundle's files with the new LLM table (and the embedder, from a run directory)."""
+    files = {}
+    for key, item in loaded.manifest["files"].items():
+        if key != "models.parquet":
+            shutil.copyfile(loaded.path / item["path"], tmp / key)
+            files[key] = key
+    if EMBEDDER_CONFIG not in files:  # from a run directory
+        embedder.save(tmp)
+        files.update({EMBEDDER_CONFIG: EMBEDDER_CONFIG, EMBEDDER_WEIGHTS: EMBEDDER_WEIGHTS})
+    pq.write_table(table, tmp / "models.parquet")
+    return {**files, "models.parquet": "models.parquet"}
 
-    def verify(tmp: Path) -> dict:
-        from routerdb.scorer import Router
 
-        before = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0).score(check_prompts)
-        after = Router(tmp, providers=["CPUExecutionProvider"], cache_size=0).score(check_prompts)
-        diff = float(np.abs(after[:, :-1] - before).max())
-        if diff > 1e-5 or not np.isfinite(after).all():
-            raise RuntimeError(f"the new bundle changes the known LLMs' scores by {diff:.3g}; not written")
-        return {"add_model_check": {"prompts": len(check_prompts), "max_abs_diff_known_llms": diff}}
-
-    log.info("adding %s from %d of its %d records (%d prompts) to %s", name, used, len(records),
-             entry["prompts"], loaded.path)
-    return write_bundle(out, manifest, write_files, verify=verify)
+def _verify(loaded: Bundle, tmp: Path, prompts: list[str]) -> dict:
+    """The known LLMs score as before; the new one scores finite."""
+    before = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
+    after = Router(tmp, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
+    diff = float(np.abs(after[:, :-1] - before).max())
+    if diff > 1e-5 or not np.isfinite(after).all():
+        raise RuntimeError(f"the new bundle changes the known LLMs' scores by {diff:.3g}; not written")
+    return {"add_model_check": {"prompts": len(prompts), "max_abs_diff_known_llms": diff}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,35 +17,35 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
+
+from routerdb.bundle import check_replaceable
+from training.artifacts import ExportError
+from training.data import concat_pairs, load_aliases, load_pairs
+from training.encoder.prompt_cache import PromptCache
+from training.export import export_bundle
+from training.model import TransformerEmbeddingModel
+from training.specs import FitSpec, SpecError, load_spec
+
 log = logging.getLogger("training.fit")
 
 
-def fit(spec, *, resume: bool = False) -> Path:
-    from training.data import read as data_mod
-    from training.data.aliases import load_aliases
-    from training.data.splits import split_by_prompt
-    from training.export import export_bundle
-    from training.model.router import TransformerEmbeddingModel
-
+def fit(spec: FitSpec, *, resume: bool = False) -> Path:
+    """Train the spec's router on its data, checkpointing into `output.run_dir`, and export the
+    verified bundle to `output.bundle_dir`; returns the bundle's path."""
     run_dir = Path(spec.output.run_dir)
     check_outputs(spec)
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
-    aliases = load_aliases(spec.data.aliases) if spec.data.aliases else None
-    pairs = data_mod.concat_pairs([data_mod.load_pairs(src, aliases=aliases) for src in spec.data.train])
-    log.info("loaded %d pairs (%d prompts) from %d file(s)", pairs.num_rows,
-             len(set(pairs["prompt"].to_pylist())), len(spec.data.train))
+    pairs = _training_data(spec)
     model = TransformerEmbeddingModel(spec.router_config())
     if spec.finetuning.kind == "frozen" and spec.encoder.pooling == "auto":
-        from training.encoder.prompt_cache import PromptCache, attach
-
         # a frozen encoder's prompt vectors never change: read them from build/cache/, encoding
         # (and storing) only the prompts not there yet
-        attach(model, PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length,
-                                              truncation=spec.encoder.truncation))
+        model.prompt_vectors = PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length,
+                                                       truncation=spec.encoder.truncation).vectors
     history = model.train(pairs, validation_split=spec.data.validation, run_dir=run_dir, resume=resume)
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))
-    _, val = split_by_prompt(pairs, spec.data.validation.fraction, spec.data.validation.seed)
-    verify = sorted(set(val["prompt"].to_pylist()))[: spec.export.verify_prompts]
+    verify = model.validation_prompts[: spec.export.verify_prompts]
     bundle = export_bundle(model, spec.output.bundle_dir, verify or pairs["prompt"].to_pylist()[:8],
                            spec=spec.model_dump(mode="json"), opset=spec.export.opset,
                            tolerance=spec.export.tolerance, quantize=spec.export.quantize)
@@ -53,10 +53,16 @@ def fit(spec, *, resume: bool = False) -> Path:
     return bundle
 
 
+def _training_data(spec: FitSpec) -> pa.Table:
+    aliases = load_aliases(spec.data.aliases) if spec.data.aliases else None
+    pairs = concat_pairs([load_pairs(src, aliases=aliases) for src in spec.data.train])
+    log.info("loaded %d pairs (%d prompts) from %d file(s)", pairs.num_rows,
+             len(set(pairs["prompt"].to_pylist())), len(spec.data.train))
+    return pairs
+
+
 def check_outputs(spec) -> None:
     """Fail before training, not after it, when an output directory cannot be written."""
-    from routerdb.bundle import check_replaceable
-
     for field in ("run_dir", "bundle_dir"):
         path = Path(getattr(spec.output, field))
         folder = path if field == "run_dir" else path.parent
@@ -79,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validate-only", action="store_true", help="check the spec and stop")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     args = parser.parse_args(argv)
-    from training.specs import SpecError, load_spec
-
     try:
         spec = load_spec(args.spec)
     except SpecError as exc:
@@ -90,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.spec}: valid ({spec.finetuning.kind} fine-tuning of {spec.encoder.name}, "
               f"{spec.epochs} epoch(s), {len(spec.data.train)} data file(s))")
         return 0
-    from training.export import ExportError
-
     try:
         check_outputs(spec)
         _setup_logging(Path(spec.output.run_dir))

@@ -336,12 +336,12 @@ def _spec(tmp_path: Path, encoder: Path) -> Path:
 
 @pytest.mark.timeout(300)
 def test_disk_full_during_a_checkpoint_then_resume(tmp_path, tiny_encoders, monkeypatch, capsys):
-    import training.trainer.loop
+    import training.trainer.checkpoint
     from training.fit import main as fit_main
-    from training.trainer.loop import find_checkpoint
+    from training.trainer.checkpoint import find_checkpoint
 
     spec = _spec(tmp_path, tiny_encoders["bert"])
-    real, calls = training.trainer.loop.save_file, []
+    real, calls = training.trainer.checkpoint.save_file, []
 
     def fail_second_epoch(*args, **kwargs):  # the state file of epoch 2 hits a full disk
         calls.append(1)
@@ -349,13 +349,13 @@ def test_disk_full_during_a_checkpoint_then_resume(tmp_path, tiny_encoders, monk
             _enospc()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training.trainer.loop, "save_file", fail_second_epoch)
+    monkeypatch.setattr(training.trainer.checkpoint, "save_file", fail_second_epoch)
     assert fit_main([str(spec)]) == 1
     assert "error: [Errno 28] No space left on device" in capsys.readouterr().err
     run = tmp_path / "job" / "run"
     assert find_checkpoint(run)[2]["epoch"] == 1  # epoch 1 is whole
     assert not (run / ".checkpoint.tmp").exists() and not (tmp_path / "job" / "bundle").exists()
-    monkeypatch.setattr(training.trainer.loop, "save_file", real)
+    monkeypatch.setattr(training.trainer.checkpoint, "save_file", real)
     assert fit_main([str(spec), "--resume"]) == 0
     assert find_checkpoint(run)[2]["epoch"] == 3 and Bundle.load(tmp_path / "job" / "bundle")
 

@@ -23,7 +23,6 @@ prompt-disjoint splitting and near-duplicate grouping are in `training.data.spli
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -31,12 +30,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from training.data.aliases import load_aliases
-from training.data.errors import data_error, raise_first, show_value
+from training.data.columns import (
+    as_string,
+    llm_column,
+    map_unique,
+    number_column,
+    prompt_column,
+    prompt_hash,
+    prompt_id_column,
+    source_column,
+)
+from training.data.errors import data_error, raise_first
 from training.data.score_pairs import check_duplicates, score_pair_columns
 
 logger = logging.getLogger(__name__)
@@ -157,128 +165,6 @@ def detect_schema(table: pa.Table, *, name: str = TABLE_NAME) -> Literal["pairwi
     )
 
 
-# ---------------------------------------------------------------- column checks
-
-
-def _as_string(table: pa.Table, column: str, name: str) -> pa.ChunkedArray:
-    col = table.column(column)
-    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-        _check_utf8(pc.cast(col, pa.large_binary()), name, column)  # e.g. a CSV not saved as UTF-8
-    try:
-        col = col if col.type == pa.string() else pc.cast(col, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise data_error(
-            name,
-            column=column,
-            received=f"values of type {col.type}",
-            allowed="text",
-            fix=f"store {column} as text",
-        ) from exc
-    try:
-        col.validate(full=True)  # JSON Lines and Parquet readers pass invalid UTF-8 through
-    except pa.ArrowInvalid:
-        _check_utf8(pc.cast(col, pa.large_binary()), name, column)
-    return col
-
-
-def _check_utf8(col: pa.ChunkedArray, name: str, column: str) -> None:
-    """Raise for the first value that is not valid UTF-8 (the error path only: one value at a time)."""
-    for row, value in enumerate(col.to_pylist()):
-        try:
-            value is None or value.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise data_error(
-                name,
-                row=row,
-                column=column,
-                received=f"bytes that are not valid UTF-8 text ({show_value(value)}: {exc.reason})",
-                allowed="UTF-8 text",
-                fix="save the file as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8`), or fix or drop the row",
-            ) from None
-
-
-def _text(table: pa.Table, column: str, name: str, *, what: str, fix: str) -> pa.ChunkedArray:
-    col = _as_string(table, column, name)
-    blank = pc.equal(pc.utf8_trim_whitespace(col), "")
-    raise_first(blank, name, column, what=what, allowed="non-empty text", fix=fix, values=col)
-    return col
-
-
-def _models(table, column, name, aliases: Mapping[str, str]) -> pa.ChunkedArray:
-    fix = "fill in the model name or drop the row"
-    col = _text(table, column, name, what="model name", fix=fix)
-    if not aliases:
-        return col
-    index = pc.index_in(col, value_set=pa.array(list(aliases), pa.string()))
-    mapped = pc.take(pa.array(list(aliases.values()), pa.string()), index)
-    return pc.coalesce(mapped, col)
-
-
-def _prompts(table: pa.Table, name: str) -> pa.ChunkedArray:
-    fix = "drop rows without a prompt, or fill in the prompt text"
-    return _text(table, "prompt", name, what="prompt", fix=fix)
-
-
-def _prompt_ids(table: pa.Table, prompt: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
-    if "prompt_id" in table.column_names:
-        fix = "give every row a prompt_id, or drop the column to group by prompt text"
-        return _text(table, "prompt_id", name, what="prompt_id", fix=fix)
-    return map_unique(prompt, _prompt_hash)
-
-
-def _prompt_hash(text: str) -> str:
-    return "h" + hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
-
-
-def map_unique(col: pa.ChunkedArray, fn) -> pa.ChunkedArray:
-    """Apply a Python function to each distinct string once (the data may repeat them a lot)."""
-    encoded = pc.dictionary_encode(col.combine_chunks())
-    mapped = pa.array([fn(v) for v in encoded.dictionary.to_pylist()], pa.string())
-    return pa.chunked_array([pc.take(mapped, encoded.indices)])
-
-
-def _sources(table: pa.Table, name: str, fallback: str) -> pa.ChunkedArray:
-    for column in ("source", "benchmark"):
-        if column in table.column_names:
-            return pc.fill_null(_as_string(table, column, name), fallback)
-    return pa.chunked_array([pa.array([fallback] * table.num_rows, pa.string())])
-
-
-def _numbers(table: pa.Table, column: str, name: str, *, nullable: bool) -> pa.ChunkedArray:
-    col = table.column(column)
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        col = pc.utf8_trim_whitespace(col)
-    allowed = "a finite number" + (" or null" if nullable else " (not null or NaN)")
-    fix = f"store {column} as numbers" + (" (leave unknown values empty)" if nullable else "")
-    fix += "" if nullable else f"; drop rows without a {column}"
-    try:
-        col = pc.cast(col, pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        row, value = _first_non_number(table.column(column))
-        received = f"{column} {show_value(value)}"
-        raise data_error(name, row=row, column=column, received=received, allowed=allowed, fix=fix) from exc
-    values = col.to_numpy(zero_copy_only=False)  # null -> nan
-    if nullable:  # pandas writes missing as NaN
-        col = pa.chunked_array([pa.array(values, pa.float64(), from_pandas=True)])
-        bad = ~np.isfinite(values) & ~np.isnan(values)
-    else:
-        bad = ~np.isfinite(values)
-    raise_first(bad, name, column, what=column, allowed=allowed, fix=fix, values=col)
-    return col
-
-
-def _first_non_number(col: pa.ChunkedArray) -> tuple[int | None, Any]:
-    """Locate the value a float cast rejected (only on the error path)."""
-    for row, value in enumerate(col.to_pylist()):
-        if value is None:
-            continue
-        try:
-            float(value)
-        except (TypeError, ValueError):
-            return row, value
-    return None, f"values of type {col.type}"
-
-
 # ---------------------------------------------------------------- pairs
 
 
@@ -333,10 +219,10 @@ def _stem(name: str) -> str:
 
 
 def _pairwise(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
-    prompt = _prompts(table, name)
-    model_a = _models(table, "model_a", name, aliases)
-    model_b = _models(table, "model_b", name, aliases)
-    winner = _as_string(table, "winner", name)
+    prompt = prompt_column(table, name)
+    model_a = llm_column(table, "model_a", name, aliases)
+    model_b = llm_column(table, "model_b", name, aliases)
+    winner = as_string(table, "winner", name)
     keys = pa.array(list(WINNER_LABELS), pa.string())
     raise_first(
         pc.invert(pc.is_in(winner, value_set=keys)),
@@ -364,9 +250,9 @@ def _pairwise(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
         "model_b": model_b,
         "label": label,
         "tie_kind": pc.if_else(pc.equal(label, 0), winner, pa.scalar(None, pa.string())),
-        "source": _sources(table, name, fallback),
-        "prompt_id": _prompt_ids(table, prompt, name),
-        **{c: _as_string(table, c, name) for c in ("response_a", "response_b") if c in table.column_names},
+        "source": source_column(table, name, fallback),
+        "prompt_id": prompt_id_column(table, prompt, name),
+        **{c: as_string(table, c, name) for c in ("response_a", "response_b") if c in table.column_names},
     }
     return _pairs_table(columns, table.num_rows)
 
@@ -379,17 +265,17 @@ def _pairs_table(columns: Mapping[str, Any], n: int) -> pa.Table:
 
 
 def _scores(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
-    prompt = _prompts(table, name)
+    prompt = prompt_column(table, name)
     n = table.num_rows
     has_cost = "cost" in table.column_names
     columns = {
-        "prompt_id": _prompt_ids(table, prompt, name),
+        "prompt_id": prompt_id_column(table, prompt, name),
         "prompt": prompt,
-        "model": _models(table, "model", name, aliases),
-        "score": _numbers(table, "score", name, nullable=False),
-        "cost": _numbers(table, "cost", name, nullable=True) if has_cost else pa.nulls(n),
-        "source": _sources(table, name, fallback),
-        "response": _as_string(table, "response", name) if "response" in table.column_names else pa.nulls(n),
+        "model": llm_column(table, "model", name, aliases),
+        "score": number_column(table, "score", name, nullable=False),
+        "cost": number_column(table, "cost", name, nullable=True) if has_cost else pa.nulls(n),
+        "source": source_column(table, name, fallback),
+        "response": as_string(table, "response", name) if "response" in table.column_names else pa.nulls(n),
     }
     arrays = [pc.cast(columns[f.name], f.type) for f in SCORES_SCHEMA]
     scores = pa.Table.from_arrays(arrays, schema=SCORES_SCHEMA)
@@ -417,7 +303,7 @@ def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
             tie = pc.equal(table["label"], 0)
             columns["tie_kind"] = pc.if_else(tie, "tie", pa.scalar(None, pa.string()))
         if "prompt_id" not in columns:
-            columns["prompt_id"] = map_unique(pc.cast(table["prompt"], pa.string()), _prompt_hash)
+            columns["prompt_id"] = map_unique(pc.cast(table["prompt"], pa.string()), prompt_hash)
         parts.append(_pairs_table(columns, table.num_rows))
     if not parts:
         raise ValueError("concat_pairs got no tables; pass at least one pairs table")

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from training.data.read import map_unique
+from training.data.columns import map_unique
 from training.data.score_pairs import dictionary_codes
 
 

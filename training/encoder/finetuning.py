@@ -12,15 +12,12 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from training import specs
 from training.encoder.pretrained import EncoderRef, load_base_model
-
-if TYPE_CHECKING:  # annotations only: bench/gpu_check.py imports this module where pydantic is absent
-    from training import specs
 
 log = logging.getLogger(__name__)
 

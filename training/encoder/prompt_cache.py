@@ -7,11 +7,13 @@ training run, baseline and near-duplicate split reads the vectors from here:
     cache = PromptCache.for_encoder("sentence-transformers/all-MiniLM-L6-v2", max_length=128)
     cache.fill(prompts)                 # encodes only the prompts not cached yet
     vectors = cache.lookup(prompts)     # [P, H] float32, in input order
+    vectors = cache.vectors(prompts)    # both: what a frozen-encoder router reads
 
 The vectors are exactly what `TransformerEmbeddingModel.embed_prompts` returns for a frozen
-encoder (same tokenizer, truncation, pooling and normalisation), because they are computed by it;
-`attach(model, cache)` makes a frozen-encoder model read them from here (`training.fit` does, so
-`make router` encodes nothing already cached).
+encoder (same tokenizer, truncation, pooling and normalisation): they are computed by a
+`training.encoder.text_encoder.TextEncoder` of the same encoder. A frozen-encoder router reads them
+through `model.prompt_vectors = cache.vectors` (`training.fit` sets it, so `make router` encodes
+nothing already cached).
 Storage: Parquet shards `part-<time>-<pid>.parquet` with columns `key` (sha256 hex) and `embedding`
 (list<float32>), under `build/cache/<encoder>-<max_length>/`; a shard is written every
 `shard_size` prompts, so an interrupted fill keeps what it finished. No pickle.
@@ -35,7 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from routerdb.tokenizer import TRUNCATIONS
+from training.encoder.pretrained import load_tokenizer, resolve_encoder
+from training.encoder.text_encoder import TextEncoder
 from training.specs import DEFAULT_TRUNCATION
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ class PromptCache:
         self._index: dict[str, int] = {}
         self._rows: list[np.ndarray] = []
         self._keys: dict[str, str] = {}
-        self._model = None
+        self._text: TextEncoder | None = None  # built on the first prompt to encode
         self._tokenizer = None
         self._load()
 
@@ -72,8 +75,6 @@ class PromptCache:
         new = [p for p in dict.fromkeys(prompts) if p not in self._keys]
         if new and self.truncation != "head":
             if self._tokenizer is None:
-                from training.encoder.pretrained import load_tokenizer, resolve_encoder
-
                 self._tokenizer = load_tokenizer(resolve_encoder(self.encoder), self.max_length, "head")
             # a prompt of max_length tokens after a head cut may have been cut: key it as cut
             lengths = [len(x) for x in self._tokenizer.token_ids(new)]
@@ -112,14 +113,14 @@ class PromptCache:
         todo = self.missing(prompts)
         if not todo:
             return 0
-        model = self._encoder_model()
-        lengths = np.array([len(x) for x in model._encode_ids(todo)])
+        text = self._text_encoder()
+        lengths = np.array([len(x) for x in text.tokenizer.token_ids(todo)])
         todo = [todo[i] for i in np.argsort(lengths, kind="stable")]  # similar lengths together
         self.directory.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         for start in range(0, len(todo), shard_size):
             chunk = todo[start:start + shard_size]
-            vectors = model.embed_prompts(chunk, progress=progress).cpu().numpy().astype(np.float32)
+            vectors = text.vectors(chunk, progress=progress)
             self._write_shard(chunk, vectors)
             done = start + len(chunk)
             log.info("cached %d/%d prompts (%.1f prompts/s)", done, len(todo),
@@ -137,6 +138,12 @@ class PromptCache:
         if not rows:
             return np.zeros((0, self.dim), np.float32)
         return np.stack([self._rows[i] for i in rows])
+
+    def vectors(self, prompts: Sequence[str]) -> np.ndarray:
+        """[P, H] in input order, encoding (and storing) the prompts not cached yet."""
+        prompts = list(prompts)
+        self.fill(prompts)
+        return self.lookup(prompts)
 
     @property
     def dim(self) -> int:
@@ -156,57 +163,9 @@ class PromptCache:
             if self._index[key] == len(self._rows):
                 self._rows.append(row)
 
-    def _encoder_model(self):
-        """A frozen TransformerEmbeddingModel used only for its encoder and pooling."""
-        if self._model is None:
-            from training.model.router import TransformerEmbeddingModel
-            from training.specs import EncoderSpec, Frozen
-
-            encoder = EncoderSpec(name=self.encoder, max_length=self.max_length, truncation=self.truncation)
-            model = TransformerEmbeddingModel(encoder=encoder, finetuning=Frozen(), use_prompt_features=False,
-                                              progress=False)
-            model._build(["_"], None)
-            self._model = model
-        return self._model
-
-
-def attach(model, cache: PromptCache) -> None:
-    """Make a frozen-encoder `TransformerEmbeddingModel` read its prompt vectors from `cache`
-    (encoding and storing the ones it lacks), instead of running the encoder every time."""
-    import torch
-
-    def embed_prompts(prompts, batch_size: int = 32, progress: bool = False) -> torch.Tensor:
-        prompts = list(prompts)
-        cache.fill(prompts, progress=progress)
-        return torch.from_numpy(cache.lookup(prompts)).to(model.device)
-
-    model.embed_prompts = embed_prompts
-    if hasattr(model, "text_vectors"):
-        model.text_vectors = cache.lookup  # phase-1 LLM embedding kinds read prompt vectors here too
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m training.encoder.prompt_cache DATA...`: fill the cache for every prompt of the files."""
-    import argparse
-
-    from training.data import read as data_mod
-
-    parser = argparse.ArgumentParser(prog="python -m training.encoder.prompt_cache", description=main.__doc__)
-    parser.add_argument("data", nargs="+")
-    parser.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--truncation", choices=TRUNCATIONS, default=DEFAULT_TRUNCATION)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    prompts: list[str] = []
-    for path in args.data:
-        table, _ = data_mod.read_table(path)
-        prompts += [p for p in table["prompt"].to_pylist() if p is not None]
-    cache = PromptCache.for_encoder(args.encoder, args.max_length, truncation=args.truncation)
-    log.info("%d distinct prompts, %d cached", len(set(prompts)), len(cache))
-    cache.fill(prompts)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def _text_encoder(self) -> TextEncoder:
+        """The frozen encoder, with the tokenizer, truncation and pooling a router of it uses."""
+        if self._text is None:
+            self._text = TextEncoder(resolve_encoder(self.encoder), self.max_length, "auto", None,
+                                     self.truncation)
+        return self._text

@@ -19,7 +19,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROUTER, BT = "routerdb", "bradley_terry"
+from training.evaluation.routing import best_under_budget  # noqa: E402
+from training.evaluation.scores import BT, ROUTER  # noqa: E402
+
 BUDGETS = (0.1, 0.25, 0.5)  # shares of the dearest single LLM's mean cost
 
 
@@ -86,8 +88,6 @@ def routing_table(routing: list[dict]) -> list[str]:
 
 
 def cost_table(cost: list[dict]) -> list[str]:
-    from training.evaluate import best_under_budget
-
     lines = []
     for entry in cost:
         if not entry["routers"]:

@@ -27,35 +27,35 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from training.encoder.finetuning import prepare_encoder
-from training.encoder.pooling import Pooling, detect_pooling
-from training.encoder.pretrained import (
-    EncoderRef,
-    load_base_model,
-    load_config,
-    load_tokenizer,
-    resolve_encoder,
+from training.artifacts import (
+    EMBEDDER_CONFIG,
+    EMBEDDER_FORMAT,
+    EMBEDDER_FORMAT_VERSION,
+    EMBEDDER_WEIGHTS,
+    is_quantized,
+    library_versions,
+    pick_device,
 )
+from training.encoder.pretrained import resolve_encoder
+from training.encoder.text_encoder import TextEncoder, TextVectors
 from training.llm_embeddings import records as rec
-from training.specs import DEFAULT_TRUNCATION, EmbeddingSpec
+from training.specs import EmbeddingSpec
 
 log = logging.getLogger(__name__)
 
-FORMAT, FORMAT_VERSION = "routerdb-embedding-model", 1
-CONFIG_FILE, WEIGHTS_FILE = "embedding_model.json", "embedding_model.safetensors"
 IDENTIFICATION_SETS_PER_LLM = 20  # held-out query sets per LLM for top-1 identification
-TextVectors = Callable[[Sequence[str]], np.ndarray]  # texts -> [T, H] frozen-encoder vectors
 
 
 @dataclass(frozen=True)
@@ -128,56 +128,10 @@ class RecordNet(nn.Module):
         return F.normalize(self.out(pooled), dim=-1)  # [S, D]
 
 
-# --- the record text encoder ------------------------------------------------------------------
-
-
-class TextEncoder(nn.Module):
-    """A sentence encoder with its tokenizer and pooling: record texts -> vectors [T, H]."""
-
-    def __init__(self, ref: EncoderRef, max_length: int, pooling: str = "auto", finetuning=None,
-                 truncation: str = DEFAULT_TRUNCATION):
-        super().__init__()
-        self.ref = ref
-        self.tokenizer = load_tokenizer(ref, max_length, truncation)
-        config = load_config(ref)
-        mode, normalize, _ = detect_pooling(ref.local_dir, config)
-        self.pooling = Pooling(mode if pooling == "auto" else pooling, normalize)
-        if finetuning is None:
-            self.encoder = load_base_model(ref).requires_grad_(False).eval()
-        else:
-            self.encoder = prepare_encoder(finetuning, ref)
-        self.hidden_size = int(config.hidden_size)
-
-    @property
-    def trainable(self) -> bool:
-        return any(p.requires_grad for p in self.encoder.parameters())
-
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        batch = self.tokenizer(texts)
-        device = next(self.encoder.parameters()).device
-        ids, mask = (torch.from_numpy(x).to(device) for x in (batch.input_ids, batch.attention_mask))
-        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        return self.pooling(hidden, mask).float()
-
-    @torch.no_grad()
-    def vectors(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """[T, H] float32 in input order; batches of similar token length."""
-        was_training = self.encoder.training
-        self.encoder.eval()
-        ids = self.tokenizer.token_ids(texts)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        out = np.zeros((len(texts), self.hidden_size), np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            out[rows] = self([texts[i] for i in rows]).cpu().numpy()
-        self.encoder.train(was_training)
-        return out
-
-
 # --- the phase-1 model -------------------------------------------------------------------------
 
 
-class LLMEmbeddingModel:
+class LLMEmbedder:
     """Embeds an LLM from its comparison records. Build with `train_embedding_model` or `load`."""
 
     def __init__(self, spec, text: TextEncoder, win_rates: dict[str, float], bt: dict[str, float],
@@ -194,7 +148,7 @@ class LLMEmbeddingModel:
         self.text_vectors: TextVectors | None = None  # e.g. a PromptCache lookup, frozen kinds only
         self.center = torch.zeros(spec.dim - 1)  # set after phase 1 (see standardize)
         self.scale = torch.eye(spec.dim - 1)
-        if not _is_quantized(self.text.encoder):
+        if not is_quantized(self.text.encoder):
             self.text.to(device)
         self.net.to(device)
 
@@ -340,9 +294,7 @@ class LLMEmbeddingModel:
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
     def describe(self) -> dict[str, Any]:
-        from training.export import library_versions
-
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
+        return {"format": EMBEDDER_FORMAT, "format_version": EMBEDDER_FORMAT_VERSION, "kind": self.kind,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "library_versions": library_versions(), "spec": self.spec.model_dump(mode="json"),
                 "encoder": {"name": self.text.ref.name, "max_length": self.text.tokenizer.max_length,
@@ -354,29 +306,27 @@ class LLMEmbeddingModel:
         """Write `path/embedding_model.json` and `path/embedding_model.safetensors`."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file(self.tensors(), str(path / WEIGHTS_FILE))
-        (path / CONFIG_FILE).write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+        save_file(self.tensors(), str(path / EMBEDDER_WEIGHTS))
+        (path / EMBEDDER_CONFIG).write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | None = None) -> LLMEmbeddingModel:
+    def load(cls, path: str | Path, device: torch.device | None = None) -> LLMEmbedder:
         """Load from a directory holding the two files, a checkpoint or run directory, or a bundle."""
         folder = find_embedding_model(path)
-        meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        return cls.from_files(meta, load_file(str(folder / WEIGHTS_FILE)), device, where=str(folder))
+        meta = json.loads((folder / EMBEDDER_CONFIG).read_text(encoding="utf-8"))
+        return cls.from_files(meta, load_file(str(folder / EMBEDDER_WEIGHTS)), device, where=str(folder))
 
     @classmethod
     def from_files(cls, meta: dict, tensors: dict[str, torch.Tensor], device: torch.device | None = None,
-                   *, where: str = "<embedding model>") -> LLMEmbeddingModel:
+                   *, where: str = "<embedding model>") -> LLMEmbedder:
         _check_meta(meta, where)
-        from pydantic import TypeAdapter
-
         spec = TypeAdapter(EmbeddingSpec).validate_python(meta["spec"])
         finetuning = spec.finetuning if KINDS[spec.kind].finetunes_encoder else None
         enc = meta["encoder"]
         text = TextEncoder(resolve_encoder(enc["name"]), enc["max_length"], enc["pooling"], finetuning,
                            enc.get("truncation", "head"))  # saved before truncation was a choice: head
-        model = cls(spec, text, meta["opponent_win_rate"], meta["bt_strength"], device or default_device())
+        model = cls(spec, text, meta["opponent_win_rate"], meta["bt_strength"], device or pick_device())
         model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         model.center, model.scale = tensors["standardize.center"], tensors["standardize.scale"]
         params = dict(model.text.encoder.named_parameters())
@@ -393,30 +343,22 @@ def find_embedding_model(path: str | Path) -> Path:
     checkpoint/embedding_model/ of a run directory."""
     path = Path(path)
     for folder in (path, path / "embedding_model", path / "checkpoint" / "embedding_model"):
-        if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
+        if (folder / EMBEDDER_CONFIG).is_file() and (folder / EMBEDDER_WEIGHTS).is_file():
             return folder
     raise FileNotFoundError(
-        f"no LLM embedding model at {str(path)!r}: expected {CONFIG_FILE} and {WEIGHTS_FILE} there, in "
-        "embedding_model/, or in checkpoint/embedding_model/. Pass a bundle or run trained with "
+        f"no LLM embedding model at {str(path)!r}: expected {EMBEDDER_CONFIG} and {EMBEDDER_WEIGHTS} "
+        "there, in embedding_model/, or in checkpoint/embedding_model/. Pass a bundle or run trained with "
         "embedding_spec.kind 'frozen', 'finetunable' or 'attention' (kind 'learned' has no such model)."
     )
 
 
 def _check_meta(meta: Any, where: str) -> None:
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{where}: not a routerdb LLM embedding model (format {FORMAT!r} expected); "
-                         "save it with LLMEmbeddingModel.save")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != EMBEDDER_FORMAT:
+        raise ValueError(f"{where}: not a routerdb LLM embedding model (format {EMBEDDER_FORMAT!r} "
+                         "expected); save it with LLMEmbedder.save")
+    if int(meta.get("format_version", 0)) > EMBEDDER_FORMAT_VERSION:
         raise ValueError(f"{where}: embedding model format version {meta['format_version']} is newer than "
-                         f"this routerdb reads ({FORMAT_VERSION}); upgrade routerdb.")
+                         f"this routerdb reads ({EMBEDDER_FORMAT_VERSION}); upgrade routerdb.")
     if meta.get("kind") not in KINDS or not KINDS[meta["kind"]].phase1:
         phase1 = [k for k, v in KINDS.items() if v.phase1]
         raise ValueError(f"{where}: embedding model kind {meta.get('kind')!r}; allowed: {phase1}.")
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _is_quantized(module: nn.Module) -> bool:
-    return bool(getattr(module, "is_loaded_in_4bit", False) or getattr(module, "is_quantized", False))

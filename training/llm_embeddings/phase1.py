@@ -16,18 +16,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
+from training.artifacts import pick_device
 from training.encoder.pretrained import resolve_encoder
+from training.encoder.text_encoder import TextEncoder, TextVectors
 from training.llm_embeddings import records as rec
-from training.llm_embeddings.embedder import (
-    IDENTIFICATION_SETS_PER_LLM,
-    KINDS,
-    LLMEmbeddingModel,
-    TextEncoder,
-    TextVectors,
-    default_device,
-)
+from training.llm_embeddings.embedder import IDENTIFICATION_SETS_PER_LLM, KINDS, LLMEmbedder
 from training.specs import DEFAULT_TRUNCATION
+from training.trainer.optim import build_optimizers, schedule_factor
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +33,7 @@ WHITEN_SHRINK = 0.1  # whitening floor, x the mean variance of the LLMs' spread 
 
 def build_embedding_model(spec, records: rec.Records, *, encoder: str, max_length: int,
                           pooling: str = "auto", device: torch.device | None = None,
-                          truncation: str = DEFAULT_TRUNCATION) -> LLMEmbeddingModel:
+                          truncation: str = DEFAULT_TRUNCATION) -> LLMEmbedder:
     kind = KINDS[spec.kind]
     if not kind.phase1:
         raise ValueError(f"embedding_spec.kind {spec.kind!r} has no phase-1 model; use one of "
@@ -44,18 +41,16 @@ def build_embedding_model(spec, records: rec.Records, *, encoder: str, max_lengt
     ref = resolve_encoder(spec.encoder or encoder)
     text = TextEncoder(ref, max_length, pooling, spec.finetuning if kind.finetunes_encoder else None,
                        truncation)
-    return LLMEmbeddingModel(spec, text, rec.win_rates(records), rec.bt_strengths(records),
-                             device or default_device())
+    return LLMEmbedder(spec, text, rec.win_rates(records), rec.bt_strengths(records),
+                             device or pick_device())
 
 
 def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: int = 128,
                           truncation: str = DEFAULT_TRUNCATION, pooling: str = "auto", epochs: int = 5,
                           seed: int = 42,
                           device: torch.device | None = None, text_vectors: TextVectors | None = None,
-                          progress: bool = False) -> LLMEmbeddingModel:
+                          progress: bool = False) -> LLMEmbedder:
     """Phase 1 on the comparison records of `pairs` (the router's training split)."""
-    from training.trainer.optim import build_optimizers, schedule_factor
-
     records = rec.comparison_records(pairs)
     fit, heldout = rec.split_by_prompt(records, spec.heldout_fraction, seed)
     torch.manual_seed(seed)
@@ -99,7 +94,27 @@ def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: in
     return model
 
 
-def _spread(model: LLMEmbeddingModel, records: rec.Records, vectors) -> tuple[torch.Tensor, torch.Tensor]:
+def phase1_embedder(config, train_pairs: pa.Table, source: str | None, device: torch.device,
+                    text_vectors: TextVectors | None = None) -> LLMEmbedder:
+    """The router's LLM embedder: loaded from `source` (a bundle, run or checkpoint directory), or
+    trained by phase 1 on the router's training split. `config` is the router's RouterConfig."""
+    if source is not None:
+        embedder = LLMEmbedder.load(source, device)
+        embedder.text_vectors = text_vectors
+        log.info("LLM embedding model (%s) loaded from %s", embedder.kind, source)
+    else:
+        enc = config.encoder
+        embedder = train_embedding_model(
+            config.embedding_spec, train_pairs, encoder=enc.name, max_length=enc.max_length,
+            truncation=enc.truncation, pooling=enc.pooling, epochs=config.embedding_model_epochs,
+            seed=config.seed, device=device, text_vectors=text_vectors, progress=config.progress)
+    if embedder.dim != config.embedding_spec.dim:
+        raise ValueError(f"the loaded LLM embedding model has dim {embedder.dim}, "
+                         f"embedding_spec.dim is {config.embedding_spec.dim}; set them equal")
+    return embedder
+
+
+def _spread(model: LLMEmbedder, records: rec.Records, vectors) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of the phase-1 LLMs' unit vectors, and a shrunk whitening matrix [D-1, D-1]: each
     principal direction of the LLMs' spread scaled to variance var / (var + shrink x mean var)."""
     raw = torch.from_numpy(model.raw_embeddings(records, None, vectors)).double()
@@ -111,9 +126,7 @@ def _spread(model: LLMEmbeddingModel, records: rec.Records, vectors) -> tuple[to
     return center.float(), (vt.T / torch.sqrt(var + floor)).float()
 
 
-def _epoch(model: LLMEmbeddingModel, optim, fit: rec.Records, cached, rng, progress: bool) -> float:
-    from tqdm.auto import tqdm
-
+def _epoch(model: LLMEmbedder, optim, fit: rec.Records, cached, rng, progress: bool) -> float:
     spec = model.spec
     model.net.train()
     model.text.encoder.train(model.text.trainable)

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from training.evaluation.baselines import BradleyTerry
+
 RESPONSE_SEPARATOR = "\n\n"
 
 
@@ -206,8 +208,6 @@ def win_rates(records: Records) -> dict[str, float]:
 
 def bt_strengths(records: Records) -> dict[str, float]:
     """Bradley-Terry strength per LLM (log-odds scale, mean 0), fitted on the decisive records."""
-    from training.evaluation.baselines import BradleyTerry
-
     once = records.llm < records.opponent  # each pair has one record per side: keep one
     names = np.array(records.llms, dtype=object)
     if not np.any(records.outcome[once] != 0):

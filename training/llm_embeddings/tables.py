@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from training.llm_embeddings import records as rec
-from training.llm_embeddings.embedder import LLMEmbeddingModel
+from training.llm_embeddings.embedder import LLMEmbedder
 
 
 class LearnedTable(nn.Module):
@@ -43,7 +43,7 @@ class ProfileTable(nn.Module):
     """`train_with_head`: every LLM's embedding recomputed from its profile records at each call,
     by the phase-1 record network, which therefore trains with the head."""
 
-    def __init__(self, model: LLMEmbeddingModel, records: rec.Records, names: Sequence[str]):
+    def __init__(self, model: LLMEmbedder, records: rec.Records, names: Sequence[str]):
         super().__init__()
         self.net = model.net
         self.register_buffer("center", model.center.clone(), persistent=False)
@@ -63,7 +63,7 @@ class ProfileTable(nn.Module):
         return torch.cat([learned, self.strength], dim=1)  # [M, D]
 
 
-def phase1_table(model: LLMEmbeddingModel, records: rec.Records, names: Sequence[str]) -> nn.Module:
+def phase1_table(model: LLMEmbedder, records: rec.Records, names: Sequence[str]) -> nn.Module:
     """The head's LLM table from a phase-1 model (fixed, or trained with the head)."""
     if model.spec.train_with_head:
         return ProfileTable(model, records, names).to(model.device)

@@ -1,8 +1,8 @@
 """The router as one torch module: encoder -> pooling -> [prompt, features] -> head vs LLMs.
 
-`RouterNet.forward(input_ids, attention_mask, features, model_embeddings) -> scores [P, M]` is
-exactly the graph exported to ONNX (after adapters are merged), so training, `.predict` and the
-bundle compute the same function.
+`RouterNet.forward(input_ids, attention_mask, features, llm_embeddings) -> scores [P, M]` is
+exactly the graph exported to ONNX after adapters are merged (its fourth input is named
+`model_embeddings` there), so training, `.predict` and the bundle compute the same function.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class RouterNet(nn.Module):
         return torch.cat([pooled, self.feature_norm(features).to(pooled.dtype)], dim=-1)  # [P, H+F]
 
     def score(self, pooled: torch.Tensor, features: torch.Tensor,
-              model_embeddings: torch.Tensor) -> torch.Tensor:
-        return self.head(self.prompt_vector(pooled.float(), features), model_embeddings)  # [P, M]
+              llm_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.head(self.prompt_vector(pooled.float(), features), llm_embeddings)  # [P, M]
 
-    def forward(self, input_ids, attention_mask, features, model_embeddings) -> torch.Tensor:
-        return self.score(self.embed(input_ids, attention_mask), features, model_embeddings)
+    def forward(self, input_ids, attention_mask, features, llm_embeddings) -> torch.Tensor:
+        return self.score(self.embed(input_ids, attention_mask), features, llm_embeddings)

@@ -1,14 +1,15 @@
-"""TransformerEmbeddingModel: the router's Python API (train / predict / save / load / export).
+"""TransformerEmbeddingModel: the router's Python API (train / predict / save / load).
 
     model = TransformerEmbeddingModel(encoder="sentence-transformers/all-MiniLM-L6-v2")
     history = model.train("pairs.parquet", validation_split=ValidationSplit(0.2, 42), epochs=3)
     scores = model.predict(["Prove that sqrt(2) is irrational."])   # {llm name: np.ndarray}
     model.save("run/"); model = TransformerEmbeddingModel.load("run/")
 
-Batches are built from whole prompts: a step encodes a set of distinct prompts once and uses all
-of their comparison pairs (about `batch_size` pairs), because the encoder is the whole cost.
-With `balance_model_samples`, pairs are drawn by WeightedRandomSampler instead (inverse frequency
-of the pair's rarer LLM) and each drawn batch's distinct prompts are encoded once.
+The router is a `RouterNet` (encoder -> pooling -> [prompt, features] -> head, `training.model.
+network`) scored against a table of LLM embeddings (`llm_table`, `training.llm_embeddings.tables`).
+"model" is the router; the LLMs it routes between are `llm_names` / `llm_embeddings`.
+A frozen encoder's prompt vectors can come from outside (`prompt_vectors`, e.g. a
+`training.encoder.prompt_cache.PromptCache`), so that no prompt is encoded twice across runs.
 """
 
 from __future__ import annotations
@@ -27,27 +28,32 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from routerdb.features import FEATURE_NAMES, FeatureStats, compute_features
-from routerdb.tokenizer import PromptTokenizer
-from training.data import read as data_mod
+from routerdb.tokenizer import PromptTokenizer, length_batches
+from training.artifacts import (
+    CHECKPOINT_CONFIG,
+    CHECKPOINT_VERSION,
+    CHECKPOINT_WEIGHTS,
+    TOKENIZER_FILE,
+    is_quantized,
+    pick_device,
+)
+from training.data.read import PAIR_COLUMNS, concat_pairs, load_pairs
 from training.data.splits import drop_rare_models, split_by_prompt
 from training.encoder.finetuning import count_parameters, prepare_encoder
 from training.encoder.pooling import Pooling, detect_pooling
 from training.encoder.pretrained import EncoderRef, load_config, load_tokenizer, resolve_encoder
+from training.encoder.text_encoder import TextVectors
 from training.llm_embeddings.embedder import KINDS as EMBEDDING_KINDS
-from training.llm_embeddings.embedder import LLMEmbeddingModel, TextVectors
-from training.llm_embeddings.tables import FixedTable, LearnedTable
+from training.llm_embeddings.embedder import LLMEmbedder
+from training.llm_embeddings.phase1 import phase1_embedder
+from training.llm_embeddings.records import comparison_records
+from training.llm_embeddings.tables import FixedTable, LearnedTable, phase1_table
 from training.model.head import ScoringHead
 from training.model.network import FeatureNorm, RouterNet
 from training.specs import RouterConfig, ValidationSplit
+from training.trainer.loop import fit_loop
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "router.json", "weights.safetensors", "tokenizer.json"
-CHECKPOINT_VERSION = 1
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class TransformerEmbeddingModel:
@@ -57,30 +63,29 @@ class TransformerEmbeddingModel:
         base = (config or RouterConfig()).model_dump()
         self.config = RouterConfig.model_validate({**base, **fields})
         self.net: RouterNet | None = None
-        self.model_names: list[str] = []
-        self.llm_table: nn.Module | None = None  # () -> LLM embeddings [M, D]; see training/embeddings.py
-        self.embedding_model: LLMEmbeddingModel | None = None  # phase 1, for kinds other than "learned"
-        self.text_vectors: TextVectors | None = None  # optional frozen-vector source for phase 1
+        self.llm_names: list[str] = []
+        self.llm_table: nn.Module | None = None  # () -> LLM embeddings [M, D]; training.llm_embeddings.tables
+        self.llm_embedder: LLMEmbedder | None = None  # phase 1, for kinds other than "learned"
+        # prompts -> [P, H] vectors of this router's frozen encoder (read instead of running it)
+        self.prompt_vectors: TextVectors | None = None
         self.tokenizer: PromptTokenizer | None = None
         self.encoder_ref: EncoderRef | None = None
         self.pooling_reason = ""
         self.feature_stats: FeatureStats | None = None
         self.history: list[dict[str, float]] = []
+        self.validation_prompts: list[str] = []  # the prompts `train` held out, sorted
         self.device = pick_device()
 
     # --- building --------------------------------------------------------------------------
 
-    def _build(self, model_names: Sequence[str], stats: FeatureStats | None) -> None:
+    def build(self, llm_names: Sequence[str], stats: FeatureStats | None) -> None:
+        """Create the network (seeded) for these LLMs; `stats` normalise the prompt features."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         self.encoder_ref = resolve_encoder(cfg.encoder.name)
         self.tokenizer = load_tokenizer(self.encoder_ref, cfg.encoder.max_length, cfg.encoder.truncation)
         hf_config = load_config(self.encoder_ref)
-        mode, normalize, reason = detect_pooling(self.encoder_ref.local_dir, hf_config)
-        if cfg.encoder.pooling != "auto":
-            mode, reason = cfg.encoder.pooling, "set in the spec"
-        self.pooling_reason = reason
-        log.info("pooling: %s%s (%s)", mode, " + L2 normalise" if normalize else "", reason)
+        pooling = self._pooling(hf_config)
         encoder = prepare_encoder(cfg.finetuning, self.encoder_ref)
         feature_norm = None
         if cfg.use_prompt_features:
@@ -91,13 +96,24 @@ class TransformerEmbeddingModel:
         head = ScoringHead(hf_config.hidden_size + n_features, cfg.embedding_spec.dim,
                            list(cfg.head.hidden_dims), cfg.head.dropout, cfg.head.negative_slope,
                            llm_strength=cfg.head.llm_strength)
-        self.net = RouterNet(encoder, Pooling(mode, normalize), feature_norm, head)
-        self.model_names = list(model_names)
-        initial = 0.1 * torch.randn(len(model_names), cfg.embedding_spec.dim)
-        # Phase-1 kinds: filled by train() from the embedding model, or by load_state_tensors().
+        self.net = RouterNet(encoder, pooling, feature_norm, head)
+        self.llm_names = list(llm_names)
+        initial = 0.1 * torch.randn(len(llm_names), cfg.embedding_spec.dim)
+        # Phase-1 kinds: filled by train() from the LLM embedder, or by load_state_tensors().
         learned = cfg.embedding_spec.kind == "learned"
         self.llm_table = LearnedTable(initial) if learned else FixedTable(torch.zeros_like(initial))
-        if not _is_quantized(encoder):
+        self._to_device()
+
+    def _pooling(self, hf_config) -> Pooling:
+        mode, normalize, reason = detect_pooling(self.encoder_ref.local_dir, hf_config)
+        if self.config.encoder.pooling != "auto":
+            mode, reason = self.config.encoder.pooling, "set in the spec"
+        self.pooling_reason = reason
+        log.info("pooling: %s%s (%s)", mode, " + L2 normalise" if normalize else "", reason)
+        return Pooling(mode, normalize)
+
+    def _to_device(self) -> None:
+        if not is_quantized(self.net.encoder):  # a 4-bit encoder sits where bitsandbytes put it
             self.net.to(self.device)
         self.net.head.to(self.device)
         if self.net.feature_norm is not None:
@@ -105,8 +121,8 @@ class TransformerEmbeddingModel:
         self.llm_table.to(self.device)
 
     @property
-    def model_embeddings(self) -> torch.Tensor | None:
-        """The LLM embeddings [M, D] the head scores against (rows in `model_names` order)."""
+    def llm_embeddings(self) -> torch.Tensor | None:
+        """The LLM embeddings [M, D] the head scores against (rows in `llm_names` order)."""
         return None if self.llm_table is None else self.llm_table()
 
     @property
@@ -116,19 +132,14 @@ class TransformerEmbeddingModel:
     def head_parameters(self) -> list[nn.Parameter]:
         return [*self.net.head.parameters(), *(p for p in self.llm_table.parameters() if p.requires_grad)]
 
-    # --- data ------------------------------------------------------------------------------
+    # --- tokens ----------------------------------------------------------------------------
 
-    def _as_pairs(self, data, aliases=None) -> pa.Table:
-        if isinstance(data, pa.Table) and set(data_mod.PAIR_COLUMNS) <= set(data.column_names):
-            return data
-        if isinstance(data, (list, tuple)):
-            return data_mod.concat_pairs([data_mod.load_pairs(d, aliases=aliases) for d in data])
-        return data_mod.load_pairs(data, aliases=aliases)
-
-    def _encode_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+    def token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids per prompt, cut to max_length as the bundle will cut them."""
         return self.tokenizer.token_ids(prompts)
 
-    def _tensors(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) [B, T] on the model's device, padded to the longest."""
         batch = self.tokenizer.pad(ids)
         return (torch.from_numpy(batch.input_ids).to(self.device),
                 torch.from_numpy(batch.attention_mask).to(self.device))
@@ -137,57 +148,59 @@ class TransformerEmbeddingModel:
 
     def train(self, data, validation_split: ValidationSplit | None = ValidationSplit(0.2, 42), *,
               epochs: int | None = None, batch_size: int | None = None, aliases=None,
-              run_dir: str | Path | None = None, resume: bool = False) -> list[dict[str, float]]:
-        """Train on pairwise or per-model-score data; returns one dict of metrics per epoch."""
-        from training.trainer.loop import fit_loop
+              run_dir: str | Path | None = None, resume: bool = False,
+              validation_data: pa.Table | None = None) -> list[dict[str, float]]:
+        """Train on pairwise or per-model-score data; returns one dict of metrics per epoch.
 
-        cfg = self.config
+        Validation: `validation_split` of the distinct prompts (seeded), or the pairs given as
+        `validation_data` (then `data` is trained on whole), or none."""
         updates = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size}.items() if v is not None}
         if updates:
-            self.config = cfg = cfg.model_copy(update=updates)
-        pairs = self._as_pairs(data, aliases)
-        pairs, dropped = drop_rare_models(pairs, cfg.min_model_comparisons)
-        if dropped:
-            log.info("dropped %d LLM(s) with fewer than %d comparisons: %s", len(dropped),
-                     cfg.min_model_comparisons, ", ".join(dropped))
-        if validation_split is not None:
-            train_pairs, val_pairs = split_by_prompt(pairs, validation_split.fraction, validation_split.seed)
-        else:
-            train_pairs, val_pairs = pairs, pairs.slice(0, 0)
-        names = sorted(set(pairs["model_a"].to_pylist()) | set(pairs["model_b"].to_pylist()))
-        train_prompts = sorted(set(train_pairs["prompt"].to_pylist()))
-        stats = FeatureStats.fit(compute_features(train_prompts)) if cfg.use_prompt_features else None
+            self.config = self.config.model_copy(update=updates)
+        train_pairs, val_pairs = self._split(_as_pairs(data, aliases), validation_split, validation_data)
+        self.validation_prompts = sorted(set(val_pairs["prompt"].to_pylist()))
+        both = pa.concat_tables([train_pairs, val_pairs.select(train_pairs.column_names)])
+        names = sorted(set(both["model_a"].to_pylist()) | set(both["model_b"].to_pylist()))
         if self.net is None:
-            self._build(names, stats)
-        if EMBEDDING_KINDS[cfg.embedding_spec.kind].phase1:
+            self.build(names, self._feature_stats(train_pairs))
+        if EMBEDDING_KINDS[self.config.embedding_spec.kind].phase1:
             self._phase1(train_pairs, names, run_dir, resume)
         self.history = fit_loop(self, train_pairs, val_pairs, run_dir=run_dir, resume=resume)
         return self.history
 
-    def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
-        """Train (or load) the LLM embedding model on the training split; set the head's LLM table."""
-        from training.llm_embeddings.phase1 import train_embedding_model
-        from training.llm_embeddings.records import comparison_records
-        from training.llm_embeddings.tables import phase1_table
+    def _split(self, pairs: pa.Table, validation_split: ValidationSplit | None,
+               validation_data: pa.Table | None) -> tuple[pa.Table, pa.Table]:
+        cfg = self.config
+        pairs, dropped = drop_rare_models(pairs, cfg.min_model_comparisons)
+        if dropped:
+            log.info("dropped %d LLM(s) with fewer than %d comparisons: %s", len(dropped),
+                     cfg.min_model_comparisons, ", ".join(dropped))
+        if validation_data is not None:
+            return pairs, validation_data
+        if validation_split is not None:
+            return split_by_prompt(pairs, validation_split.fraction, validation_split.seed)
+        return pairs, pairs.slice(0, 0)
 
+    def _feature_stats(self, train_pairs: pa.Table) -> FeatureStats | None:
+        if not self.config.use_prompt_features:
+            return None
+        return FeatureStats.fit(compute_features(sorted(set(train_pairs["prompt"].to_pylist()))))
+
+    def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
+        """Train (or load) the LLM embedder on the training split; set the head's LLM table."""
         cfg = self.config
         source = cfg.load_embedding_model_from
         if source is None and resume and run_dir is not None and (Path(run_dir) / "checkpoint").is_dir():
             source = str(Path(run_dir) / "checkpoint")  # resume: the checkpoint's phase-1 model
-        if source is not None:
-            self.embedding_model = LLMEmbeddingModel.load(source, self.device)
-            self.embedding_model.text_vectors = self.text_vectors
-            log.info("LLM embedding model (%s) loaded from %s", self.embedding_model.kind, source)
-        else:
-            self.embedding_model = train_embedding_model(
-                cfg.embedding_spec, train_pairs, encoder=cfg.encoder.name, max_length=cfg.encoder.max_length,
-                truncation=cfg.encoder.truncation, pooling=cfg.encoder.pooling,
-                epochs=cfg.embedding_model_epochs, seed=cfg.seed,
-                device=self.device, text_vectors=self.text_vectors, progress=cfg.progress)
-        if self.embedding_model.dim != cfg.embedding_spec.dim:
-            raise ValueError(f"the loaded LLM embedding model has dim {self.embedding_model.dim}, "
-                             f"embedding_spec.dim is {cfg.embedding_spec.dim}; set them equal")
-        self.llm_table = phase1_table(self.embedding_model, comparison_records(train_pairs), names)
+        self.llm_embedder = phase1_embedder(cfg, train_pairs, source, self.device, self._phase1_vectors())
+        self.llm_table = phase1_table(self.llm_embedder, comparison_records(train_pairs), names)
+
+    def _phase1_vectors(self) -> TextVectors | None:
+        """`prompt_vectors` where phase 1 encodes texts exactly as the router does (same encoder,
+        frozen), so that record texts are read from the same cache; else None."""
+        spec = self.config.embedding_spec
+        same = getattr(spec, "encoder", None) in (None, self.config.encoder.name)
+        return self.prompt_vectors if same and not EMBEDDING_KINDS[spec.kind].finetunes_encoder else None
 
     # --- inference -------------------------------------------------------------------------
 
@@ -195,14 +208,14 @@ class TransformerEmbeddingModel:
     def embed_prompts(self, prompts: Sequence[str], batch_size: int = 32,
                       progress: bool = False) -> torch.Tensor:
         """Pooled encoder vectors [P, H] (float32, on the model's device), in input order."""
+        if self.prompt_vectors is not None and self.frozen_encoder:
+            return torch.from_numpy(self.prompt_vectors(list(prompts))).to(self.device)
         self.net.eval()
-        ids = self._encode_ids(prompts)
-        order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths share a batch
+        ids = self.token_ids(prompts)
         out = torch.empty(len(prompts), self._hidden_size(), device=self.device)
-        starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="encoding", disable=not progress, unit="batch"):
-            rows = order[start:start + batch_size]
-            input_ids, mask = self._tensors([ids[i] for i in rows])
+        batches = length_batches(ids, batch_size)
+        for rows in tqdm(batches, desc="encoding", disable=not progress, unit="batch"):
+            input_ids, mask = self.tensors([ids[i] for i in rows])
             out[torch.as_tensor(rows, device=self.device)] = self.net.embed(input_ids, mask).float()
         return out
 
@@ -217,18 +230,18 @@ class TransformerEmbeddingModel:
 
     @torch.no_grad()
     def score_matrix(self, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Scores [P, M] for every prompt against every LLM in `self.model_names`."""
+        """Scores [P, M] for every prompt against every LLM in `self.llm_names`."""
         self._require_built()
         pooled = self.embed_prompts(prompts, batch_size)
         self.net.eval()
-        scores = self.net.score(pooled, self.features_tensor(prompts), self.model_embeddings)
+        scores = self.net.score(pooled, self.features_tensor(prompts), self.llm_embeddings)
         return scores.float().cpu().numpy()
 
     def predict(self, input_data, batch_size: int = 32) -> dict[str, np.ndarray]:
         """{LLM name: scores in [-1, 1] for each prompt}; input: prompts, or a table with `prompt`."""
         prompts = _prompts_of(input_data)
         matrix = self.score_matrix(prompts, batch_size)
-        return {name: matrix[:, j] for j, name in enumerate(self.model_names)}
+        return {name: matrix[:, j] for j, name in enumerate(self.llm_names)}
 
     def _require_built(self) -> None:
         if self.net is None:
@@ -241,7 +254,7 @@ class TransformerEmbeddingModel:
         """What a checkpoint stores: trainable encoder weights, head, LLM vectors, feature stats."""
         out = {f"encoder.{n}": p for n, p in self.net.encoder.named_parameters() if p.requires_grad}
         out.update({f"head.{n}": p for n, p in self.net.head.state_dict().items()})
-        out["model_embeddings"] = self.model_embeddings
+        out["model_embeddings"] = self.llm_embeddings  # the checkpoint format's name for the LLM table
         if not isinstance(self.llm_table, (LearnedTable, FixedTable)):  # trained with the head
             out.update({f"llm_table.{n}": p for n, p in self.llm_table.state_dict().items()})
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
@@ -262,54 +275,65 @@ class TransformerEmbeddingModel:
                     param.copy_(value.to(param.dtype))
 
     def describe(self) -> dict[str, Any]:
+        """The checkpoint's `router.json` (and the source of a bundle's manifest)."""
         trainable, total = count_parameters(self.net.encoder)
+        features = self.net.feature_norm is not None
         return {
             "checkpoint_version": CHECKPOINT_VERSION,
             "config": self.config.model_dump(mode="json"),
-            "model_names": self.model_names,
+            "model_names": self.llm_names,  # the checkpoint format's name for the LLMs
             "pooling": {"mode": self.net.pooling.mode, "normalize": self.net.pooling.normalize,
                         "reason": self.pooling_reason},
-            "feature_names": list(FEATURE_NAMES) if self.net.feature_norm is not None else [],
-            "feature_stats": self.feature_stats.to_dict() if self.net.feature_norm is not None else None,
+            "feature_names": list(FEATURE_NAMES) if features else [],
+            "feature_stats": self.feature_stats.to_dict() if features else None,
             "encoder": {"name": self.encoder_ref.name, "origin": self.encoder_ref.origin,
                         "trainable_parameters": trainable, "total_parameters": total},
             "tokenizer": {"max_length": self.tokenizer.max_length, "pad_id": self.tokenizer.pad_id,
                           "padding_side": self.tokenizer.padding_side,
                           "truncation": self.tokenizer.truncation},
             "history": self.history,
-            "embedding_model": None if self.embedding_model is None else {
-                "kind": self.embedding_model.kind, **self.embedding_model.report},
+            "embedding_model": None if self.llm_embedder is None else {
+                "kind": self.llm_embedder.kind, **self.llm_embedder.report},
         }
 
     def save(self, path: str | Path) -> Path:
         self._require_built()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file(self.state_tensors(), str(path / WEIGHTS_FILE))
+        save_file(self.state_tensors(), str(path / CHECKPOINT_WEIGHTS))
         (path / TOKENIZER_FILE).write_text(self.tokenizer.json, encoding="utf-8")
-        (path / CONFIG_FILE).write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
-        if self.embedding_model is not None:
-            self.embedding_model.save(path / "embedding_model")
+        (path / CHECKPOINT_CONFIG).write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+        if self.llm_embedder is not None:
+            self.llm_embedder.save(path / "embedding_model")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> TransformerEmbeddingModel:
         path = Path(path)
-        if not (path / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{str(path)!r} holds no {CONFIG_FILE}: not a saved router. "
+        if not (path / CHECKPOINT_CONFIG).is_file():
+            raise FileNotFoundError(f"{str(path)!r} holds no {CHECKPOINT_CONFIG}: not a saved router. "
                                     "Pass the directory given to .save() (or a run's checkpoint/).")
-        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        meta = json.loads((path / CHECKPOINT_CONFIG).read_text(encoding="utf-8"))
         if meta.get("checkpoint_version", 0) > CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint version {meta['checkpoint_version']} is newer than this "
                              f"routerdb reads ({CHECKPOINT_VERSION}); upgrade routerdb.")
         model = cls(RouterConfig.model_validate(meta["config"]))
         stats = FeatureStats.from_dict(meta["feature_stats"]) if meta["feature_stats"] else None
-        model._build(meta["model_names"], stats)
-        model.load_state_tensors(load_file(str(path / WEIGHTS_FILE)))
+        model.build(meta["model_names"], stats)
+        model.load_state_tensors(load_file(str(path / CHECKPOINT_WEIGHTS)))
         model.history = meta.get("history", [])
         if (path / "embedding_model").is_dir():
-            model.embedding_model = LLMEmbeddingModel.load(path / "embedding_model", model.device)
+            model.llm_embedder = LLMEmbedder.load(path / "embedding_model", model.device)
         return model
+
+
+def _as_pairs(data, aliases=None) -> pa.Table:
+    """A pairs table from a pairs table, a path / table / DataFrame, or a list of them."""
+    if isinstance(data, pa.Table) and set(PAIR_COLUMNS) <= set(data.column_names):
+        return data
+    if isinstance(data, (list, tuple)):
+        return concat_pairs([load_pairs(d, aliases=aliases) for d in data])
+    return load_pairs(data, aliases=aliases)
 
 
 def _prompts_of(input_data) -> list[str]:
@@ -320,8 +344,3 @@ def _prompts_of(input_data) -> list[str]:
     if hasattr(input_data, "columns") and "prompt" in getattr(input_data, "columns", []):
         return list(input_data["prompt"])
     return list(input_data)
-
-
-def _is_quantized(module: nn.Module) -> bool:
-    return bool(getattr(module, "is_loaded_in_4bit", False) or getattr(module, "is_quantized", False)
-                or any(p.dtype == torch.uint8 for p in module.parameters()))

@@ -67,7 +67,7 @@ def test_train_export_and_bundle_matches_torch(tiny_encoders, scores, tmp_path, 
     bundle = export_bundle(model, tmp_path / "bundle", VERIFY)
 
     onnx = Router(bundle, providers=["CPUExecutionProvider"], cache_size=0).score(VERIFY)
-    trained = np.stack([model.predict(VERIFY)[m] for m in model.model_names], axis=1)
+    trained = np.stack([model.predict(VERIFY)[m] for m in model.llm_names], axis=1)
     manifest = json.loads((bundle / "manifest.json").read_text())
     gap = manifest["finetuning"]["max_abs_diff_merged_vs_trained"]
     if method == "qlora":
@@ -77,7 +77,7 @@ def test_train_export_and_bundle_matches_torch(tiny_encoders, scores, tmp_path, 
             merged = merged_graph(model)
             batch = model.tokenizer(VERIFY)
             reference = merged(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
-                               model.features_tensor(VERIFY).cpu(), model.model_embeddings.detach().cpu())
+                               model.features_tensor(VERIFY).cpu(), model.llm_embeddings.detach().cpu())
         np.testing.assert_allclose(onnx, reference.numpy(), rtol=0, atol=1e-4)
         assert gap == pytest.approx(float(np.abs(reference.numpy() - trained).max()), abs=1e-6)
         assert 0 < gap < 0.2  # nf4 rounding of random tiny weights; a real encoder: see docs

@@ -148,7 +148,7 @@ def _built(encoder_dir, **fields):
 
     fields = {"encoder": str(encoder_dir), **fields}
     model = TransformerEmbeddingModel(finetuning={"kind": "frozen"}, progress=False, **fields)
-    model._build(["a", "b"], None)
+    model.build(["a", "b"], None)
     return model
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from training.encoder.prompt_cache import PromptCache, attach
+from tests import tiny_models
+from training.encoder.prompt_cache import PromptCache
+from training.model import TransformerEmbeddingModel
+from training.specs import Frozen, ValidationSplit
 
 
-def test_fill_lookup_reload_and_attach(tiny_encoders, tmp_path):
-    from training.model.router import TransformerEmbeddingModel
-    from training.specs import Frozen
-
+def test_fill_lookup_reload_and_read_by_the_router(tiny_encoders, tmp_path):
     prompts = ["Solve 2x + 3 = 7.", "Write a haiku about rain.", "Solve 2x + 3 = 7."]
     cache = PromptCache.for_encoder(str(tiny_encoders["bert"]), 64, tmp_path)
     assert cache.missing(prompts) == prompts[:2]
@@ -28,18 +28,15 @@ def test_fill_lookup_reload_and_attach(tiny_encoders, tmp_path):
 
     model = TransformerEmbeddingModel(encoder={"name": str(tiny_encoders["bert"]), "max_length": 64},
                                       finetuning=Frozen(), use_prompt_features=False, progress=False)
-    model._build(["x", "y"], None)
+    model.build(["x", "y"], None)
     direct = model.embed_prompts(prompts).cpu().numpy()
     assert np.allclose(direct, vectors, atol=1e-6)  # the cache holds what the trainer computes
-    attach(model, again)
+    model.prompt_vectors = again.vectors
     got = model.embed_prompts(prompts + ["never seen"])  # a miss is encoded and stored
     assert isinstance(got, torch.Tensor) and got.shape == (4, 32) and len(again) == 3
 
 
 def test_switching_truncation_re_encodes_only_the_prompts_that_were_cut(tiny_encoders, tmp_path):
-    from training.model.router import TransformerEmbeddingModel
-    from training.specs import Frozen
-
     short = "Solve 2x + 3 = 7."
     long = " ".join(["Explain why the sky is blue in simple terms."] * 6) + " Then write a haiku."
     encoder = str(tiny_encoders["bert"])
@@ -52,5 +49,18 @@ def test_switching_truncation_re_encodes_only_the_prompts_that_were_cut(tiny_enc
     assert not np.allclose(both.lookup([long]), head.lookup([long]))
     model = TransformerEmbeddingModel(encoder={"name": encoder, "max_length": 16, "truncation": "head_tail"},
                                       finetuning=Frozen(), use_prompt_features=False, progress=False)
-    model._build(["x", "y"], None)
+    model.build(["x", "y"], None)
     assert np.allclose(model.embed_prompts([long]).cpu().numpy(), both.lookup([long]), atol=1e-6)
+
+
+def test_phase1_reads_record_texts_through_a_cold_cache(tiny_encoders, tmp_path):
+    """A frozen-encoder router with a phase-1 LLM embedder, on an empty cache: phase 1 encodes its
+    record texts into the cache too (it once looked them up only, and failed on a cold cache)."""
+    cache = PromptCache.for_encoder(str(tiny_encoders["bert"]), 64, tmp_path)
+    model = TransformerEmbeddingModel(encoder={"name": str(tiny_encoders["bert"]), "max_length": 64},
+                                      finetuning=Frozen(), embedding_spec={"kind": "frozen", "dim": 8},
+                                      embedding_model_epochs=1, epochs=1, progress=False)
+    model.prompt_vectors = cache.vectors
+    data = tiny_models.synthetic_scores(n_prompts=20)
+    model.train(data, ValidationSplit(0.25, 0))
+    assert len(cache) == 20 and not cache.missing(data["prompt"].to_pylist())

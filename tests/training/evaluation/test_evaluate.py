@@ -12,6 +12,9 @@ from tests import tiny_models
 from training import evaluate as ev
 from training.evaluation import dataset as eval_data
 from training.evaluation import metrics
+from training.evaluation.accuracy import boot_weights, credit, pair_metrics, ratio_ci, shuffled_prompts
+from training.evaluation.routing import routing_results
+from training.evaluation.scores import Scores
 
 
 def _side(p, a, b, label, source=None, score_a=None, score_b=None, prompts=None):
@@ -29,8 +32,8 @@ def test_ratio_ci_matches_metrics_bootstrap():
     rng = np.random.default_rng(1)
     groups = rng.integers(0, 30, 200)
     diff, label = rng.normal(size=200), rng.choice([-1, 1], 200)
-    code, draws = ev.boot_weights(groups, 300, seed=4)
-    fast = ev.ratio_ci(ev.credit(diff, label), code, draws)
+    code, draws = boot_weights(groups, 300, seed=4)
+    fast = ratio_ci(credit(diff, label), code, draws)
     slow = metrics.bootstrap_ci(metrics.pairwise_accuracy, groups, diff, label, n_boot=300, seed=4)
     assert fast == pytest.approx(slow)
 
@@ -38,9 +41,9 @@ def test_ratio_ci_matches_metrics_bootstrap():
 def test_pair_metrics_hand_checked():
     # 4 prompts, x vs y; y wins on prompt 2 only. A perfect router knows; BT says x always.
     t = _side([0, 1, 2, 3, 0], ["x"] * 5, ["y"] * 5, [1, 1, -1, 1, 0])
-    perfect = ev.Scores(["x", "y"], np.array([[1.0, 0], [1, 0], [0, 1], [1, 0]]))
-    bt = ev.Scores(["x", "y"], np.array([[1.0, 0]] * 4))
-    out = ev.pair_metrics(t, {"routerdb": perfect, "bradley_terry": bt}, n_boot=50)
+    perfect = Scores(["x", "y"], np.array([[1.0, 0], [1, 0], [0, 1], [1, 0]]))
+    bt = Scores(["x", "y"], np.array([[1.0, 0]] * 4))
+    out = pair_metrics(t, {"routerdb": perfect, "bradley_terry": bt}, n_boot=50)
     pooled = out["pooled"]
     assert (pooled["n_pairs"], pooled["n_prompts"], pooled["n_ties"]) == (4, 4, 1)
     assert pooled["routers"]["routerdb"]["accuracy"] == 1.0
@@ -53,7 +56,7 @@ def test_pair_metrics_hand_checked():
 def test_shuffle_stays_within_source():
     p = np.array([0, 1, 2, 3, 4, 5, 0])
     src = np.array(["a", "a", "a", "b", "b", "b", "a"], object)
-    out = ev.shuffled_prompts(p, src, seed=0)
+    out = shuffled_prompts(p, src, seed=0)
     assert set(out[src == "a"]) <= {0, 1, 2} and set(out[src == "b"]) == {3, 4, 5}
     assert out[0] == out[6]  # one prompt is replaced by the same prompt everywhere
 
@@ -62,16 +65,16 @@ def test_routing_perfect_and_constant_routers():
     # strong wins prompts 0 and 1, weak wins prompt 2, both tie on 3.
     s_q, w_q = [1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]
     t = _side([0, 1, 2, 3], ["S"] * 4, ["W"] * 4, [1, 1, -1, 0], score_a=s_q, score_b=w_q)
-    oracle = ev.Scores(["S", "W"], np.array([[1.0, 0], [1, 0], [0, 1], [0.5, 0.5]]))
-    constant = ev.Scores(["S", "W"], np.array([[1.0, 0]] * 4))
+    oracle = Scores(["S", "W"], np.array([[1.0, 0], [1, 0], [0, 1], [0.5, 0.5]]))
+    constant = Scores(["S", "W"], np.array([[1.0, 0]] * 4))
     routers = {"routerdb": oracle, "bradley_terry": constant}
-    assert ev.routing_results(t, routers, [("S", "W")], n_boot=20) == []  # < 10 prompts: skipped
+    assert routing_results(t, routers, [("S", "W")], n_boot=20) == []  # < 10 prompts: skipped
     t10 = _side(list(range(12)), ["S"] * 12, ["W"] * 12, [1, 1, -1, 0] * 3, score_a=s_q * 3, score_b=w_q * 3)
-    oracle10 = ev.Scores(["S", "W"], np.tile(oracle.matrix, (3, 1)))
-    const10 = ev.Scores(["S", "W"], np.tile(constant.matrix, (3, 1)))
-    lucky = ev.Scores(["S", "W"], oracle10.matrix.copy())  # a random draw that happens to be perfect
+    oracle10 = Scores(["S", "W"], np.tile(oracle.matrix, (3, 1)))
+    const10 = Scores(["S", "W"], np.tile(constant.matrix, (3, 1)))
+    lucky = Scores(["S", "W"], oracle10.matrix.copy())  # a random draw that happens to be perfect
     routers10 = {"routerdb": oracle10, "bradley_terry": const10, "random": lucky}
-    (entry,) = ev.routing_results(t10, routers10, [("S", "W")], n_boot=20)
+    (entry,) = routing_results(t10, routers10, [("S", "W")], n_boot=20)
     assert entry["routers"]["random"]["apgr"] == pytest.approx(0.5)  # random counts as its expectation
     rnd = entry["routers"]["random"]
     assert (rnd["cpt50"], rnd["cpt80"]) == pytest.approx((50, 80))

@@ -81,7 +81,7 @@ def test_add_model_writes_a_bundle_that_scores_the_new_llm(built, split, tmp_pat
     assert new.model_names == (*old.model_names, HELD_OUT)
     np.testing.assert_array_equal(new.model_embeddings[:-1], old.model_embeddings)
     train, _ = split
-    expected = built["model"].embedding_model.embed_llms(comparison_records(train).of(HELD_OUT), [HELD_OUT])
+    expected = built["model"].llm_embedder.embed_llms(comparison_records(train).of(HELD_OUT), [HELD_OUT])
     np.testing.assert_allclose(new.model_embeddings[-1], expected[0], atol=1e-6)
     for name in ("model.onnx", "tokenizer.json"):
         assert new.manifest["files"][name]["sha256"] == old.manifest["files"][name]["sha256"]
@@ -159,7 +159,7 @@ def _pair_diff(model, pairs: pa.Table) -> np.ndarray:
     prompts = sorted(set(pairs["prompt"].to_pylist()))
     matrix = model.score_matrix(prompts)
     row = {p: i for i, p in enumerate(prompts)}
-    col = {m: j for j, m in enumerate(model.model_names)}
+    col = {m: j for j, m in enumerate(model.llm_names)}
     rows = [row[p] for p in pairs["prompt"].to_pylist()]
     return (matrix[rows, [col[m] for m in pairs["model_a"].to_pylist()]]
             - matrix[rows, [col[m] for m in pairs["model_b"].to_pylist()]])

@@ -16,8 +16,11 @@ import torch
 from pydantic import TypeAdapter
 
 from training import specs
+from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.data import read as data_mod
 from training.data.splits import model_counts, split_by_prompt
+from training.encoder.pretrained import resolve_encoder
+from training.encoder.text_encoder import TextEncoder
 from training.llm_embeddings import embedder as embeddings
 from training.llm_embeddings import phase1, records
 from training.model.router import TransformerEmbeddingModel
@@ -174,7 +177,7 @@ def test_every_kind_trains_and_reports_identification(trained, kind):
 
 
 def test_finetunable_trains_its_encoder(trained, tiny_encoders):
-    fresh = embeddings.TextEncoder(embeddings.resolve_encoder(str(tiny_encoders["bert"])), 128,
+    fresh = TextEncoder(resolve_encoder(str(tiny_encoders["bert"])), 128,
                                    finetuning=specs.LastLayers(num_layers=1))
     tuned = dict(trained["finetunable"].text.encoder.named_parameters())
     changed = [n for n, p in fresh.encoder.named_parameters() if p.requires_grad
@@ -195,12 +198,12 @@ def test_save_load_round_trip(trained, kind, sample_pairs, tmp_path):
     theta = records.bt_strengths(r)
     assert np.argsort(before[:, -1]).tolist() == np.argsort([theta[n] for n in r.llms]).tolist()
     model.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [embeddings.CONFIG_FILE, embeddings.WEIGHTS_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [EMBEDDER_CONFIG, EMBEDDER_WEIGHTS]
     meta = json.loads((tmp_path / "embedding_model.json").read_text())
     assert meta["format"] == "routerdb-embedding-model" and meta["kind"] == kind
     assert meta["report"]["identification_top1"] == model.report["identification_top1"]
     assert "torch" in meta["library_versions"]
-    np.testing.assert_allclose(embeddings.LLMEmbeddingModel.load(tmp_path).embed_llms(r), before, atol=1e-5)
+    np.testing.assert_allclose(embeddings.LLMEmbedder.load(tmp_path).embed_llms(r), before, atol=1e-5)
 
 
 def test_load_refuses_newer_and_foreign_files(trained, tmp_path):
@@ -208,12 +211,12 @@ def test_load_refuses_newer_and_foreign_files(trained, tmp_path):
     meta = json.loads((tmp_path / "embedding_model.json").read_text())
     (tmp_path / "embedding_model.json").write_text(json.dumps({**meta, "format_version": 99}))
     with pytest.raises(ValueError, match="format version 99 is newer"):
-        embeddings.LLMEmbeddingModel.load(tmp_path)
+        embeddings.LLMEmbedder.load(tmp_path)
     (tmp_path / "embedding_model.json").write_text(json.dumps({**meta, "format": "x"}))
     with pytest.raises(ValueError, match="not a routerdb LLM embedding model"):
-        embeddings.LLMEmbeddingModel.load(tmp_path)
+        embeddings.LLMEmbedder.load(tmp_path)
     with pytest.raises(FileNotFoundError, match="no LLM embedding model.*kind 'learned' has no such model"):
-        embeddings.LLMEmbeddingModel.load(tmp_path / "nowhere")
+        embeddings.LLMEmbedder.load(tmp_path / "nowhere")
 
 
 def test_an_llm_without_records_gets_the_average_embedding(trained, sample_pairs, caplog):
@@ -240,15 +243,15 @@ def test_router_uses_the_phase1_embeddings_fixed(tiny_encoders, sample_pairs, tm
         model.train(sample_pairs, ValidationSplit(0.2, 0), run_dir=tmp_path / "run")
     assert "held-out top-1 identification" in caplog.text
     train, _ = split_by_prompt(sample_pairs, 0.2, 0)
-    expected = model.embedding_model.embed_llms(records.comparison_records(train), model.model_names)
-    np.testing.assert_allclose(model.model_embeddings.cpu().numpy(), expected, atol=1e-6)
-    assert not any(p is model.model_embeddings for p in model.head_parameters())
+    expected = model.llm_embedder.embed_llms(records.comparison_records(train), model.llm_names)
+    np.testing.assert_allclose(model.llm_embeddings.cpu().numpy(), expected, atol=1e-6)
+    assert not any(p is model.llm_embeddings for p in model.head_parameters())
     saved = json.loads((tmp_path / "run" / "checkpoint" / "router.json").read_text())
     assert saved["embedding_model"]["kind"] == "frozen"
-    top1 = model.embedding_model.report["identification_top1"]
+    top1 = model.llm_embedder.report["identification_top1"]
     assert saved["embedding_model"]["identification_top1"] == top1
     loaded = TransformerEmbeddingModel.load(tmp_path / "run" / "checkpoint")
-    assert loaded.embedding_model is not None
+    assert loaded.llm_embedder is not None
     prompts = sample_pairs["prompt"].to_pylist()[:5]
     np.testing.assert_allclose(loaded.score_matrix(prompts), model.score_matrix(prompts), atol=1e-6)
 
@@ -260,13 +263,13 @@ def test_train_with_head_keeps_phase1_and_head_consistent(tiny_encoders, sample_
     train, _ = split_by_prompt(sample_pairs, 0.2, 0)
     r = records.comparison_records(train)
     with torch.no_grad():
-        table = model.model_embeddings.cpu().numpy()
+        table = model.llm_embeddings.cpu().numpy()
     # the saved (co-trained) phase-1 model embeds the LLMs exactly as the head saw them
-    again = embeddings.LLMEmbeddingModel.load(tmp_path / "run").embed_llms(r, model.model_names)
+    again = embeddings.LLMEmbedder.load(tmp_path / "run").embed_llms(r, model.llm_names)
     np.testing.assert_allclose(again, table, rtol=1e-4, atol=1e-4)  # whitening amplifies float noise
     loaded = TransformerEmbeddingModel.load(tmp_path / "run" / "checkpoint")
     # recomputed from the records through the whitening: float noise of a few 1e-6 (seen in CI)
-    np.testing.assert_allclose(loaded.model_embeddings.cpu().numpy(), table, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(loaded.llm_embeddings.cpu().numpy(), table, rtol=1e-4, atol=1e-4)
 
 
 def test_load_embedding_model_from_skips_phase1(tiny_encoders, sample_pairs, tmp_path, caplog):
@@ -277,7 +280,7 @@ def test_load_embedding_model_from_skips_phase1(tiny_encoders, sample_pairs, tmp
     with caplog.at_level(logging.INFO):
         second.train(sample_pairs, ValidationSplit(0.2, 0))
     assert "loaded from" in caplog.text and "phase 1 (frozen) epoch" not in caplog.text
-    np.testing.assert_allclose(second.model_embeddings.cpu().numpy(), first.model_embeddings.cpu().numpy())
+    np.testing.assert_allclose(second.llm_embeddings.cpu().numpy(), first.llm_embeddings.cpu().numpy())
 
 
 def test_min_model_comparisons_drops_rare_llms_with_a_log(tiny_encoders, sample_pairs, caplog):
@@ -290,7 +293,7 @@ def test_min_model_comparisons_drops_rare_llms_with_a_log(tiny_encoders, sample_
     with caplog.at_level(logging.INFO):
         model.train(rare, ValidationSplit(0.2, 0))
     assert "dropped 1 LLM(s) with fewer than 200 comparisons: codegemma-7b" in caplog.text
-    assert "codegemma-7b" not in model.model_names and len(model.model_names) == 8
+    assert "codegemma-7b" not in model.llm_names and len(model.llm_names) == 8
 
 
 def test_strength_of_one_llm_given_its_opponents():

@@ -46,14 +46,14 @@ def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 
 def _kill_after_epoch(monkeypatch, epoch: int) -> None:
-    real = loop._checkpoint
+    real = loop.save_checkpoint
 
     def checkpoint_then_die(model, optim, generator, run_dir, done, history):
         real(model, optim, generator, run_dir, done, history)
         if done == epoch:
             raise Killed(f"killed after epoch {done}")
 
-    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", checkpoint_then_die)
 
 
 CASES = [  # (encoder, method, optimizer): every optimiser, every encoder family, a 4-bit base
@@ -118,7 +118,7 @@ def test_kill_while_saving_resumes_from_the_previous_epoch(tiny_encoders, data, 
         calls.append(self)
         return real_rename(self, target)
 
-    real_checkpoint = loop._checkpoint
+    real_checkpoint = loop.save_checkpoint
 
     def checkpoint(model, optim, generator, run_dir, done, history):
         if done == KILLED_AFTER + 1:  # die part-way through swapping epoch 3's files into place
@@ -126,7 +126,7 @@ def test_kill_while_saving_resumes_from_the_previous_epoch(tiny_encoders, data, 
         real_checkpoint(model, optim, generator, run_dir, done, history)
 
     with monkeypatch.context() as patch:
-        patch.setattr(loop, "_checkpoint", checkpoint)
+        patch.setattr(loop, "save_checkpoint", checkpoint)
         with pytest.raises(Killed):
             _train(_model(tiny_encoders["bert"], finetuning={"kind": "bitfit"}), data, tmp_path / "run")
         monkeypatch.setattr(Path, "rename", real_rename)

@@ -93,7 +93,7 @@ def test_training_logs_shares_and_validation_is_never_balanced(tiny_encoders, ca
     prompts = sorted(set(val["prompt"].to_pylist()))
     scores = model.score_matrix(prompts)
     row = {p: i for i, p in enumerate(prompts)}
-    col = {m: j for j, m in enumerate(model.model_names)}
+    col = {m: j for j, m in enumerate(model.llm_names)}
     rows = [row[p] for p in val["prompt"].to_pylist()]
     diff = (scores[rows, [col[m] for m in val["model_a"].to_pylist()]]
             - scores[rows, [col[m] for m in val["model_b"].to_pylist()]]) * val["label"].to_numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from training.trainer.loop import PairArrays
+from training.trainer.pairs import PairArrays
 from training.trainer.sampling import pair_weights
 
 P = np.array([0, 0, 0, 0, 1])  # prompt 0 has 4 pairs, prompt 1 has 1
