@@ -1,7 +1,7 @@
 """`python -m training.evaluate BUNDLE DATA...`: how well a router ranks LLMs on unseen prompts.
 
-    python -m training.evaluate build/quality/bundle ../shared/data/*.parquet \\
-        --aliases ../shared/data/model_aliases.json --split 0.2:0 --out build/quality/report \\
+    python -m training.evaluate build/quality/bundle DATA/*.parquet \\
+        --aliases DATA/model_aliases.json --split 0.2:0 --out build/quality/report \\
         --pair gpt-4-1106-preview:mixtral-8x7b-instruct-v0.1
 
 Writes `report.md`, `results.json`, `per_pair.csv` and PNG plots to `--out`.

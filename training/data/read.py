@@ -32,6 +32,9 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
 
 from training.data.aliases import load_aliases
 from training.data.columns import (
@@ -124,16 +127,10 @@ def _read_file(path: Path, name: str) -> pa.Table:
         raise FileNotFoundError(f"{name}: no such file; pass the path of an existing data file")
     try:
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             return pq.read_table(path)
         if suffix == ".csv":
-            import pyarrow.csv as pacsv
-
             options = pacsv.ParseOptions(newlines_in_values=True)
             return pacsv.read_csv(path, parse_options=options)
-        import pyarrow.json as pajson
-
         return pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 24))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise data_error(

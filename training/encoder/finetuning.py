@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import BitsAndBytesConfig
+from transformers.pytorch_utils import Conv1D
 
 from training import specs
 from training.encoder.pretrained import EncoderRef, load_base_model
@@ -34,20 +36,16 @@ class Method:
 
 # --- LoRA and QLoRA ------------------------------------------------------------------------
 
-_LINEAR_TYPES: tuple[type, ...] = (nn.Linear,)
-try:  # GPT-2 uses Conv1D for its projections; peft's LoRA supports it
-    from transformers.pytorch_utils import Conv1D
-
-    _LINEAR_TYPES = (nn.Linear, Conv1D)
-except ImportError:  # pragma: no cover - every supported transformers has it
-    pass
+# the projection layers of transformer blocks: GPT-2's are Conv1D ([in, out] weights), which peft's
+# LoRA supports too
+LINEAR_LAYERS: tuple[type, ...] = (nn.Linear, Conv1D)
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
     """Full names of the attention / MLP projections inside the transformer blocks."""
     blocks_name, _ = find_blocks(model)
     return [n for n, m in model.named_modules()
-            if isinstance(m, _LINEAR_TYPES) and n.startswith(blocks_name + ".")]
+            if isinstance(m, LINEAR_LAYERS) and n.startswith(blocks_name + ".")]
 
 
 def resolve_target_modules(model: nn.Module, wanted) -> list[str]:
@@ -77,7 +75,7 @@ def resolve_target_modules(model: nn.Module, wanted) -> list[str]:
 
 
 def _lora_config(spec, model: nn.Module):
-    from peft import LoraConfig
+    from peft import LoraConfig  # peft takes 7-8 s to import: only for LoRA / QLoRA
 
     targets = resolve_target_modules(model, spec.target_modules)
     modules = dict(model.named_modules())
@@ -88,7 +86,7 @@ def _lora_config(spec, model: nn.Module):
 
 
 def _prepare_lora(spec: specs.LoRA, ref: EncoderRef) -> nn.Module:
-    from peft import get_peft_model
+    from peft import get_peft_model  # 7-8 s to import: only for LoRA / QLoRA
 
     base = load_base_model(ref)
     return get_peft_model(base, _lora_config(spec, base))
@@ -101,7 +99,7 @@ def _export_lora(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
 def check_4bit_support() -> None:
     """Stop before training, with the alternative, where bitsandbytes cannot run 4-bit here."""
     try:
-        import bitsandbytes.functional as bnbf
+        import bitsandbytes.functional as bnbf  # optional at run time, 3-4 s to import: QLoRA only
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         bnbf.quantize_4bit(torch.randn(64, 64, device=device), quant_type="nf4")
@@ -114,8 +112,7 @@ def check_4bit_support() -> None:
 
 
 def _prepare_qlora(spec: specs.QLoRA, ref: EncoderRef) -> nn.Module:
-    from peft import get_peft_model
-    from transformers import BitsAndBytesConfig
+    from peft import get_peft_model  # 7-8 s to import: only for LoRA / QLoRA
 
     check_4bit_support()
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.bnb_4bit_quant_type,
@@ -140,6 +137,7 @@ def _keep_4bit_layout(model: nn.Module) -> None:
 
 
 def _export_qlora(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
+    # peft takes 7-8 s to import: only for LoRA / QLoRA
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     full = load_base_model(ref)  # full precision: merging into 4-bit weights loses accuracy

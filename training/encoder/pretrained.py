@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
 from routerdb.tokenizer import PromptTokenizer
 from training.specs import DEFAULT_TRUNCATION
 
@@ -65,8 +67,6 @@ def resolve_encoder(name: str) -> EncoderRef:
 
 
 def load_config(ref: EncoderRef):
-    from transformers import AutoConfig
-
     return _loaded(ref, lambda: AutoConfig.from_pretrained(ref.location, trust_remote_code=False))
 
 
@@ -87,8 +87,6 @@ def _loaded(ref: EncoderRef, load):
 
 def load_base_model(ref: EncoderRef, **kwargs):
     """The bare transformer (no task head), e.g. BertModel / LlamaModel / GPT2Model."""
-    from transformers import AutoModel
-
     # Weights from safetensors only (a pickled pytorch_model.bin is refused), no code from the repo.
     kwargs = {"use_safetensors": True, **kwargs}
     try:
@@ -100,8 +98,6 @@ def load_base_model(ref: EncoderRef, **kwargs):
 
 
 def load_tokenizer(ref: EncoderRef, max_length: int, truncation: str = DEFAULT_TRUNCATION) -> PromptTokenizer:
-    from transformers import AutoTokenizer
-
     hf = _loaded(ref, lambda: AutoTokenizer.from_pretrained(ref.location, trust_remote_code=False))
     if not getattr(hf, "is_fast", False):
         raise ValueError(

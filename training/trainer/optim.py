@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from training.encoder.finetuning import LINEAR_LAYERS
+
 log = logging.getLogger(__name__)
 
 
@@ -87,13 +89,6 @@ def _muon(spec, groups, matrices: set[int]) -> Optimizers:
 
 OPTIMIZERS: dict[str, Callable] = {"adamw": _adamw, "adam": _adam, "muon": _muon}
 
-_MATRIX_LAYERS: tuple[type, ...] = (nn.Linear,)
-try:  # GPT-2's projections are Conv1D ([in, out] weights): matrices too
-    from transformers.pytorch_utils import Conv1D
-
-    _MATRIX_LAYERS = (nn.Linear, Conv1D)
-except ImportError:  # pragma: no cover - training always has transformers
-    pass
 
 
 def matrix_parameters(*modules: nn.Module) -> set[int]:
@@ -103,7 +98,7 @@ def matrix_parameters(*modules: nn.Module) -> set[int]:
     for module in modules:
         for layer in module.modules():
             w = getattr(layer, "weight", None)
-            if isinstance(layer, _MATRIX_LAYERS) and w is not None and w.ndim == 2 and min(w.shape) > 1:
+            if isinstance(layer, LINEAR_LAYERS) and w is not None and w.ndim == 2 and min(w.shape) > 1:
                 out.add(id(w))
     return out
 
