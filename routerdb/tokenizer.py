@@ -119,3 +119,10 @@ def _special_tokens(tok: Tokenizer) -> tuple[list[int], list[int]]:
             return full[:k], full[k + len(probe):]
     raise ValueError("the tokenizer's post-processor changes the tokens of a text; "
                      "use truncation 'head' or 'tail' with it")
+
+
+def length_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+    """Row indices of `ids` in batches of at most `batch_size`, shortest first: prompts of similar
+    token length share a batch, so little of it is padding (the encoder's cost is the padded size)."""
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
