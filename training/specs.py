@@ -58,24 +58,24 @@ class EncoderSpec(Closed):
     pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: from the encoder's files
 
 
-class LoRA(Closed):
-    kind: Literal["lora"] = "lora"
+class _Adapters(Closed):
+    """The LoRA adapter fields LoRA and QLoRA share."""
+
     rank: int = Field(8, ge=1)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: Literal["auto"] | list[str] = "auto"
+    target_modules: Literal["auto"] | list[str] = "auto"  # auto: every projection of the blocks
     lr: float = Field(2e-4, gt=0)
 
 
-class QLoRA(Closed):
+class LoRA(_Adapters):
+    kind: Literal["lora"] = "lora"
+
+
+class QLoRA(_Adapters):
     kind: Literal["qlora"] = "qlora"
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: Literal["auto"] | list[str] = "auto"
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
     bnb_4bit_compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    lr: float = Field(2e-4, gt=0)
 
 
 class LastLayers(Closed):

@@ -109,6 +109,18 @@ def cost_table(cost: list[dict]) -> list[str]:
 # --- plots --------------------------------------------------------------------------------------
 
 
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str | None = None) -> None:
+    """Label, legend and write a plot, then free it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_training(history: list[dict], path: Path) -> bool:
     if not history:
         return False
@@ -134,13 +146,8 @@ def plot_routing(entry: dict, path: Path) -> None:
         ax.plot(x, y, "o-" if name == ROUTER else ".-", lw=2.2 if name == ROUTER else 1.1,
                 color=f"C{k}", label=f"{name} (APGR {r['apgr']:.3f})")
     ax.axhline(entry["oracle_mean"], ls=":", color="grey", label="oracle")
-    ax.set_xlabel(f"% of prompts sent to {entry['strong']}")
-    ax.set_ylabel("mean quality")
-    ax.set_title(f"{entry['strong']} vs {entry['weak']}", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, f"% of prompts sent to {entry['strong']}", "mean quality",
+          f"{entry['strong']} vs {entry['weak']}")
 
 
 def plot_cost(entry: dict, path: Path) -> None:
@@ -154,13 +161,7 @@ def plot_cost(entry: dict, path: Path) -> None:
     ax.scatter([entry["oracle_cost"]], [entry["oracle_quality"]], marker="*", s=80, color="gold",
                edgecolor="black", zorder=6, label="oracle")
     ax.set_xscale("log")
-    ax.set_xlabel("mean cost per query (USD, log scale)")
-    ax.set_ylabel("mean quality")
-    ax.set_title(entry["source"], fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, "mean cost per query (USD, log scale)", "mean quality", entry["source"])
 
 
 def plot_calibration(calibration: dict, path: Path) -> None:
@@ -170,12 +171,7 @@ def plot_calibration(calibration: dict, path: Path) -> None:
         if name in ("random",) or not table:
             continue
         ax.plot([t[0] for t in table], [t[1] for t in table], "o-", ms=3, color=f"C{k}", label=name)
-    ax.set_xlabel("predicted P(a wins) = sigmoid(s_a - s_b)")
-    ax.set_ylabel("observed win rate of a")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path, "predicted P(a wins) = sigmoid(s_a - s_b)", "observed win rate of a")
 
 
 # --- the report ---------------------------------------------------------------------------------
