@@ -50,12 +50,18 @@ def split_by_prompt(
         keys = [str(u) for u in unique.tolist()]
     if len(keys) < 2:
         raise ValueError(f"{len(keys)} distinct prompt(s); a prompt-disjoint split needs >= 2")
-    ranked = sorted(range(len(keys)), key=lambda k: (_hash64(f"{seed}\x1f{keys[k]}"), keys[k]))
-    n_val = min(max(round(fraction * len(keys)), 1), len(keys) - 1)
-    is_val = np.zeros(len(keys), bool)
-    is_val[ranked[:n_val]] = True
-    mask = is_val[np.asarray(codes).ravel()]
+    mask = held_out(keys, fraction, seed)[np.asarray(codes).ravel()]
     return pairs.filter(pa.array(~mask)), pairs.filter(pa.array(mask))
+
+
+def held_out(keys: list[str], fraction: float, seed: int) -> np.ndarray:
+    """Which of `keys` (two or more, distinct) are held out: the first round(fraction * keys), at
+    least one and not all, in the order of a blake2b hash of (seed, key): the same everywhere."""
+    ranked = sorted(range(len(keys)), key=lambda k: (_hash64(f"{seed}\x1f{keys[k]}"), keys[k]))
+    n_out = min(max(round(fraction * len(keys)), 1), len(keys) - 1)
+    out = np.zeros(len(keys), bool)
+    out[ranked[:n_out]] = True
+    return out
 
 
 def near_duplicate_groups(embeddings: np.ndarray, threshold: float = 0.95) -> np.ndarray:

@@ -52,7 +52,7 @@ def train_embedding_model(spec, pairs: pa.Table, *, encoder: str, max_length: in
                           progress: bool = False) -> LLMEmbedder:
     """Phase 1 on the comparison records of `pairs` (the router's training split)."""
     records = rec.comparison_records(pairs)
-    fit, heldout = rec.split_by_prompt(records, spec.heldout_fraction, seed)
+    fit, heldout = rec.split_records(records, spec.heldout_fraction, seed)
     torch.manual_seed(seed)
     model = build_embedding_model(spec, records, encoder=spec.encoder or encoder,
                                   max_length=max_length, pooling=pooling, device=device,

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from training.data.splits import held_out, normalise_prompt
 from training.evaluation.baselines import BradleyTerry
 
 RESPONSE_SEPARATOR = "\n\n"
@@ -111,11 +112,13 @@ def _codes(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     return codes, list(index)
 
 
-def split_by_prompt(records: Records, fraction: float, seed: int) -> tuple[Records, Records]:
-    """(fit, held out): `fraction` of the distinct prompts (at least one, if two or more) held out."""
+def split_records(records: Records, fraction: float, seed: int) -> tuple[Records, Records]:
+    """(fit, held out): `fraction` of the distinct prompts (at least one, if two or more) held
+    out, chosen as `training.data.splits.split_by_prompt` chooses them."""
     used = np.unique(records.prompt)
-    n_out = min(max(round(fraction * len(used)), 1), len(used) - 1) if len(used) > 1 else 0
-    held = np.random.default_rng(seed).permutation(used)[:n_out]
+    if len(used) < 2:
+        return records, records.take(np.zeros(len(records), bool))
+    held = used[held_out([normalise_prompt(records.prompts[i]) for i in used], fraction, seed)]
     mask = np.isin(records.prompt, held)
     return records.take(~mask), records.take(mask)
 

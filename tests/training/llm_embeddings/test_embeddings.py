@@ -112,7 +112,7 @@ def test_win_rates_ignore_ties():
 
 def test_split_by_prompt_is_disjoint(sample_pairs):
     r = records.comparison_records(sample_pairs)
-    fit, held = records.split_by_prompt(r, 0.25, 0)
+    fit, held = records.split_records(r, 0.25, 0)
     assert len(fit) + len(held) == len(r)
     assert not set(fit.prompt) & set(held.prompt)
     assert len(np.unique(held.prompt)) == 30
