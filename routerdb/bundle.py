@@ -11,22 +11,16 @@ A bundle is a directory::
 Loading checks the format version, that every file named by the manifest lies inside the bundle,
 and every file's sha256 before anything reads it. Nothing is unpickled and no code is executed.
 Writing goes to a temporary directory beside the target, which is swapped into place only when
-complete (one atomic renameat2 exchange on Linux), so a reader never sees half a bundle.
+complete (`routerdb.atomic`: one renameat2 exchange on Linux), so a reader never sees half a bundle.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import glob
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
-import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from routerdb import atomic
 from routerdb.onnx_file import OnnxFileError, check_self_contained
 from routerdb.tokenizer import TRUNCATIONS
 
@@ -264,8 +259,8 @@ def write_bundle(
     check_replaceable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+        atomic.clean_stale(target)
+        tmp = atomic.staging_dir(target)
     except OSError as exc:
         raise _write_error(target, exc) from None
     try:
@@ -278,8 +273,8 @@ def write_bundle(
         _write_manifest(tmp, full)
         if verify is not None:
             _write_manifest(tmp, {**full, **(verify(tmp) or {})})
-        _fsync_tree(tmp)
-        _replace_dir(tmp, target)
+        atomic.fsync_tree(tmp)
+        atomic.replace_dir(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_error(target, exc) from exc
@@ -309,93 +304,10 @@ def check_replaceable(target: Path) -> None:
 
 
 def _write_error(target: Path, exc: OSError) -> OSError:
-    reason = exc.strerror or str(exc)
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        reason = "a part of the path is a file, not a directory"
-    return OSError(exc.errno, f"cannot write the bundle {str(target)!r}: {reason} "
+    return OSError(exc.errno, f"cannot write the bundle {str(target)!r}: {atomic.os_reason(exc)} "
                    f"({exc.filename or target.parent}). Nothing was written and any previous bundle there "
                    "is unchanged. Free disk space, fix the permissions, or choose another directory.")
 
 
 def _write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush the new files to disk before they become the bundle (a power cut keeps one or the other)."""
-    for path in directory.iterdir():
-        if path.is_file():
-            with open(path, "rb+") as fh:
-                os.fsync(fh.fileno())
-    if os.name == "posix":  # the directory entries too; Windows cannot open a directory this way
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError:  # some filesystems refuse fsync on a directory; the files are flushed
-            pass
-        finally:
-            os.close(fd)
-
-
-def _clean_stale(target: Path) -> None:
-    """Remove what writers killed mid-way left beside `target`; restore a bundle a kill left aside."""
-    for entry in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
-        match = _STALE.fullmatch(entry.name[len(target.name) + 1:])
-        if match is None or _alive(int(match.group(2))):
-            continue  # not ours, or another writer at work
-        aside = entry / "bundle"
-        if match.group(1) == "old" and aside.is_dir() and not target.exists():
-            log.warning("restoring the previous bundle %s that an interrupted write left aside", target)
-            os.replace(aside, target)
-        shutil.rmtree(entry, ignore_errors=True)
-
-
-_STALE = re.compile(r"\.(tmp|old)-(\d+)-[^/]+")
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix":  # os.kill(pid, 0) is no probe on Windows: keep every leftover there
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if _exchange(new, target):  # Linux: one atomic step, no moment without a bundle
-        shutil.rmtree(new, ignore_errors=True)  # now holds the previous bundle
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
-    os.replace(target, old / "bundle")
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old / "bundle", target)  # put the previous bundle back
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories atomically with renameat2(RENAME_EXCHANGE); False where unsupported."""
-    if sys.platform != "linux":
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):  # glibc < 2.28, or another libc
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # kernel or filesystem without it
-        return False
-    raise OSError(err, os.strerror(err), str(b))

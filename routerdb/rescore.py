@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from routerdb import atomic
 from routerdb.scorer import Router
 
 log = logging.getLogger(__name__)
@@ -185,14 +186,10 @@ def check_output(input_path: Path, output: Path) -> None:
         raise RescoreError(f"output {str(output)!r} is the same file as the input; rescoring would "
                            "overwrite the input. Write to another file.")
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=output.parent).close()
+        atomic.check_writable(output.parent)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, (FileExistsError, NotADirectoryError)):
-            reason = "a part of the path is a file, not a directory"
-        raise RescoreError(f"output {str(output)!r} cannot be written: {reason}. Choose a path in a "
-                           "writable directory.") from None
+        raise RescoreError(f"output {str(output)!r} cannot be written: {atomic.os_reason(exc)}. Choose a "
+                           "path in a writable directory.") from None
 
 
 def parts_dir(output: str | os.PathLike[str]) -> Path:
@@ -220,7 +217,7 @@ def _complete_parts(directory: Path, fingerprint: dict) -> list[Path]:
                                "original command to finish it.")
     else:
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(state, json.dumps(fingerprint, indent=2))
+        atomic.atomic_write_text(state, json.dumps(fingerprint, indent=2))
     for stray in directory.glob(".*.tmp*"):
         stray.unlink()  # a part that a killed run was writing
     parts = sorted(p for p in directory.iterdir() if _PART.fullmatch(p.name))
@@ -229,12 +226,6 @@ def _complete_parts(directory: Path, fingerprint: dict) -> list[Path]:
         raise RescoreError(f"{directory} has parts {[p.name for p in parts]}, expected consecutive "
                            f"numbers {expected}; delete the directory to start over.")
     return parts
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _PartWriter:
