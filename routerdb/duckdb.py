@@ -20,30 +20,17 @@ shared per bundle across connections, so the prompt cache serves every connectio
 from __future__ import annotations
 
 import os
-import threading
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 from duckdb import sqltypes as T
 
 from routerdb.bundle import Bundle, models_table
+from routerdb.routers import shared_router
+from routerdb.score_map import score_map
 from routerdb.scorer import Router
 
 FUNCTIONS = ("route_score", "route_best", "route_best_among", "route_scores")
-_ROUTERS: dict[tuple[str, str], Router] = {}
-_ROUTERS_LOCK = threading.Lock()
-
-
-def shared_router(bundle: str | os.PathLike[str] | Bundle) -> Router:
-    """One Router per bundle (path + manifest digest) in this process."""
-    loaded = Bundle.load(bundle)
-    key = (str(loaded.path.resolve()), loaded.digest)
-    with _ROUTERS_LOCK:
-        router = _ROUTERS.get(key)
-        if router is None:
-            router = _ROUTERS[key] = Router(loaded)
-        return router
 
 
 def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bundle | Router, *,
@@ -142,9 +129,5 @@ def _route_scores(router: Router):
     names = list(router.models)
 
     def route_scores(prompts):
-        scores = router.score(_strings(prompts)).astype(np.float64)
-        n, m = scores.shape
-        offsets = pa.array(np.arange(0, n * m + 1, m, dtype=np.int32) if m else np.zeros(n + 1, np.int32))
-        keys = pa.array(names * n, type=pa.string())
-        return pa.MapArray.from_arrays(offsets, keys, pa.array(scores.reshape(-1), type=pa.float64()))
+        return score_map(names, router.score(_strings(prompts)))
     return route_scores

@@ -31,12 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from routerdb import atomic
+from routerdb.routers import shared_router
+from routerdb.score_map import SCORES_TYPE, score_map
 from routerdb.scorer import Router
 
 log = logging.getLogger(__name__)
 
 ADDED = ("route_best", "route_scores")
-SCORES_TYPE = pa.map_(pa.string(), pa.float64())
 BATCH_ROWS = 8_192  # rows read and scored at a time
 PART_ROWS = 100_000  # rows per part file: the most a killed run has to redo
 DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
@@ -81,14 +82,9 @@ def score_batch(router: Router, batch: pa.RecordBatch, prompt_column: str = "pro
         scores[valid] = router.score_all([p for p in prompts if p is not None])[:, cols]
     best = np.asarray(names, dtype=object)[scores.argmax(axis=1)] if names else np.full(len(prompts), None)
     best_array = pa.array(best, type=pa.string(), mask=~valid)
-    k = len(names)
-    offsets = pa.array(np.arange(0, len(prompts) * k + 1, k, dtype=np.int32) if k
-                       else np.zeros(len(prompts) + 1, np.int32))
-    keys = pa.array(names * len(prompts), type=pa.string())
-    score_map = pa.MapArray.from_arrays(offsets, keys, pa.array(scores.reshape(-1)), type=SCORES_TYPE,
-                                        mask=pa.array(~valid))
     schema = output_schema(batch.schema)
-    return pa.RecordBatch.from_arrays([*batch.columns, best_array, score_map], schema=schema)
+    return pa.RecordBatch.from_arrays([*batch.columns, best_array, score_map(names, scores, ~valid)],
+                                      schema=schema)
 
 
 # --- reading the input as a stream --------------------------------------------------------------
@@ -291,8 +287,6 @@ def rescore(bundle, input_path: str | os.PathLike[str], output: str | os.PathLik
     `bundle` is a bundle path or a `Router`. Returns the output path.
     """
     from tqdm.auto import tqdm
-
-    from routerdb.duckdb import shared_router
 
     if batch_rows < 1 or part_rows < 1:
         raise RescoreError(f"batch_rows={batch_rows}, part_rows={part_rows}: both must be at least 1.")

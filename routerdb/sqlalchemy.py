@@ -29,7 +29,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from routerdb.bundle import Bundle
-from routerdb.duckdb import has_functions, register, shared_router
+from routerdb.duckdb import has_functions, register
+from routerdb.routers import shared_router
 from routerdb.scorer import Router
 
 log = logging.getLogger(__name__)

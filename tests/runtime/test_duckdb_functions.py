@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from routerdb.bundle import Bundle, models_table, sha256_file
-from routerdb.duckdb import has_functions, register, shared_router
+from routerdb.duckdb import has_functions, register
+from routerdb.routers import shared_router
 from routerdb.scorer import Router, cache_key
 
 PROMPTS = [f"Question {i}: {topic}" for i in range(300) for topic in
