@@ -15,6 +15,7 @@ import pytest
 
 from routerdb.bundle import Bundle, models_table, sha256_file
 from routerdb.duckdb import has_functions, register
+from routerdb.manifest import manifest_text
 from routerdb.routers import shared_router
 from routerdb.scorer import Router, cache_key
 
@@ -90,7 +91,7 @@ def test_cache_is_per_bundle(tiny_bundle, tmp_path):
     pq.write_table(models_table(b.model_names, b.model_embeddings[::-1].copy()), copy / "models.parquet")
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["files"]["models.parquet"]["sha256"] = sha256_file(copy / "models.parquet")
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "manifest.json").write_text(manifest_text(manifest))
     first, second = shared_router(tiny_bundle), shared_router(copy)
     assert first is not second and first is shared_router(tiny_bundle)
     a, b2 = first.score(PROMPTS[:3]), second.score(PROMPTS[:3])
