@@ -11,24 +11,20 @@ A bundle is a directory::
 Loading checks the format version, that every file named by the manifest lies inside the bundle,
 and every file's sha256 before anything reads it. Nothing is unpickled and no code is executed.
 Writing goes to a temporary directory beside the target, which is swapped into place only when
-complete (one atomic renameat2 exchange on Linux), so a reader never sees half a bundle.
+complete (`routerdb.atomic`: one renameat2 exchange on Linux), so a reader never sees half a bundle.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import glob
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
-import sys
-import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +32,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from routerdb import atomic
+from routerdb.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    ManifestError,
+    check_llm_table,
+    check_manifest,
+    manifest_text,
+)
 from routerdb.onnx_file import OnnxFileError, check_self_contained
-from routerdb.tokenizer import TRUNCATIONS
 
 log = logging.getLogger(__name__)
 
-FORMAT = "routerdb-bundle"
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-REQUIRED_FILES = ("model.onnx", "tokenizer.json", "models.parquet")
 MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few kB
-MAX_TOKENS = 1 << 20  # the longest max_length a manifest may give; real encoders take 512 to 32k
+VERIFIED_BUNDLES = 64  # bundle directories whose last check is remembered
 
 
 class BundleError(ValueError):
@@ -89,90 +90,122 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | Bundle) -> Bundle:
+        """Read and verify the bundle at `path` (a Bundle is returned as it is).
+
+        Every file's sha256 is checked once per process: an unchanged bundle (same manifest bytes,
+        same size, inode and times of its files) is served from the last check.
+        """
         if isinstance(path, Bundle):
             return path
-        root = Path(path)
-        if not root.is_dir():
-            raise BundleError(
-                f"no bundle at {str(root)!r}: it is not a directory. A bundle is the directory "
-                "written by `python -m training.fit` (its `output.bundle_dir`); pass that path."
-            )
-        manifest_path = root / MANIFEST
-        if not manifest_path.is_file():
-            raise BundleError(
-                f"{str(root)!r} has no {MANIFEST}: it is not a routerdb bundle or it is incomplete. "
-                "Re-export it with `python -m training.fit SPEC`."
-            )
+        root = _bundle_dir(path)
+        manifest_path, raw = _read_manifest(root)
         root_resolved = root.resolve()
-        if not manifest_path.resolve().is_relative_to(root_resolved):
-            raise BundleError(
-                f"{manifest_path} is a link to a file outside the bundle; refusing to read it. "
-                "Copy the bundle with its real files (e.g. `cp -rL`), or re-export it."
-            )
-        raw = manifest_path.read_bytes()
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise BundleError(f"{manifest_path} is {len(raw)} bytes, more than the {MAX_MANIFEST_BYTES} a "
-                              "manifest may have; it is not a routerdb manifest. Re-export the bundle.")
+        cached = _VERIFIED.get(root_resolved, raw)
+        if cached is not None:
+            return replace(cached, path=root)
         try:
             manifest = json.loads(raw)
+            check_manifest(manifest)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise BundleError(f"{manifest_path} is not valid JSON ({exc}); re-export the bundle.") from None
-        _check_format(manifest, manifest_path)
-        for name in REQUIRED_FILES:
-            if name not in manifest["files"]:
-                raise BundleError(
-                    f"{manifest_path} lists no {name!r}; a bundle needs {list(REQUIRED_FILES)}. "
-                    "Re-export the bundle."
-                )
-        for name, entry in manifest["files"].items():
-            _verify_file(root_resolved, name, entry)
-        try:
-            check_self_contained((root / manifest["files"]["model.onnx"]["path"]).read_bytes())
-        except OnnxFileError as exc:
-            raise BundleError(f"{manifest['files']['model.onnx']['path']!r}: {exc}. Re-export the "
-                              "bundle with `python -m training.fit SPEC`.") from None
-        names, embeddings = _read_models(root / manifest["files"]["models.parquet"]["path"])
-        digest = hashlib.sha256(raw).hexdigest()
-        return cls(root, manifest, names, embeddings, digest)
+        except ManifestError as exc:
+            raise BundleError(f"{manifest_path}: {exc}") from None
+        targets = [_resolve_file(root_resolved, name, entry) for name, entry in manifest["files"].items()]
+        before = _file_states(targets)
+        for target, entry in zip(targets, manifest["files"].values(), strict=True):
+            _check_sha256(target, entry)
+        bundle = cls(root, manifest, *_read_content(root, manifest), hashlib.sha256(raw).hexdigest())
+        if _file_states(targets) == before:  # unchanged while it was checked: safe to remember
+            _VERIFIED.put(root_resolved, raw, targets, before, bundle)
+        return bundle
 
 
-def _check_format(manifest: Any, where: Path) -> None:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise BundleError(f"{where}: format is {got!r}, expected {FORMAT!r}; not a routerdb bundle.")
-    version = manifest.get("format_version")
-    if not _is_int(version, 1):
-        raise BundleError(f"{where}: bundle format version {version!r:.40}; allowed: an integer from 1 to "
-                          f"{FORMAT_VERSION}. The manifest is damaged; re-export the bundle.")
-    if version > FORMAT_VERSION:
+def _bundle_dir(path: Any) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"Bundle.load got {type(path).__name__} {path!r:.80}; allowed: the path of a bundle "
+                        "directory (str or os.PathLike) or a Bundle. Pass the directory training wrote "
+                        "(its output.bundle_dir).")
+    root = Path(path)
+    if not root.is_dir():
         raise BundleError(
-            f"{where}: bundle format version {version!r}, this routerdb reads versions 1 to "
-            f"{FORMAT_VERSION}. Upgrade routerdb (`pip install -U routerdb`) to read a newer bundle."
+            f"no bundle at {str(root)!r}: it is not a directory. A bundle is the directory "
+            "written by `python -m training.fit` (its `output.bundle_dir`); pass that path."
         )
-    if not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{where}: 'files' must be a mapping of file name to path and sha256.")
-    problems = []
-    if not _is_int(manifest.get("max_length"), 1, MAX_TOKENS):
-        problems.append(f"max_length {manifest.get('max_length')!r:.80} (allowed: an integer from 1 to "
-                        f"{MAX_TOKENS})")
-    tokenizer = manifest.get("tokenizer")
-    if not (isinstance(tokenizer, dict) and _is_int(tokenizer.get("pad_id"), 0, 2**31 - 1)
-            and tokenizer.get("padding_side") in ("right", "left")
-            and tokenizer.get("truncation", "head") in TRUNCATIONS):
-        problems.append(f"tokenizer {tokenizer!r:.80} (allowed: {{'pad_id': a token id >= 0, "
-                        f"'padding_side': 'right' or 'left', 'truncation': one of {', '.join(TRUNCATIONS)} "
-                        "(optional, default head)})")
-    if problems:
-        raise BundleError(f"{where}: {'; '.join(problems)}. The manifest is damaged or was not written by "
-                          "routerdb; re-export the bundle.")
+    return root
 
 
-def _is_int(value: Any, low: int, high: int | None = None) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
-            and (high is None or value <= high))
+def _read_manifest(root: Path) -> tuple[Path, bytes]:
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"{str(root)!r} has no {MANIFEST}: it is not a routerdb bundle or it is incomplete. "
+            "Re-export it with `python -m training.fit SPEC`."
+        )
+    if not manifest_path.resolve().is_relative_to(root.resolve()):
+        raise BundleError(
+            f"{manifest_path} is a link to a file outside the bundle; refusing to read it. "
+            "Copy the bundle with its real files (e.g. `cp -rL`), or re-export it."
+        )
+    raw = manifest_path.read_bytes()
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path} is {len(raw)} bytes, more than the {MAX_MANIFEST_BYTES} a "
+                          "manifest may have; it is not a routerdb manifest. Re-export the bundle.")
+    return manifest_path, raw
 
 
-def _verify_file(root: Path, name: str, entry: Any) -> None:
+def _read_content(root: Path, manifest: dict) -> tuple[tuple[str, ...], np.ndarray]:
+    """The LLM table, after checking that model.onnx holds all its weights."""
+    onnx_rel = manifest["files"]["model.onnx"]["path"]
+    try:
+        check_self_contained((root / onnx_rel).read_bytes())
+    except OnnxFileError as exc:
+        raise BundleError(f"{onnx_rel!r}: {exc}. Re-export the bundle with `python -m training.fit "
+                          "SPEC`.") from None
+    names, embeddings = _read_models(root / manifest["files"]["models.parquet"]["path"])
+    try:
+        check_llm_table(manifest, len(names), embeddings.shape[1])
+    except ManifestError as exc:
+        raise BundleError(f"{root / MANIFEST}: {exc}") from None
+    return names, embeddings
+
+
+def _file_states(targets: list[Path]) -> tuple | None:
+    """What changes when a file is rewritten, replaced or touched (None if one is gone)."""
+    try:
+        stats = [os.stat(t) for t in targets]
+    except OSError:
+        return None
+    return tuple((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in stats)
+
+
+class _VerifiedBundles:
+    """The bundles checked in this process, by resolved directory (the last few directories)."""
+
+    def __init__(self, size: int):
+        self._entries: OrderedDict[Path, tuple[bytes, list[Path], tuple, Bundle]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, root: Path, raw: bytes) -> Bundle | None:
+        with self._lock:
+            entry = self._entries.get(root)
+        if entry is None or entry[0] != raw or _file_states(entry[1]) != entry[2]:
+            return None
+        return entry[3]
+
+    def put(self, root: Path, raw: bytes, targets: list[Path], states: tuple, bundle: Bundle) -> None:
+        with self._lock:
+            self._entries[root] = (raw, targets, states, bundle)
+            self._entries.move_to_end(root)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+_VERIFIED = _VerifiedBundles(VERIFIED_BUNDLES)
+
+
+def _resolve_file(root: Path, name: str, entry: Any) -> Path:
+    """The file a manifest entry names, refused if it lies outside the bundle or is missing."""
     if not isinstance(entry, dict) or not {"path", "sha256"} <= entry.keys():
         raise BundleError(f"manifest entry for {name!r} must have 'path' and 'sha256', got {entry!r:.200}")
     if not isinstance(entry["path"], str) or not entry["path"] or "\0" in entry["path"]:
@@ -189,6 +222,10 @@ def _verify_file(root: Path, name: str, entry: Any) -> None:
             f"bundle file {entry['path']!r} is missing from {str(root)!r}; the bundle is incomplete. "
             "Copy the whole bundle directory, or re-export it."
         )
+    return target
+
+
+def _check_sha256(target: Path, entry: dict) -> None:
     actual = sha256_file(target)
     if actual != entry["sha256"]:
         raise BundleError(
@@ -264,8 +301,8 @@ def write_bundle(
     check_replaceable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+        atomic.clean_stale(target)
+        tmp = atomic.staging_dir(target)
     except OSError as exc:
         raise _write_error(target, exc) from None
     try:
@@ -278,8 +315,8 @@ def write_bundle(
         _write_manifest(tmp, full)
         if verify is not None:
             _write_manifest(tmp, {**full, **(verify(tmp) or {})})
-        _fsync_tree(tmp)
-        _replace_dir(tmp, target)
+        atomic.fsync_tree(tmp)
+        atomic.replace_dir(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_error(target, exc) from exc
@@ -309,93 +346,10 @@ def check_replaceable(target: Path) -> None:
 
 
 def _write_error(target: Path, exc: OSError) -> OSError:
-    reason = exc.strerror or str(exc)
-    if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        reason = "a part of the path is a file, not a directory"
-    return OSError(exc.errno, f"cannot write the bundle {str(target)!r}: {reason} "
+    return OSError(exc.errno, f"cannot write the bundle {str(target)!r}: {atomic.os_reason(exc)} "
                    f"({exc.filename or target.parent}). Nothing was written and any previous bundle there "
                    "is unchanged. Free disk space, fix the permissions, or choose another directory.")
 
 
 def _write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-
-
-def _fsync_tree(directory: Path) -> None:
-    """Flush the new files to disk before they become the bundle (a power cut keeps one or the other)."""
-    for path in directory.iterdir():
-        if path.is_file():
-            with open(path, "rb+") as fh:
-                os.fsync(fh.fileno())
-    if os.name == "posix":  # the directory entries too; Windows cannot open a directory this way
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError:  # some filesystems refuse fsync on a directory; the files are flushed
-            pass
-        finally:
-            os.close(fd)
-
-
-def _clean_stale(target: Path) -> None:
-    """Remove what writers killed mid-way left beside `target`; restore a bundle a kill left aside."""
-    for entry in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
-        match = _STALE.fullmatch(entry.name[len(target.name) + 1:])
-        if match is None or _alive(int(match.group(2))):
-            continue  # not ours, or another writer at work
-        aside = entry / "bundle"
-        if match.group(1) == "old" and aside.is_dir() and not target.exists():
-            log.warning("restoring the previous bundle %s that an interrupted write left aside", target)
-            os.replace(aside, target)
-        shutil.rmtree(entry, ignore_errors=True)
-
-
-_STALE = re.compile(r"\.(tmp|old)-(\d+)-[^/]+")
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix":  # os.kill(pid, 0) is no probe on Windows: keep every leftover there
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if _exchange(new, target):  # Linux: one atomic step, no moment without a bundle
-        shutil.rmtree(new, ignore_errors=True)  # now holds the previous bundle
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
-    os.replace(target, old / "bundle")
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old / "bundle", target)  # put the previous bundle back
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories atomically with renameat2(RENAME_EXCHANGE); False where unsupported."""
-    if sys.platform != "linux":
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):  # glibc < 2.28, or another libc
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # kernel or filesystem without it
-        return False
-    raise OSError(err, os.strerror(err), str(b))
+    (directory / MANIFEST).write_text(manifest_text(manifest))

@@ -10,141 +10,211 @@ Functions (NULL prompts give NULL; an unknown LLM name is an error listing the k
     route_best(prompt VARCHAR) -> VARCHAR                         best LLM of the bundle
     route_best_among(prompt VARCHAR, candidates VARCHAR[]) -> VARCHAR   NULL for no candidates
     route_scores(prompt VARCHAR) -> MAP(VARCHAR, DOUBLE)          every LLM's score
-Table:
-    router_models(model VARCHAR, embedding FLOAT[])               one row per LLM
+Table (one row per LLM):
+    routerdb.router_models(model VARCHAR, embedding FLOAT[])      every connection of the database
+    router_models                                                  a view of it, see below
 
-Registering again (same or another bundle) replaces the functions and the table. Routers are
-shared per bundle across connections, so the prompt cache serves every connection.
+Where things live. DuckDB keeps Python functions per database, not per connection: once registered
+they serve every connection and cursor of the database. The LLM table is kept in a small in-memory
+database attached as `routerdb` (nothing is written into your database file, and a read-only file
+works), so every connection and cursor sees `routerdb.router_models`. The short name
+`router_models` is a view of it: in an in-memory database a view in `main`, which cursors see too;
+on a database file a TEMP view of the registered connection (DuckDB has no other place a name
+could live without writing into the file), so a cursor of a file database uses
+`routerdb.router_models`, or `register(cursor, bundle)` (milliseconds) for the short name.
+
+Registering again. The same bundle on another connection of the database costs milliseconds and
+changes nothing (the functions are shared). Another bundle replaces the functions only from the
+connection that registered them (DuckDB's rule); beside them, give it a prefix:
+`register(con, other, prefix="other_")` makes `other_route_score`, ..., `other_router_models`.
+routerdb never drops or hides a table or view of yours: a name in use is an error naming it.
+
+Lifetime. A registered connection holds its Router; a Router no connection holds is freed (the
+process-wide cache keeps only the newest Router per bundle path), so re-exporting a bundle and
+registering it again does not grow memory. The functions outlive the connection that registered
+them (`routerdb.udfs`), so closing it never breaks, or crashes, another connection's query.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
+import weakref
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 from duckdb import sqltypes as T
 
 from routerdb.bundle import Bundle, models_table
+from routerdb.routers import shared_router
 from routerdb.scorer import Router
+from routerdb.udfs import NAMES, RoutingFunctions, functions_by_id, functions_for
 
-FUNCTIONS = ("route_score", "route_best", "route_best_among", "route_scores")
-_ROUTERS: dict[tuple[str, str], Router] = {}
-_ROUTERS_LOCK = threading.Lock()
+FUNCTIONS = NAMES
+CATALOG = "routerdb"  # the in-memory database attached to hold the LLM tables
+MARK = "routerdb"  # the comment on every object routerdb creates: the only ones it replaces
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LOCK = threading.RLock()  # one registration at a time in this process: catalog writes never conflict
+_HOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection -> {prefix: Router}
 
 
-def shared_router(bundle: str | os.PathLike[str] | Bundle) -> Router:
-    """One Router per bundle (path + manifest digest) in this process."""
-    loaded = Bundle.load(bundle)
-    key = (str(loaded.path.resolve()), loaded.digest)
-    with _ROUTERS_LOCK:
-        router = _ROUTERS.get(key)
-        if router is None:
-            router = _ROUTERS[key] = Router(loaded)
-        return router
+class RegisterError(ValueError):
+    """The routing functions or table cannot be registered as asked (a name in use, another bundle)."""
 
 
 def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bundle | Router, *,
-             table: str = "router_models", functions: bool = True) -> Router:
+             prefix: str = "", table: str | None = None, functions: bool = True) -> Router:
     """Register the routing functions and the LLM table on `con`; returns the Router used.
 
-    DuckDB keeps Python functions in the database, not the connection: every connection to the
-    same database file in this process sees them, and they stop working (DuckDB 2.0 crashes) once
-    the connection that registered them is closed. So register once per database file on a
-    connection that stays open, and pass `functions=False` on the other connections to create only
-    their own `router_models` table (TEMP on a database file, so per connection, and nothing is
-    written into the file); `routerdb.sqlalchemy` does this for a pool.
+    `prefix` names a second bundle's functions and table beside the first (`prefix="b_"`:
+    `b_route_score`, ..., `b_router_models`); `table` names the LLM table (default
+    `{prefix}router_models`). `functions=False` only adds the table (the functions of the database
+    are shared by every connection anyway); kept for callers of earlier versions.
     """
+    prefix, table = _check_names(prefix, table)
     router = bundle if isinstance(bundle, Router) else shared_router(bundle)
-    if functions:
-        _create_functions(con, router)
-    _create_models_table(con, router, table)
+    with _LOCK:
+        _attach_catalog(con)
+        serving = _serve(con, router, prefix) if functions else _check_served(con, router, prefix)
+        _publish_table(con, router, table)
+        _alias(con, table)
+        _HOLDS.setdefault(con, {})[prefix] = serving  # keeps it alive while this connection lives
     return router
 
 
-def has_functions(con: duckdb.DuckDBPyConnection) -> bool:
+def has_functions(con: duckdb.DuckDBPyConnection, prefix: str = "") -> bool:
     """Whether the routing functions are registered in `con`'s database (by any connection)."""
     found = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() "
-                        "WHERE function_name IN ?", [list(FUNCTIONS)]).fetchall()[0][0]
+                        "WHERE function_name IN ?", [[prefix + n for n in FUNCTIONS]]).fetchall()[0][0]
     return found == len(FUNCTIONS)
 
 
-def _create_functions(con: duckdb.DuckDBPyConnection, router: Router) -> None:
+def _check_names(prefix: str, table: str | None) -> tuple[str, str]:
+    if not isinstance(prefix, str) or (prefix and not _IDENTIFIER.fullmatch(prefix)):
+        raise RegisterError(f"prefix {prefix!r:.60}; allowed: '' or letters, digits and _ not starting with "
+                            "a digit (e.g. prefix='b_' gives b_route_score, b_router_models).")
+    table = f"{prefix}router_models" if table is None else table
+    if not isinstance(table, str) or not _IDENTIFIER.fullmatch(table):
+        raise RegisterError(f"table {table!r:.60}; allowed: a plain SQL name (letters, digits and _ not "
+                            "starting with a digit), e.g. table='llms'.")
+    return prefix, table
+
+
+def _attach_catalog(con: duckdb.DuckDBPyConnection) -> None:
+    """Attach the in-memory `routerdb` database to con's database instance (once per instance)."""
+    rows = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = ?", [CATALOG]).fetchall()
+    if not rows:
+        # READ_WRITE: a read-only database file otherwise makes every attached database read-only.
+        con.execute(f"ATTACH ':memory:' AS {CATALOG} (READ_WRITE)")
+        con.execute(f"CREATE TABLE {CATALOG}.main.served (prefix VARCHAR PRIMARY KEY, bundle VARCHAR, "
+                    "digest VARCHAR, functions UBIGINT)")
+    elif rows[0][0] is not None:
+        raise RegisterError(f"this connection has a database named {CATALOG!r} ({rows[0][0]}); routerdb "
+                            "keeps its LLM tables in an in-memory database of that name. Attach yours under "
+                            f"another name (ATTACH '{rows[0][0]}' AS logs).")
+
+
+def _served(con, prefix: str) -> tuple[str, str, int] | None:
+    """(bundle, digest, functions id) of the functions registered under `prefix` in con's database."""
+    rows = con.execute(f"SELECT bundle, digest, functions FROM {CATALOG}.main.served WHERE prefix = ?",
+                       [prefix]).fetchall()
+    return rows[0] if rows else None
+
+
+def _serve(con, router: Router, prefix: str) -> Router:
+    """Make the functions under `prefix` in con's database serve `router`'s bundle; returns the
+    Router they run on (another Router of the same bundle if one already serves the database)."""
+    served = _served(con, prefix)
+    if has_functions(con, prefix):
+        present = functions_by_id(served[2]) if served is not None else None
+        if present is not None and present.adopt(router):  # this bundle, or the old one is unused
+            _record(con, prefix, present)
+            return present.router()
+        if not _remove_functions(con, prefix):
+            raise RegisterError(
+                f"{prefix}route_score & co. in this database already serve "
+                f"{'bundle ' + served[0] if served else 'other functions'}, registered by another "
+                "connection that still uses them; DuckDB lets only that connection replace them. Register "
+                f"{router.bundle.path} beside them under a prefix (register(con, bundle, prefix='b_')), or "
+                "register it again on the connection that registered the others.")
+    functions = functions_for(router)
+    _create_functions(con, functions, prefix)
+    _record(con, prefix, functions)
+    return router
+
+
+def _record(con, prefix: str, functions: RoutingFunctions) -> None:
+    con.execute(f"INSERT OR REPLACE INTO {CATALOG}.main.served VALUES (?, ?, ?, ?)",
+                [prefix, functions.bundle, functions.digest, id(functions)])
+
+
+def _remove_functions(con, prefix: str) -> bool:
+    """Remove the functions under `prefix`; False if this connection did not register them."""
     for name in FUNCTIONS:
         try:
-            con.remove_function(name)
-        except duckdb.Error:  # not registered yet, or by another connection (caught below)
-            pass
-    if has_functions(con):
-        raise duckdb.CatalogException(
-            "the routing functions are already registered in this database by another connection "
-            "(DuckDB shares them between connections to one database file). Register once per "
-            "database and call register(con, bundle, functions=False) on the other connections, or "
-            "use routerdb.sqlalchemy.create_engine for a pool.")
-    varchar, double = T.VARCHAR, T.DOUBLE
-    con.create_function("route_score", _route_score(router), [varchar, varchar], double, type="arrow")
-    con.create_function("route_best", _route_best(router), [varchar], varchar, type="arrow")
+            con.remove_function(prefix + name)
+        except duckdb.Error:  # registered by another connection, or not at all
+            return False
+    return True
+
+
+def _create_functions(con, functions: RoutingFunctions, prefix: str) -> None:
+    f, varchar, double = functions.callables, T.VARCHAR, T.DOUBLE
+    con.create_function(prefix + "route_score", f["route_score"], [varchar, varchar], double, type="arrow")
+    con.create_function(prefix + "route_best", f["route_best"], [varchar], varchar, type="arrow")
     # "special": an empty candidate list is a row too (-> NULL), which DEFAULT handling refuses.
-    con.create_function("route_best_among", _route_best_among(router),
+    con.create_function(prefix + "route_best_among", f["route_best_among"],
                         [varchar, con.list_type(varchar)], varchar, type="arrow", null_handling="special")
-    con.create_function("route_scores", _route_scores(router), [varchar],
+    con.create_function(prefix + "route_scores", f["route_scores"], [varchar],
                         con.map_type(varchar, double), type="arrow")
 
 
-def _create_models_table(con, router: Router, table: str) -> None:
-    arrow = models_table(router.models, router.bundle.model_embeddings)
-    name = '"' + table.replace('"', '""') + '"'
-    con.register("__routerdb_models", arrow)
+def _check_served(con, router: Router, prefix: str) -> Router:
+    """functions=False: the functions under `prefix`, if any, must serve `router`'s bundle."""
+    served = _served(con, prefix)
+    present = functions_by_id(served[2]) if served is not None and has_functions(con, prefix) else None
+    if present is None:
+        return router
+    if not present.adopt(router):
+        raise RegisterError(f"{prefix}route_score & co. in this database serve bundle {present.bundle}, not "
+                            f"{router.bundle.path}; its router_models would not match them. Register "
+                            "the same bundle, or the other one under a prefix (prefix='b_').")
+    _record(con, prefix, present)
+    return present.router()
+
+
+def _publish_table(con, router: Router, table: str) -> None:
+    """routerdb.main.<table>: the LLM table, seen by every connection of the database."""
+    mark = f"{MARK} {router.bundle.digest}"
+    rows = con.execute("SELECT comment FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+                       [CATALOG, table]).fetchall()
+    if rows and rows[0][0] == mark:
+        return
+    con.register("__routerdb_models", models_table(router.models, router.bundle.model_embeddings))
     try:
-        # In memory: a plain table, which cursors of the connection see too. On a database file:
-        # TEMP, so nothing is written into the user's file and a read-only file works.
-        on_file = con.execute("SELECT path IS NOT NULL FROM duckdb_databases() "
-                              "WHERE database_name = current_database()").fetchall()[0][0]
-        kind = "TEMP TABLE" if on_file else "TABLE"
-        con.execute(f"CREATE OR REPLACE {kind} {name} AS SELECT * FROM __routerdb_models ORDER BY model")
+        con.execute(f'CREATE OR REPLACE TABLE {CATALOG}.main."{table}" AS '
+                    "SELECT * FROM __routerdb_models ORDER BY model")
+        con.execute(f"COMMENT ON TABLE {CATALOG}.main.\"{table}\" IS '{mark}'")
     finally:
         con.unregister("__routerdb_models")
 
 
-def _strings(column) -> list:
-    return column.to_pylist()
-
-
-def _route_score(router: Router):
-    def route_score(prompts, models):
-        return pa.array(router.score_pairs(_strings(prompts), _strings(models)), type=pa.float64())
-    return route_score
-
-
-def _route_best(router: Router):
-    def route_best(prompts):
-        return pa.array(router.best(_strings(prompts)), type=pa.string())
-    return route_best
-
-
-def _route_best_among(router: Router):
-    def route_best_among(prompts, candidates):
-        # NULL prompt, NULL or empty list, or only NULL names -> NULL; NULL names are skipped.
-        texts = _strings(prompts)
-        lists = [[n for n in (names or []) if n is not None] for names in _strings(candidates)]
-        live = [row for row, names in enumerate(lists) if names and texts[row] is not None]
-        scores = router.score_all([texts[row] for row in live])  # [live, M_all]: each prompt once
-        out: list[str | None] = [None] * len(texts)
-        for i, row in enumerate(live):
-            out[row] = lists[row][int(scores[i, router.model_columns(lists[row])].argmax())]
-        return pa.array(out, type=pa.string())
-    return route_best_among
-
-
-def _route_scores(router: Router):
-    names = list(router.models)
-
-    def route_scores(prompts):
-        scores = router.score(_strings(prompts)).astype(np.float64)
-        n, m = scores.shape
-        offsets = pa.array(np.arange(0, n * m + 1, m, dtype=np.int32) if m else np.zeros(n + 1, np.int32))
-        keys = pa.array(names * n, type=pa.string())
-        return pa.MapArray.from_arrays(offsets, keys, pa.array(scores.reshape(-1), type=pa.float64()))
-    return route_scores
+def _alias(con, table: str) -> None:
+    """The short name: a view in main for an in-memory database, a TEMP view on a database file."""
+    on_file = con.execute("SELECT path IS NOT NULL FROM duckdb_databases() "
+                          "WHERE database_name = current_database()").fetchall()[0][0]
+    taken = con.execute(
+        "SELECT database_name, 'table' FROM duckdb_tables() WHERE table_name = $1 AND schema_name = 'main' "
+        "AND database_name IN ('temp', current_database()) UNION ALL "
+        "SELECT database_name, 'view' FROM duckdb_views() WHERE view_name = $1 AND schema_name = 'main' "
+        "AND database_name IN ('temp', current_database()) AND coalesce(comment, '') <> $2",
+        [table, MARK]).fetchall()
+    if taken:
+        where, kind = taken[0]
+        raise RegisterError(
+            f"this connection already has a {kind} named {table!r} ({where}.main.{table}), not made by "
+            f"routerdb; registering would {'hide' if on_file else 'replace'} it, so nothing was changed. "
+            "Pass table='llms' (or a prefix) to name routerdb's table otherwise, or rename yours.")
+    kind = "TEMP VIEW" if on_file else "VIEW"
+    con.execute(f'CREATE OR REPLACE {kind} "{table}" AS SELECT * FROM {CATALOG}.main."{table}"')
+    con.execute(f"COMMENT ON VIEW \"{table}\" IS '{MARK}'")

@@ -30,12 +30,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from routerdb import atomic
+from routerdb.routers import shared_router
+from routerdb.score_map import SCORES_TYPE, score_map
 from routerdb.scorer import Router
 
 log = logging.getLogger(__name__)
 
 ADDED = ("route_best", "route_scores")
-SCORES_TYPE = pa.map_(pa.string(), pa.float64())
 BATCH_ROWS = 8_192  # rows read and scored at a time
 PART_ROWS = 100_000  # rows per part file: the most a killed run has to redo
 DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
@@ -80,14 +82,9 @@ def score_batch(router: Router, batch: pa.RecordBatch, prompt_column: str = "pro
         scores[valid] = router.score_all([p for p in prompts if p is not None])[:, cols]
     best = np.asarray(names, dtype=object)[scores.argmax(axis=1)] if names else np.full(len(prompts), None)
     best_array = pa.array(best, type=pa.string(), mask=~valid)
-    k = len(names)
-    offsets = pa.array(np.arange(0, len(prompts) * k + 1, k, dtype=np.int32) if k
-                       else np.zeros(len(prompts) + 1, np.int32))
-    keys = pa.array(names * len(prompts), type=pa.string())
-    score_map = pa.MapArray.from_arrays(offsets, keys, pa.array(scores.reshape(-1)), type=SCORES_TYPE,
-                                        mask=pa.array(~valid))
     schema = output_schema(batch.schema)
-    return pa.RecordBatch.from_arrays([*batch.columns, best_array, score_map], schema=schema)
+    return pa.RecordBatch.from_arrays([*batch.columns, best_array, score_map(names, scores, ~valid)],
+                                      schema=schema)
 
 
 # --- reading the input as a stream --------------------------------------------------------------
@@ -185,14 +182,10 @@ def check_output(input_path: Path, output: Path) -> None:
         raise RescoreError(f"output {str(output)!r} is the same file as the input; rescoring would "
                            "overwrite the input. Write to another file.")
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=output.parent).close()
+        atomic.check_writable(output.parent)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, (FileExistsError, NotADirectoryError)):
-            reason = "a part of the path is a file, not a directory"
-        raise RescoreError(f"output {str(output)!r} cannot be written: {reason}. Choose a path in a "
-                           "writable directory.") from None
+        raise RescoreError(f"output {str(output)!r} cannot be written: {atomic.os_reason(exc)}. Choose a "
+                           "path in a writable directory.") from None
 
 
 def parts_dir(output: str | os.PathLike[str]) -> Path:
@@ -220,7 +213,7 @@ def _complete_parts(directory: Path, fingerprint: dict) -> list[Path]:
                                "original command to finish it.")
     else:
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(state, json.dumps(fingerprint, indent=2))
+        atomic.atomic_write_text(state, json.dumps(fingerprint, indent=2))
     for stray in directory.glob(".*.tmp*"):
         stray.unlink()  # a part that a killed run was writing
     parts = sorted(p for p in directory.iterdir() if _PART.fullmatch(p.name))
@@ -229,12 +222,6 @@ def _complete_parts(directory: Path, fingerprint: dict) -> list[Path]:
         raise RescoreError(f"{directory} has parts {[p.name for p in parts]}, expected consecutive "
                            f"numbers {expected}; delete the directory to start over.")
     return parts
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _PartWriter:
@@ -300,8 +287,6 @@ def rescore(bundle, input_path: str | os.PathLike[str], output: str | os.PathLik
     `bundle` is a bundle path or a `Router`. Returns the output path.
     """
     from tqdm.auto import tqdm
-
-    from routerdb.duckdb import shared_router
 
     if batch_rows < 1 or part_rows < 1:
         raise RescoreError(f"batch_rows={batch_rows}, part_rows={part_rows}: both must be at least 1.")

@@ -20,11 +20,14 @@ import numpy as np
 
 from routerdb.bundle import Bundle, BundleError
 from routerdb.features import FEATURE_NAMES, FEATURES_VERSION, compute_features
+from routerdb.inputs import check_router_options, llm_list, prompt_list, threads_from_env
+from routerdb.manifest import GRAPH_INPUTS, GRAPH_OUTPUT
 from routerdb.tokenizer import PromptTokenizer
 
 log = logging.getLogger(__name__)
 
 ENCODE_SLICE = 4_096  # prompts tokenised and encoded together (DuckDB chunks hold at most 2,048)
+PROBE_TOKENS = 1_024  # the longest row of the load-time probe (attention costs its square)
 
 
 class UnknownModelError(KeyError):
@@ -70,34 +73,24 @@ class Router:
 
     >>> router = Router("build/demo/bundle")
     >>> router.score(["Solve 2x + 3 = 7"], ["gpt-4", "llama-3-8b"])   # [P, M] float32 in [-1, 1]
+
+    `threads`: ONNX Runtime intra-op threads (None or 0: `ROUTERDB_THREADS`, else ONNX Runtime's
+    default of one per core); `batch_size`: prompts per encoder run; `cache_size`: prompts whose
+    scores are kept (0: none). A bundle whose manifest does not fit its graph fails here, with a
+    BundleError, not at the first query: the graph is run once on a batch padded to `max_length`.
     """
 
     def __init__(self, bundle: str | os.PathLike[str] | Bundle, *, providers: Sequence[str] | None = None,
                  threads: int | None = None, batch_size: int = 32, cache_size: int = 100_000):
-        import onnxruntime as ort
-
+        check_router_options(providers=providers, threads=threads, batch_size=batch_size,
+                             cache_size=cache_size)
         self.bundle = Bundle.load(bundle)
-        m = self.bundle.manifest
         self.models: tuple[str, ...] = self.bundle.model_names
         self._model_index = {name: j for j, name in enumerate(self.models)}
-        tok = m["tokenizer"]
-        self.tokenizer = _loaded(self.bundle, "tokenizer.json", lambda: PromptTokenizer.from_file(
-            self.bundle.tokenizer_path, m["max_length"], tok["pad_id"], tok["padding_side"],
-            tok.get("truncation", "head")))  # bundles written before the field cut the end
-        options = ort.SessionOptions()
-        # ONNX Runtime's own default (one thread per physical core) unless set here or by
-        # ROUTERDB_THREADS; 0 or unset keeps the default.
-        self.threads = threads or int(os.environ.get("ROUTERDB_THREADS") or 0) or None
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        options.log_severity_level = 3
+        self.tokenizer = _load_tokenizer(self.bundle)
+        self.threads = threads or threads_from_env() or None
         self.providers = choose_providers(providers)
-        self.session = _loaded(self.bundle, "model.onnx", lambda: ort.InferenceSession(
-            str(self.bundle.onnx_path), options, providers=self.providers))
-        _check_graph_inputs(self.session, self.bundle)
-        log.info("routerdb: %s on %s (providers available: %s), %s intra-op threads", self.bundle.path,
-                 self.session.get_providers()[0], ", ".join(ort.get_available_providers()),
-                 self.threads or "default")
+        self.session = _load_session(self.bundle, self.threads, self.providers)
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.batch_size = batch_size
         # prompt -> scores [M_all]; keyed by a 16-byte digest of the text so a huge prompt costs
@@ -107,62 +100,76 @@ class Router:
         self._lock = threading.Lock()  # guards the cache
         self._encode_lock = threading.Lock()  # one encoder run at a time
         self.encoded_prompts = 0  # prompts run through the encoder, for tests and benchmarks
+        self._probe()
 
     # --- public API ----------------------------------------------------------------------------
 
-    def score(self, prompts: Sequence[str | None], models: Sequence[str] | None = None) -> np.ndarray:
-        """Scores [P, M] (float32 in [-1, 1]); `models` defaults to every LLM of the bundle."""
+    def score(self, prompts: Iterable[str | None], models: Iterable[str] | None = None) -> np.ndarray:
+        """Scores [P, M] (float32 in [-1, 1]); `models` defaults to every LLM of the bundle.
+
+        A missing prompt (None, NaN, pandas.NA) gets a row of NaN, as a NULL prompt gets NULL in SQL.
+        """
         cols = self.model_columns(models) if models is not None else np.arange(len(self.models))
         return self.score_all(prompts)[:, cols]
 
-    def score_pairs(self, prompts: Sequence[str | None], models: Sequence[str]) -> np.ndarray:
+    def score_pairs(self, prompts: Iterable[str | None], models: Iterable[str]) -> np.ndarray:
         """One score per (prompt, model) row; each distinct prompt encoded once."""
+        texts = prompt_list(prompts)
         cols = self.model_columns(models)
-        uniq, inverse = _unique(prompts)
+        if len(cols) != len(texts):
+            raise ValueError(f"score_pairs got {len(texts)} prompts and {len(cols)} LLM names; allowed: one "
+                             "LLM name per prompt. Pass two lists of the same length.")
+        uniq, inverse = _unique(texts)
         return self.score_all(uniq)[inverse, cols]
 
-    def best(self, prompts: Sequence[str | None], candidates: Sequence[str] | None = None) -> list[str]:
-        names = list(candidates) if candidates is not None else list(self.models)
+    def best(self, prompts: Iterable[str | None],
+             candidates: Iterable[str] | None = None) -> list[str | None]:
+        """The best LLM per prompt (of `candidates`, default all); None for a missing prompt."""
+        names = llm_list(candidates, "candidates") if candidates is not None else list(self.models)
         if not names:
             raise ValueError("best() got an empty list of candidate LLMs; pass at least one name, or "
                              "candidates=None for every LLM of the bundle")
         scores = self.score(prompts, names)
-        return [names[j] for j in scores.argmax(axis=1)]
+        missing = np.isnan(scores).any(axis=1)
+        return [None if gone else names[j] for j, gone in zip(scores.argmax(axis=1), missing, strict=True)]
 
-    def model_columns(self, models: Sequence[str]) -> np.ndarray:
-        if isinstance(models, (str, bytes)):
-            raise TypeError(f"models must be a list of LLM names, got the single {type(models).__name__} "
-                            f"{models[:80]!r}; wrap it in a list: [{models[:80]!r}]")
+    def model_columns(self, models: Iterable[str]) -> np.ndarray:
+        """The column of each named LLM in `score_all`'s result; UnknownModelError for other names."""
+        names = llm_list(models)
         try:
-            return np.fromiter((self._model_index[m] for m in models), dtype=np.int64, count=len(models))
-        except KeyError:
-            raise UnknownModelError([m for m in models if m not in self._model_index], self.models) from None
+            return np.fromiter((self._model_index[m] for m in names), dtype=np.int64, count=len(names))
+        except (KeyError, TypeError):  # TypeError: an unhashable name, e.g. a list
+            raise UnknownModelError([m for m in names if not _known(m, self._model_index)],
+                                    self.models) from None
 
-    def score_all(self, prompts: Sequence[str | None]) -> np.ndarray:
+    def score_all(self, prompts: Iterable[str | None]) -> np.ndarray:
         """Scores [P, M_all] against every LLM of the bundle, using and filling the cache."""
-        _check_prompts(prompts)
-        out = np.empty((len(prompts), len(self.models)), dtype=np.float32)
-        groups: dict[str, list[int]] = {}  # distinct prompt text -> its rows
-        for row, prompt in enumerate(prompts):
-            groups.setdefault("" if prompt is None else prompt, []).append(row)
+        texts = prompt_list(prompts)
+        out = np.full((len(texts), len(self.models)), np.nan, dtype=np.float32)
+        groups: dict[str, list[int]] = {}  # distinct prompt text -> its rows (missing prompts: none)
+        for row, prompt in enumerate(texts):
+            if prompt is not None:
+                groups.setdefault(prompt, []).append(row)
         keys = {text: cache_key(text) for text in groups}
         missing = self._from_cache(groups, keys, out)
         if missing:
             # One encoder run at a time: DuckDB calls a UDF from several threads at once, often with
             # the same prompts (one chunk per LLM); the second caller then finds them cached.
             with self._encode_lock:
-                missing = self._from_cache(missing, keys, out)
-                texts = list(missing)
-                # Slices of ENCODE_SLICE prompts, each sorted by length: memory stays bounded
-                # however many prompts one call brings, and batches stay well bucketed.
-                for start in range(0, len(texts), ENCODE_SLICE):
-                    part = texts[start:start + ENCODE_SLICE]
-                    fresh = self._encode_and_score(part)
-                    with self._lock:
-                        for text, scores in zip(part, fresh, strict=True):
-                            out[missing[text]] = scores
-                            self._remember(keys[text], scores.copy())  # not a view: frees the batch
+                self._encode_missing(self._from_cache(missing, keys, out), keys, out)
         return out
+
+    def _encode_missing(self, missing: dict[str, list[int]], keys: dict[str, bytes], out: np.ndarray) -> None:
+        texts = list(missing)
+        # Slices of ENCODE_SLICE prompts, each sorted by length: memory stays bounded however many
+        # prompts one call brings, and batches stay well bucketed.
+        for start in range(0, len(texts), ENCODE_SLICE):
+            part = texts[start:start + ENCODE_SLICE]
+            fresh = self._encode_and_score(part)
+            with self._lock:
+                for text, scores in zip(part, fresh, strict=True):
+                    out[missing[text]] = scores
+                    self._remember(keys[text], scores.copy())  # not a view: frees the batch
 
     def _from_cache(self, groups: dict[str, list[int]], keys: dict[str, bytes],
                     out: np.ndarray) -> dict[str, list[int]]:
@@ -203,11 +210,45 @@ class Router:
         self.encoded_prompts += len(texts)
         return out
 
-    def _run(self, ids: list[list[int]], features: np.ndarray) -> np.ndarray:
+    def _feeds(self, ids: list[list[int]], features: np.ndarray) -> dict[str, np.ndarray]:
         batch = self.tokenizer.pad(ids)
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "features": features.astype(np.float32), "model_embeddings": self.bundle.model_embeddings}
-        return self.session.run(["scores"], {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        return {k: v for k, v in feeds.items() if k in self._inputs}
+
+    def _run(self, ids: list[list[int]], features: np.ndarray) -> np.ndarray:
+        feeds = self._feeds(ids, features)
+        try:
+            return self.session.run(["scores"], feeds)[0]
+        except Exception as exc:  # ONNX Runtime's own exception types: said in our words
+            raise RuntimeError(
+                f"{self.bundle.path}: model.onnx failed on {len(ids)} prompt(s) of up to "
+                f"{feeds['input_ids'].shape[1]} tokens ({type(exc).__name__}: {str(exc)[:300]}). The "
+                "graph and the manifest's tokenizer settings do not fit each other; re-export the bundle."
+            ) from None
+
+    def _probe(self) -> None:
+        """Run the graph once on two prompts padded to max_length (at most PROBE_TOKENS): a
+        max_length or pad_id the graph cannot take fails here, not at the first long prompt."""
+        pad, vocab = self.tokenizer.pad_id, self.tokenizer.vocab_size
+        if pad >= vocab:
+            raise BundleError(f"{self.bundle.path}: the manifest's pad_id {pad} is not a token of "
+                              f"tokenizer.json (vocabulary of {vocab}); allowed: a token id of that "
+                              "tokenizer. Re-export the bundle.")
+        length = min(self.tokenizer.max_length, PROBE_TOKENS)
+        short = self.tokenizer.token_ids(["routerdb"])[0] or [pad]
+        feeds = self._feeds([short, (short * length)[:length]], compute_features(["routerdb"] * 2))
+        try:
+            scores = self.session.run(["scores"], feeds)[0]
+        except Exception as exc:  # ONNX Runtime's own exception types
+            raise BundleError(
+                f"{self.bundle.path}: model.onnx cannot score prompts of max_length {length} tokens padded "
+                f"with pad_id {pad} ({type(exc).__name__}: {str(exc)[:300]}); the manifest's tokenizer "
+                "settings do not fit the graph. Re-export the bundle.") from None
+        if scores.shape != (2, len(self.models)) or not np.isfinite(scores).all():
+            raise BundleError(f"{self.bundle.path}: model.onnx returned scores of shape {scores.shape} "
+                              f"(allowed: [2, {len(self.models)}], finite) on a probe batch; the graph and "
+                              "models.parquet come from different exports. Re-export the bundle.")
 
 
 def _loaded(bundle: Bundle, name: str, load):
@@ -220,8 +261,39 @@ def _loaded(bundle: Bundle, name: str, load):
                           "Re-export the bundle.") from None
 
 
-def _check_graph_inputs(session, bundle: Bundle) -> None:
-    """The graph must take the bundle's LLM vectors and this routerdb's prompt features."""
+def _load_tokenizer(bundle: Bundle) -> PromptTokenizer:
+    m, tok = bundle.manifest, bundle.manifest["tokenizer"]
+    return _loaded(bundle, "tokenizer.json", lambda: PromptTokenizer.from_file(
+        bundle.tokenizer_path, m["max_length"], tok["pad_id"], tok["padding_side"],
+        tok.get("truncation", "head")))  # bundles written before the field cut the end
+
+
+def _load_session(bundle: Bundle, threads: int | None, providers: list[str]):
+    import onnxruntime as ort  # heavy: imported when a Router is built, not with routerdb
+
+    options = ort.SessionOptions()
+    if threads:  # else ONNX Runtime's own default, one thread per physical core
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = _loaded(bundle, "model.onnx", lambda: ort.InferenceSession(
+        str(bundle.onnx_path), options, providers=providers))
+    _check_graph(session, bundle)
+    log.info("routerdb: %s on %s (providers available: %s), %s intra-op threads", bundle.path,
+             session.get_providers()[0], ", ".join(ort.get_available_providers()), threads or "default")
+    return session
+
+
+def _check_graph(session, bundle: Bundle) -> None:
+    """The graph must take the inputs the manifest declares, the bundle's LLM vectors and this
+    routerdb's prompt features, and return scores."""
+    names = [i.name for i in session.get_inputs()]
+    declared = bundle.manifest.get("graph", {}).get("inputs", names)
+    outputs = [o.name for o in session.get_outputs()]
+    if set(names) != set(declared) or not set(names) <= set(GRAPH_INPUTS) or GRAPH_OUTPUT not in outputs:
+        raise BundleError(f"{bundle.path}: model.onnx takes {names} and returns {outputs}; allowed: the "
+                          f"inputs the manifest declares ({declared}), among {list(GRAPH_INPUTS)}, and an "
+                          f"output {GRAPH_OUTPUT!r}. The files come from different exports; re-export the "
+                          "bundle.")
     widths = {"model_embeddings": bundle.model_embeddings.shape[1], "features": len(FEATURE_NAMES)}
     sources = {"model_embeddings": "the LLM vectors in models.parquet",
                "features": f"prompt features (features version {FEATURES_VERSION})"}
@@ -236,22 +308,19 @@ def _check_graph_inputs(session, bundle: Bundle) -> None:
                 "re-export the bundle.")
 
 
-def _check_prompts(prompts) -> None:
-    if isinstance(prompts, (str, bytes)):
-        raise TypeError(f"prompts must be a list of strings, got a single {type(prompts).__name__} "
-                        f"{prompts[:80]!r}; wrap it in a list: [{prompts[:80]!r}]")
-    for row, prompt in enumerate(prompts):
-        if prompt is not None and not isinstance(prompt, str):
-            raise TypeError(f"prompt {row} is {type(prompt).__name__} {prompt!r:.80}; allowed: str or None "
-                            "(None scores as the empty prompt). Convert it with str() or decode it first.")
-
-
 def cache_key(text: str) -> bytes:
     """The cache key of a prompt: a 128-bit BLAKE2b digest of its exact text."""
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _unique(prompts: Sequence[str | None]) -> tuple[list[str | None], np.ndarray]:
+def _known(name: object, index: dict[str, int]) -> bool:
+    try:
+        return name in index
+    except TypeError:  # unhashable
+        return False
+
+
+def _unique(prompts: list[str | None]) -> tuple[list[str | None], np.ndarray]:
     index: dict[str | None, int] = {}
     inverse = np.fromiter((index.setdefault(p, len(index)) for p in prompts), dtype=np.int64,
                           count=len(prompts))

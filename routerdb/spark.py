@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -35,13 +34,10 @@ import pyarrow as pa
 
 from routerdb.bundle import Bundle, BundleError
 from routerdb.rescore import ADDED, RescoreError, score_batch
+from routerdb.routers import shared_router
 from routerdb.scorer import Router, UnknownModelError
 
 log = logging.getLogger(__name__)
-
-_WORKER_ROUTERS: dict[str, Router] = {}  # bundle digest -> Router, per Python worker process
-_WORKER_LOCK = threading.Lock()
-
 
 def rescore(df, bundle: str | os.PathLike[str] | Bundle, prompt_column: str = "prompt",
             models: Sequence[str] | None = None, *, ship: bool = True):
@@ -103,12 +99,8 @@ def _ship(sc, path: Path) -> None:
 
 
 def worker_router(path: str, digest: str, shipped: bool) -> Router:
-    """The Router of this worker process for the bundle with `digest`, loaded once."""
-    with _WORKER_LOCK:
-        router = _WORKER_ROUTERS.get(digest)
-        if router is None:
-            router = _WORKER_ROUTERS[digest] = Router(_locate(path, digest, shipped))
-        return router
+    """The Router of this worker process for the bundle with `digest` (the process-wide one)."""
+    return shared_router(_locate(path, digest, shipped))
 
 
 def _locate(path: str, digest: str, shipped: bool) -> Bundle:

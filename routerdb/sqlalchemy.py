@@ -7,21 +7,19 @@
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT prompt, route_best(prompt) FROM logs")).all()
 
-A `connect` event listener prepares each new DBAPI connection the pool opens (duckdb-engine), so
-connections opened later, by other threads, or after `engine.dispose()` can route too. DuckDB keeps
-Python functions per database, not per connection, and they break once the connection that
-registered them closes; so for a database file the functions are registered once, on a connection
-of the engine's own that the pool never closes (it closes when the engine is garbage-collected),
-and each pooled connection gets its own `router_models` table. An in-memory URL gives every pooled
-connection its own database, and each is registered in full. One Router per bundle serves the
-whole pool, prompt cache included.
+A `connect` event listener registers each new DBAPI connection the pool opens (duckdb-engine), so
+connections opened later, by other threads, or after `engine.dispose()` can route too. On a
+database file the first one registers the functions for the whole database (DuckDB shares them
+between connections) and every later one costs milliseconds: it gets its `router_models` view and
+holds the Router. Closing pooled connections, the first one included, never breaks the others
+(`routerdb.duckdb`). An in-memory URL gives every pooled connection its own database, each
+registered in full. One Router per bundle serves the whole pool, prompt cache included.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import weakref
 from typing import Any
 
 import sqlalchemy
@@ -29,7 +27,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from routerdb.bundle import Bundle
-from routerdb.duckdb import has_functions, register, shared_router
+from routerdb.duckdb import register
+from routerdb.routers import shared_router
 from routerdb.scorer import Router
 
 log = logging.getLogger(__name__)
@@ -46,36 +45,24 @@ def create_engine(url: str | sqlalchemy.URL, bundle: str | os.PathLike[str] | Bu
         engine.dispose()
         raise ValueError(f"create_engine got a {engine.dialect.name!r} URL ({engine.url!r}); the routing "
                          "functions run inside DuckDB. Use a duckdb:/// URL (pip install duckdb-engine).")
-    attach(engine, bundle, kwargs.get("connect_args"))
+    attach(engine, bundle)
     return engine
 
 
-def attach(engine: Engine, bundle: str | os.PathLike[str] | Bundle | Router,
-           connect_args: dict[str, Any] | None = None) -> Router:
+def attach(engine: Engine, bundle: str | os.PathLike[str] | Bundle | Router, **register_options: Any
+           ) -> Router:
     """Make every connection `engine` opens from now on able to route.
 
-    `connect_args`: those given to `sqlalchemy.create_engine`, if any (the engine's own connection
-    must be opened exactly like the pool's, or DuckDB refuses a second configuration of the file).
+    `register_options` go to `routerdb.register` (e.g. `prefix="b_"` for a second bundle).
     """
     router = bundle if isinstance(bundle, Router) else shared_router(bundle)  # a bad bundle fails here
-    if _shared_database(engine.url.database):
-        cargs, cparams = engine.dialect.create_connect_args(engine.url)
-        owner = engine.dialect.connect(*cargs, **{**cparams, **(connect_args or {})})
-        register(duckdb_connection(owner), router)
-        weakref.finalize(engine, owner.close)
 
     @event.listens_for(engine, "connect")
     def _prepare(dbapi_connection, connection_record) -> None:
-        con = duckdb_connection(dbapi_connection)
-        register(con, router, functions=not has_functions(con))
+        register(duckdb_connection(dbapi_connection), router, **register_options)
 
     log.info("routerdb: routing functions on every connection of %s", engine.url)
     return router
-
-
-def _shared_database(database: str | None) -> bool:
-    """A database file (or a named in-memory database) that pooled connections share."""
-    return bool(database) and database != ":memory:"
 
 
 def duckdb_connection(dbapi_connection: Any):

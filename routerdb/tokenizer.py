@@ -60,6 +60,11 @@ class PromptTokenizer:
             self._head = budget // HEAD_SHARE
             self._tail = budget - self._head
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids this tokenizer can produce: 0 to vocab_size - 1."""
+        return self._tok.get_vocab_size()
+
     @classmethod
     def from_file(cls, path, max_length: int, pad_id: int, padding_side: str,
                   truncation: str = "head") -> PromptTokenizer:

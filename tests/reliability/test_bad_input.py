@@ -9,6 +9,7 @@ holds the table these lists print (`python -m tests.reliability.test_bad_input`)
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import pytest
 import routerdb
 from routerdb.bundle import Bundle, BundleError
 from routerdb.cli import main as cli_main
+from routerdb.manifest import manifest_text
 from routerdb.scorer import Router, UnknownModelError
 from tests.paths import REPO
 from training.data.errors import DataError
@@ -387,9 +389,21 @@ SQL = [
 # ------------------------------------------------------------------ Router.score
 
 ROUTER = [
-    Case("None prompt", "scores of the empty prompt",
-         lambda c: (c.router.score([None]), c.router.score([""])),
-         Returns(lambda pair: np.array_equal(*pair))),
+    Case("None prompt", "NaN scores and best() None, as NULL in SQL (was: the empty prompt's scores)",
+         lambda c: (c.router.score([None, "a"]), c.router.best([None, "a"])),
+         Returns(lambda r: np.isnan(r[0][0]).all() and _scores_in_range(r[0][1]) and r[1][0] is None)),
+    Case("NaN / pandas.NA prompt (a DataFrame's missing text)", "NaN scores, like None",
+         lambda c: c.router.score([float("nan"), _pandas_na(), "a"]),
+         Returns(lambda m: np.isnan(m[:2]).all() and _scores_in_range(m[2]))),
+    Case("a generator of prompts / of LLM names", "scored like the lists (was: len() of a generator)",
+         lambda c: (c.router.score(p for p in ["a", "b"]), c.router.score(["a", "b"], (m for m in ["chat"]))),
+         Returns(lambda r: r[0].shape == (2, 3) and np.array_equal(r[0][:, [0]], r[1]))),
+    Case("an int instead of a list of prompts", "TypeError: 'pass a list' (was: 'int' is not iterable)",
+         lambda c: c.router.score(42),
+         Raises(TypeError, r"prompts must be a list .* got int 42; pass a list")),
+    Case("score_pairs with more prompts than LLM names", "ValueError: one LLM name per prompt",
+         lambda c: c.router.score_pairs(["a", "b"], ["chat"]),
+         Raises(ValueError, r"2 prompts and 1 LLM names; allowed: one LLM name per prompt")),
     Case("empty prompt ''", "scores in [-1, 1]", lambda c: c.router.score([""]), Returns(_scores_in_range)),
     Case("whitespace-only prompt", "scores in [-1, 1]", lambda c: c.router.score([" \t\n "]),
          Returns(_scores_in_range)),
@@ -403,9 +417,9 @@ ROUTER = [
          lambda c: c.router.score(["\ud800abc"]), Returns(_scores_in_range)),
     Case("bytes instead of str", "TypeError: 'allowed: str or None ... decode it first' (was AttributeError)",
          lambda c: c.router.score([b"\xff\xfe"]),
-         Raises(TypeError, r"prompt 0 is bytes b'\\xff\\xfe'; allowed: str or None")),
+         Raises(TypeError, r"prompt 0 is bytes b'\\xff\\xfe'; allowed: str, or None")),
     Case("int instead of str", "TypeError naming the row (was AttributeError)",
-         lambda c: c.router.score(["ok", 5]), Raises(TypeError, r"prompt 1 is int 5; allowed: str or None")),
+         lambda c: c.router.score(["ok", 5]), Raises(TypeError, r"prompt 1 is int 5; allowed: str, or None")),
     Case("a bare str instead of a list", "TypeError: 'wrap it in a list' (it scored each character)",
          lambda c: c.router.score("hello"),
          Raises(TypeError, r"got a single str 'hello'; wrap it in a list")),
@@ -594,7 +608,7 @@ def _bundle(ctx, edit: Callable[[Path, dict], Any]) -> Path:
     manifest = json.loads((target / "manifest.json").read_text())
     edit(target, manifest)
     if (target / "manifest.json").is_file() and not (target / "manifest.json").is_symlink():
-        (target / "manifest.json").write_text(json.dumps(manifest))
+        (target / "manifest.json").write_text(manifest_text(manifest))  # resealed: a well-formed edit
     return target
 
 
@@ -620,6 +634,7 @@ def _bundle_error(match: str) -> Raises:
 
 
 EMB = [[0.1] * 32] * 3
+NARROW = pa.table({"model": ["a", "b", "c"], "embedding": [[1.0] * 16] * 3})  # vectors the graph cannot take
 BUNDLES = [
     Case("path that does not exist", "BundleError: 'it is not a directory ... pass that path'",
          lambda c: Bundle.load(c.tmp / "nothing"), _bundle_error(r"no bundle at .*it is not a directory")),
@@ -671,7 +686,7 @@ BUNDLES = [
          _bundle_error(r"models.parquet: no rows")),
     Case("embedding width that does not fit the graph",
          "BundleError at load (was an ONNX Runtime error at the first query)",
-         _load(_replace_models(pa.table({"model": ["a", "b", "c"], "embedding": [[1.0] * 16] * 3}))),
+         _load(lambda t, m: (_replace_models(NARROW)(t, m), m["models"].update(embedding_dim=16))),
          _bundle_error(r"model.onnx takes model_embeddings of width 32, but .* width 16")),
     Case("tokenizer.json that tokenizers cannot read (checksum updated)",
          "BundleError (was a bare Exception)",
@@ -680,9 +695,83 @@ BUNDLES = [
     Case("model.onnx that is not ONNX (checksum updated)", "BundleError before ONNX Runtime sees it",
          _load(lambda t, m: ((t / "model.onnx").write_bytes(b"garbage"), _rehash(t, m, "model.onnx"))),
          _bundle_error(r"'model.onnx': .*protobuf")),
-    Case("None instead of a path", "TypeError from pathlib",
-         lambda c: Bundle.load(None), Raises(TypeError, r"expected str, bytes or os.PathLike")),
+    Case("None instead of a path", "TypeError: 'allowed: the path of a bundle directory' (was pathlib's)",
+         lambda c: Bundle.load(None), Raises(TypeError, r"got NoneType None; allowed: the path of a bundle")),
+    Case("max_length hand-edited (128 -> 512), checksum not updated",
+         "BundleError at load: 'edited or damaged after export' (was accepted; ONNX Runtime failed later)",
+         lambda c: Router(_hand_edit(c, lambda m: (m.update(max_length=512),
+                                                   m["tokenizer"].update(max_length=512)))),
+         _bundle_error(r"do not match its manifest_sha256 .* edited or damaged after export")),
+    Case("pad_id hand-edited, checksum not updated", "BundleError at load (was accepted)",
+         lambda c: Router(_hand_edit(c, lambda m: m["tokenizer"].update(pad_id=3))),
+         _bundle_error(r"edited or damaged after export")),
+    Case("max_length beyond the graph's positions (checksum updated)",
+         "BundleError at load, from a probe run of the graph (was an ONNX Runtime error at the first long "
+         "prompt)",
+         _load(lambda t, m: (m.update(max_length=200), m["tokenizer"].update(max_length=200))),
+         _bundle_error(r"model.onnx cannot score prompts of max_length 200 tokens padded with pad_id 0 "
+                       r"\(InvalidArgument")),
+    Case("pad_id outside the tokenizer's vocabulary (checksum updated)",
+         "BundleError at load (was an ONNX Runtime Gather error at the first query)",
+         _load(lambda t, m: m["tokenizer"].update(pad_id=100_000)),
+         _bundle_error(r"pad_id 100000 is not a token of tokenizer.json \(vocabulary of \d+\)")),
+    Case("tokenizer.max_length differing from max_length", "BundleError naming both",
+         _load(lambda t, m: m["tokenizer"].update(max_length=64)),
+         _bundle_error(r"tokenizer max_length 64 but max_length 128")),
+    Case("feature_stats.version changed", "BundleError: features version unknown (was silently accepted)",
+         _load(lambda t, m: m["feature_stats"].update(version=2)),
+         _bundle_error(r"feature_stats: got features version 2; this routerdb computes version 1")),
+    Case("feature_names reordered", "BundleError (was silently accepted: features fed in the wrong order)",
+         _load(lambda t, m: m.update(feature_names=m["feature_names"][::-1])),
+         _bundle_error(r"feature_names .*allowed: the \d+ prompt features of this routerdb in their order")),
+    Case("graph inputs the manifest does not declare", "BundleError naming the graph's inputs",
+         _load(lambda t, m: m["graph"].update(inputs=["input_ids", "attention_mask"])),
+         _bundle_error(r"model.onnx takes \[.*\] .* allowed: the inputs the manifest declares")),
+    Case("LLM count in the manifest differs from models.parquet", "BundleError: files of different exports",
+         _load(lambda t, m: m["models"].update(count=5)),
+         _bundle_error(r"models \{.*\} \(allowed: the LLM table's own count 3")),
+    Case("a bundle written before manifests had a checksum", "loads (fields still checked); see notes",
+         lambda c: Router(_hand_edit(c, lambda m: m.pop("manifest_sha256"))),
+         Returns(lambda r: r.models == ("chat", "coder", "weak"))),
+    Case("Router(batch_size=-1) / batch_size=0",
+         "ValueError naming the option (was: uninitialised memory as scores / a bare range() error)",
+         lambda c: Router(c.bundle, batch_size=-1),
+         Raises(ValueError, r"batch_size=-1 \(allowed: an integer >= 1")),
+    Case("Router(cache_size=-5, threads='2')", "one ValueError listing both",
+         lambda c: Router(c.bundle, cache_size=-5, threads="2"),
+         Raises(ValueError, r"cache_size=-5 .*; threads='2' \(allowed")),
+    Case("ROUTERDB_THREADS=two", "ValueError naming the variable (was int()'s traceback)",
+         lambda c: _with_env("ROUTERDB_THREADS", "two", lambda: Router(c.bundle)),
+         Raises(ValueError, r"environment variable ROUTERDB_THREADS='two'; allowed: a whole number")),
 ]
+
+
+def _hand_edit(ctx, edit) -> Path:
+    """A copy of the bundle whose manifest.json is edited by hand: its checksum not updated."""
+    target = ctx.tmp / "edited"
+    shutil.copytree(ctx.bundle, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    edit(manifest)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def _with_env(name: str, value: str, call):
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return call()
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def _pandas_na():
+    import pandas  # the value a DataFrame holds for a missing string
+
+    return pandas.NA
 
 
 def _raw_manifest(ctx, data: bytes) -> Path:

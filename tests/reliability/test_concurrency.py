@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import routerdb
-from routerdb.duckdb import shared_router
+from routerdb.routers import shared_router
 from routerdb.scorer import Router
 
 THREADS = 8

@@ -154,6 +154,7 @@ def test_fit_killed_at_random_points_then_resumed_matches_an_uninterrupted_run(t
 WRITER = textwrap.dedent("""
     import os, shutil, signal, sys, time
     from pathlib import Path
+    import routerdb.atomic as atomic
     import routerdb.bundle as rb
     from routerdb.scorer import Router
 
@@ -186,15 +187,15 @@ WRITER = textwrap.dedent("""
         die("after_swap")
         return done
     if kill_at == "between_renames":  # the portable path: move the old bundle aside, then the new in
-        rb._exchange = lambda a, b: False
+        atomic.exchange = lambda a, b: False
         real_replace = os.replace
         def replace_and_die(src, dst):
             real_replace(src, dst)
             if str(dst).endswith("/bundle"):
                 die("between_renames")
-        rb.os.replace = replace_and_die
-    replace, exchange = rb._replace_dir, rb._exchange
-    rb._replace_dir, rb._exchange = replace_dir, exchange_then
+        atomic.os.replace = replace_and_die
+    replace, exchange = atomic.replace_dir, atomic.exchange
+    atomic.replace_dir, atomic.exchange = replace_dir, exchange_then
     manifest = {k: v for k, v in rb.Bundle.load(source).manifest.items()
                 if k not in ("format", "format_version", "files", "verification")}
     rb.write_bundle(target, {**manifest, "note": note}, write_files, verify=verify)
@@ -254,9 +255,9 @@ def test_bundle_write_killed_between_the_portable_renames(tiny_bundle, previous)
     proc = _write(tiny_bundle, previous, "new", "between_renames")
     assert proc.wait(120) == -signal.SIGKILL
     assert not previous.exists()
-    from routerdb.bundle import _clean_stale
+    from routerdb.atomic import clean_stale
 
-    _clean_stale(previous)
+    clean_stale(previous)
     assert _note(previous) == "old"
     _assert_intact_then_recovers(tiny_bundle, previous, {"old"})
 
@@ -282,6 +283,7 @@ def test_bundle_write_killed_at_random_moments(tiny_bundle, previous):
 
 @pytest.mark.parametrize("stage", ["files", "manifest", "swap"])
 def test_disk_full_while_writing_a_bundle(previous, tiny_bundle, monkeypatch, stage):
+    import routerdb.atomic as atomic
     import routerdb.bundle as rb
 
     before = Bundle.load(previous).digest
@@ -296,7 +298,7 @@ def test_disk_full_while_writing_a_bundle(previous, tiny_bundle, monkeypatch, st
     if stage == "manifest":
         monkeypatch.setattr(rb, "_write_manifest", _enospc)
     if stage == "swap":
-        monkeypatch.setattr(rb, "_exchange", _enospc)
+        monkeypatch.setattr(atomic, "exchange", _enospc)
     with pytest.raises(OSError, match=r"cannot write the bundle .*No space left on device.* previous bundle"):
         write_bundle(previous, {"note": "new"}, files)
     assert Bundle.load(previous).digest == before

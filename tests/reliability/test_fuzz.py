@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import routerdb
 from routerdb.bundle import Bundle, BundleError
 from routerdb.features import FEATURE_NAMES, compute_features
+from routerdb.manifest import manifest_text
 from routerdb.scorer import Router, UnknownModelError
 from training.data.errors import DataError
 from training.data.read import PAIRS_SCHEMA, load_pairs
@@ -87,7 +88,9 @@ def router(tiny_bundle):
 def test_router_scores_are_finite_and_in_range(router, prompts):
     scores = _timed(router.score, prompts)
     assert scores.shape == (len(prompts), len(router.models))
-    assert np.isfinite(scores).all() and (np.abs(scores) <= 1).all()
+    present = np.array([p is not None for p in prompts])
+    assert np.isnan(scores[~present]).all()  # a missing prompt: NaN, as NULL in SQL
+    assert np.isfinite(scores[present]).all() and (np.abs(scores[present]) <= 1).all()
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +282,7 @@ def test_bundle_load_on_random_manifests(tiny_bundle, tmp_path_factory, manifest
             edited["files"][name] = value
     else:
         edited[top] = value
-    (target / "manifest.json").write_text(json.dumps(edited))
+    (target / "manifest.json").write_text(manifest_text(edited))  # resealed: reach the field checks
     try:
         Bundle.load(target)
     except BundleError:

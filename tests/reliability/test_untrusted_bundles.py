@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from routerdb.bundle import Bundle, BundleError
+from routerdb.manifest import manifest_text
 from routerdb.onnx_file import OnnxFileError, check_self_contained
 from routerdb.scorer import Router
 from tests.paths import REPO
@@ -43,7 +44,7 @@ def _manifest(path: Path) -> dict:
 
 
 def _save(path: Path, manifest: dict) -> None:
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "manifest.json").write_text(manifest_text(manifest))  # as an export with these fields would
 
 
 def _rehash(path: Path, name: str) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from routerdb.bundle import FORMAT_VERSION, Bundle, BundleError, models_table, write_bundle
+from routerdb.manifest import manifest_text
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def bundle_copy(tiny_bundle, tmp_path):
 def _edit_manifest(path, fn):
     manifest = json.loads((path / "manifest.json").read_text())
     fn(manifest)
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "manifest.json").write_text(manifest_text(manifest))  # as an export with these fields would
 
 
 def test_manifest_describes_itself(tiny_bundle):
@@ -116,3 +117,31 @@ def test_write_is_atomic_and_failed_verify_keeps_previous(tmp_path):
 def test_models_table_rejects_duplicates():
     with pytest.raises(BundleError, match="unique"):
         models_table(["a", "a"], np.zeros((2, 3)))
+
+
+def test_files_are_checked_once_per_process_until_they_change(bundle_copy, monkeypatch):
+    import routerdb.bundle as rb
+
+    calls = []
+    real = rb.sha256_file
+    monkeypatch.setattr(rb, "sha256_file", lambda path: calls.append(path.name) or real(path))
+    first = Bundle.load(bundle_copy)
+    assert sorted(calls) == ["model.onnx", "models.parquet", "tokenizer.json"]
+    calls.clear()
+    again = Bundle.load(bundle_copy)
+    assert calls == [] and again.digest == first.digest  # unchanged: not hashed again
+    data = (bundle_copy / "models.parquet").read_bytes()
+    (bundle_copy / "models.parquet").write_bytes(data)  # rewritten (same bytes, new times): checked again
+    Bundle.load(bundle_copy)
+    assert len(calls) == 3
+    (bundle_copy / "tokenizer.json").write_text("{}")  # changed after a check: refused, not served stale
+    with pytest.raises(BundleError, match="'tokenizer.json' has sha256"):
+        Bundle.load(bundle_copy)
+
+
+def test_written_manifest_carries_its_checksum(tmp_path):
+    from routerdb.manifest import manifest_checksum
+
+    target = _write_small(tmp_path / "b")
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["manifest_sha256"] == manifest_checksum(manifest)

@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from routerdb.bundle import Bundle, models_table, sha256_file
-from routerdb.duckdb import has_functions, register, shared_router
+from routerdb.duckdb import RegisterError, has_functions, register
+from routerdb.manifest import manifest_text
+from routerdb.routers import shared_router
 from routerdb.scorer import Router, cache_key
 
 PROMPTS = [f"Question {i}: {topic}" for i in range(300) for topic in
@@ -89,7 +91,7 @@ def test_cache_is_per_bundle(tiny_bundle, tmp_path):
     pq.write_table(models_table(b.model_names, b.model_embeddings[::-1].copy()), copy / "models.parquet")
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["files"]["models.parquet"]["sha256"] = sha256_file(copy / "models.parquet")
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "manifest.json").write_text(manifest_text(manifest))
     first, second = shared_router(tiny_bundle), shared_router(copy)
     assert first is not second and first is shared_router(tiny_bundle)
     a, b2 = first.score(PROMPTS[:3]), second.score(PROMPTS[:3])
@@ -132,20 +134,118 @@ def test_register_on_a_read_only_database(tiny_bundle, tmp_path):
 
 
 def test_second_connection_to_one_file(tiny_bundle, tmp_path):
-    """DuckDB shares Python functions per database: the second connection gets a clear message,
-    and functions=False gives it the router_models table only."""
+    """DuckDB shares Python functions per database: a second connection registering the same bundle
+    changes nothing and gets the table; functions=False (earlier callers) does the same."""
     path = str(tmp_path / "shared.duckdb")
-    first, second = duckdb.connect(path), duckdb.connect(path)
+    first, second, third = duckdb.connect(path), duckdb.connect(path), duckdb.connect(path)
     register(first, tiny_bundle)
     assert has_functions(second)
-    with pytest.raises(duckdb.CatalogException, match=r"already registered .* functions=False"):
-        register(second, tiny_bundle)
-    register(second, tiny_bundle, functions=False)
-    n = second.execute("SELECT count(*) FROM router_models").fetchall()[0][0]
-    assert n == len(Router(tiny_bundle).models)
-    assert second.execute("SELECT route_best('hello')").fetchall()[0][0] is not None
-    second.close()
-    first.close()
+    assert register(second, tiny_bundle) is shared_router(tiny_bundle)
+    register(third, tiny_bundle, functions=False)
+    for con in (second, third):
+        assert con.execute("SELECT count(*) FROM router_models").fetchall()[0][0] == 3
+        assert con.execute("SELECT route_best('hello')").fetchall()[0][0] is not None
+    for con in (third, second, first):
+        con.close()
+
+
+# Closing the connection that registered the functions, then querying from another connection of
+# the database, read freed memory (rc 139). In a subprocess: a crash must fail the test, not pytest.
+CLOSE_THE_FIRST = """
+import gc, sys, duckdb, routerdb
+path, bundle = sys.argv[1], sys.argv[2]
+first, second = duckdb.connect(path), duckdb.connect(path)
+routerdb.register(first, bundle)
+routerdb.register(second, bundle, functions=False)
+plain = duckdb.connect(path)  # never registered: it sees the functions of the database all the same
+first.close(); del first; gc.collect()
+print(second.execute("SELECT route_score('hi', 'chat'), route_best('hi')").fetchall()[0][1])
+print(plain.execute("SELECT route_best('hi')").fetchall()[0][0])
+cursor = second.cursor(); del second; gc.collect()  # a cursor outlives its collected parent
+print(cursor.execute("SELECT route_best('hi')").fetchall()[0][0])
+"""
+
+
+def test_closing_the_registering_connection_never_crashes_the_others(tiny_bundle, tmp_path):
+    import subprocess
+    import sys
+
+    args = [str(tmp_path / "db.duckdb"), str(tiny_bundle)]
+    done = subprocess.run([sys.executable, "-c", CLOSE_THE_FIRST, *args], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    best = shared_router(tiny_bundle).best(["hi"])[0]
+    assert done.stdout.split() == [best] * 3
+
+
+def test_cursors_see_what_register_gave_their_connection(tiny_bundle, tmp_path):
+    """In memory: cursors see router_models; on a file: every connection and cursor sees
+    routerdb.router_models (nothing is written into the file), and a registered cursor the short name."""
+    con = duckdb.connect()
+    register(con, tiny_bundle)
+    assert con.cursor().execute("SELECT count(*) FROM router_models").fetchall()[0][0] == 3
+    on_file = duckdb.connect(str(tmp_path / "f.duckdb"))
+    register(on_file, tiny_bundle)
+    cursor = on_file.cursor()
+    assert cursor.execute("SELECT count(*) FROM routerdb.router_models").fetchall()[0][0] == 3
+    assert cursor.execute("SELECT route_best('x')").fetchall()[0][0] in ("chat", "coder", "weak")
+    register(cursor, tiny_bundle)
+    assert cursor.execute("SELECT count(*) FROM router_models").fetchall()[0][0] == 3
+    written = on_file.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'f'").fetchall()
+    assert written == [(0,)]
+    on_file.close()
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_register_never_drops_or_hides_a_users_table(tiny_bundle, tmp_path, where):
+    con = duckdb.connect() if where == "memory" else duckdb.connect(str(tmp_path / "u.duckdb"))
+    con.execute("CREATE TABLE router_models AS SELECT 'mine' AS note")
+    with pytest.raises(RegisterError, match=r"already has a table named 'router_models' .* not made by "
+                                            r"routerdb; registering would (replace|hide) it, so nothing was "
+                                            r"changed. Pass table='llms'"):
+        register(con, tiny_bundle)
+    assert con.execute("SELECT * FROM router_models").fetchall() == [("mine",)]
+    register(con, tiny_bundle, table="llms")
+    assert con.execute("SELECT count(*) FROM llms").fetchall()[0][0] == 3
+    assert con.execute("SELECT * FROM router_models").fetchall() == [("mine",)]
+
+
+def test_two_bundles_on_one_connection(tiny_bundle, tmp_path):
+    copy = tmp_path / "reversed"
+    shutil.copytree(tiny_bundle, copy)
+    b = Bundle.load(copy)
+    pq.write_table(models_table(b.model_names, b.model_embeddings[::-1].copy()), copy / "models.parquet")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["models.parquet"]["sha256"] = sha256_file(copy / "models.parquet")
+    (copy / "manifest.json").write_text(manifest_text(manifest))
+    con = duckdb.connect()
+    first = register(con, tiny_bundle)
+    second = register(con, copy, prefix="b_")
+    got = con.execute("SELECT route_score('hi', 'chat'), b_route_score('hi', 'chat'), (SELECT count(*) "
+                      "FROM b_router_models), route_best('hi'), b_route_best('hi')").fetchall()[0]
+    assert got[0] == pytest.approx(float(first.score(["hi"], ["chat"])[0, 0]), abs=1e-6)
+    assert got[1] == pytest.approx(float(second.score(["hi"], ["chat"])[0, 0]), abs=1e-6)
+    assert got[0] != got[1] and got[2] == 3 and got[3:] == (first.best(["hi"])[0], second.best(["hi"])[0])
+    other = duckdb.connect(str(tmp_path / "two.duckdb"))
+    register(other, tiny_bundle)
+    late = duckdb.connect(str(tmp_path / "two.duckdb"))
+    busy = r"already serve bundle .*tiny, registered by another connection that still uses them; DuckDB"
+    with pytest.raises(RegisterError, match=busy + r" lets only that connection replace .*prefix='b_'"):
+        register(late, copy)
+    register(other, copy)  # the connection that registered them may replace them
+    replaced = late.execute("SELECT route_score('hi', 'chat')").fetchall()[0][0]
+    assert replaced == pytest.approx(got[1], abs=1e-6)
+
+
+def test_registering_again_costs_no_verification(tiny_bundle, monkeypatch):
+    import routerdb.bundle as rb
+
+    register(duckdb.connect(), tiny_bundle)
+    calls = []
+    monkeypatch.setattr(rb, "sha256_file", lambda path: calls.append(path))
+    for _ in range(5):
+        register(duckdb.connect(), tiny_bundle)
+    assert calls == []  # the bundle's files were checked once, by the first register
 
 
 def test_provider_and_threads_are_logged_and_settable(tiny_bundle, caplog, monkeypatch):
@@ -193,17 +293,6 @@ def test_first_query_memory_is_flat_in_the_number_of_prompts(tiny_bundle):
         before, peak = map(int, done.stdout.split()[-2:])
         growth.append(peak - before)
     assert growth[1] - growth[0] < 15, f"peak growth {growth} MiB for 2,048 and 8,192 prompts"
-
-
-def test_router_models_in_memory_is_seen_by_cursors_and_on_a_file_is_temporary(tiny_bundle, tmp_path):
-    con = duckdb.connect()
-    register(con, tiny_bundle)
-    assert con.cursor().execute("SELECT count(*) FROM router_models").fetchall()[0][0] == 3
-    on_file = duckdb.connect(str(tmp_path / "f.duckdb"))
-    register(on_file, tiny_bundle)
-    temporary = on_file.execute("SELECT temporary FROM duckdb_tables() WHERE table_name = 'router_models'")
-    assert temporary.fetchall() == [(True,)]  # nothing written into the user's database file
-    on_file.close()
 
 
 def test_int8_copy_of_a_bundle(tiny_bundle, tmp_path, sample_path, capsys):

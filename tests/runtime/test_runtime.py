@@ -75,7 +75,8 @@ def test_score_matches_score_pairs_and_best(tiny_bundle):
     router = Router(tiny_bundle)
     prompts = ["Write SQL to count users", "Tell me a story", None]
     matrix = router.score(prompts)
-    assert matrix.shape == (3, 3) and np.all(np.abs(matrix) <= 1)
+    assert matrix.shape == (3, 3) and np.all(np.abs(matrix[:2]) <= 1)
+    assert np.isnan(matrix[2]).all() and router.best(prompts)[2] is None  # missing prompt: like SQL NULL
     pairs = router.score_pairs(["Tell me a story"] * 3, ["weak", "chat", "coder"])
     np.testing.assert_allclose(pairs, matrix[1, [2, 0, 1]], atol=1e-6)
     assert router.best(prompts[:2]) == [router.models[int(j)] for j in matrix[:2].argmax(1)]

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from routerdb.duckdb import shared_router
 from routerdb.rescore import RescoreError, rescore
+from routerdb.routers import shared_router
 from routerdb.scorer import UnknownModelError
 from routerdb.spark import rescore as spark_rescore
 

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from routerdb.cli import _statements, main
-from routerdb.duckdb import register, shared_router
+from routerdb.duckdb import register
+from routerdb.routers import shared_router
 from tests import tiny_models
 from tests.paths import REPO
 from training.evaluation.metrics import apgr, cost_quality_curve, routing_curve
