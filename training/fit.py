@@ -14,11 +14,11 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 
+from routerdb.atomic import check_writable, os_reason
 from routerdb.bundle import check_replaceable
 from training.artifacts import ExportError
 from training.data import concat_pairs, load_aliases, load_pairs
@@ -67,15 +67,11 @@ def check_outputs(spec) -> None:
         path = Path(getattr(spec.output, field))
         folder = path if field == "run_dir" else path.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()
+            check_writable(folder)
         except OSError as exc:
-            reason = exc.strerror or str(exc)
-            if isinstance(exc, (FileExistsError, NotADirectoryError)):
-                reason = "a part of the path is a file, not a directory"
-            raise OSError(exc.errno, f"output.{field} {str(path)!r} cannot be written: {reason}. Choose "
-                          f"a path in a writable directory for output.{field}, or fix its permissions."
-                          ) from None
+            raise OSError(exc.errno, f"output.{field} {str(path)!r} cannot be written: {os_reason(exc)}. "
+                          f"Choose a path in a writable directory for output.{field}, or fix its "
+                          "permissions.") from None
     check_replaceable(Path(spec.output.bundle_dir))
 
 
