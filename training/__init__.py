@@ -1,0 +1,1 @@
+"""Training a router (PyTorch): data -> encoder -> model -> trainer -> export, with evaluation beside."""

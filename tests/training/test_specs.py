@@ -12,6 +12,7 @@ from tests.paths import REPO
 from training import specs
 from training.encoder import finetuning
 from training.fit import main as fit_main
+from training.llm_embeddings import embedder
 from training.trainer import optim
 
 EXAMPLE_SPECS = sorted((REPO / "examples" / "specs").glob("*.json"))
@@ -37,6 +38,7 @@ def test_every_example_spec_validates(path):
 def test_registries_match_spec_unions():
     assert _tags(specs.FineTuning) == set(finetuning.METHODS)
     assert _tags(specs.Optimizer) == set(optim.OPTIMIZERS)
+    assert _tags(specs.EmbeddingSpec) == set(embedder.KINDS)
 
 
 def test_all_problems_reported_at_once():
