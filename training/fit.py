@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from routerdb.atomic import check_writable, os_reason
 from routerdb.bundle import check_replaceable
+from training import preflight
 from training.artifacts import ExportError
 from training.data import concat_pairs, load_aliases, load_pairs
 from training.encoder.prompt_cache import PromptCache
@@ -32,7 +33,9 @@ log = logging.getLogger("training.fit")
 
 def fit(spec: FitSpec, *, resume: bool = False) -> Path:
     """Train the spec's router on its data, checkpointing into `output.run_dir`, and export the
-    verified bundle to `output.bundle_dir`; returns the bundle's path."""
+    verified bundle to `output.bundle_dir`; returns the bundle's path. SpecError, before anything
+    is written, for every problem `training.preflight` finds."""
+    check(spec)
     run_dir = Path(spec.output.run_dir)
     check_outputs(spec)
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
@@ -61,6 +64,14 @@ def _training_data(spec: FitSpec) -> pa.Table:
     return pairs
 
 
+def check(spec: FitSpec, where: str = "<spec>") -> None:
+    """SpecError listing every problem of `training.preflight.problems`, if any."""
+    found = preflight.problems(spec)
+    if found:
+        raise SpecError("\n".join([f"{where}: {len(found)} problem(s) found before training:",
+                                    *(f"  - {p}" for p in found)]))
+
+
 def check_outputs(spec) -> None:
     """Fail before training, not after it, when an output directory cannot be written."""
     for field in ("run_dir", "bundle_dir"):
@@ -83,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.spec)
+        check(spec, args.spec)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,13 +15,33 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_TRUNCATION = "head_tail"  # what a prompt over max_length keeps (routerdb/tokenizer.py)
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 Path_ = Annotated[str, Field(min_length=1)]  # a file or directory path: "" would mean the working directory
-Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's moment decay rates
+
+
+def _no_bool(value):
+    if isinstance(value, bool):
+        raise ValueError(f"got {str(value).lower()}, a boolean, where a number is expected")
+    return value
+
+
+# Numbers in a spec are numbers: JSON's true is not 1, and a count takes no decimal point.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+Beta = Annotated[Float, Field(ge=0, lt=1)]  # Adam's moment decay rates
 
 
 class Closed(BaseModel):
@@ -33,8 +53,8 @@ class Closed(BaseModel):
 
 
 class ValidationSplit(Closed):
-    fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of distinct prompts held out
-    seed: int = Field(42, ge=0, lt=2**64)  # the split's own seed, independent of the training seed
+    fraction: Float = Field(0.2, gt=0.0, lt=1.0)  # share of distinct prompts held out
+    seed: Int = Field(42, ge=0, lt=2**64)  # the split's own seed, independent of the training seed
 
     def __init__(self, fraction: float = 0.2, seed: int = 42, /, **kw):  # ValidationSplit(0.2, 42)
         super().__init__(fraction=kw.pop("fraction", fraction), seed=kw.pop("seed", seed), **kw)
@@ -51,7 +71,7 @@ class DataSpec(Closed):
 
 class EncoderSpec(Closed):
     name: str = Field(DEFAULT_ENCODER, min_length=1)  # local path, installed packaged copy, or hub name
-    max_length: int = Field(128, ge=8, le=8192)  # tokens; longer prompts are truncated
+    max_length: Int = Field(128, ge=8, le=8192)  # tokens; longer prompts are truncated
     # what a longer prompt keeps: its beginning, its end, or a quarter from the beginning and the
     # rest from the end (routerdb/tokenizer.py; few-shot prompts differ only at the end)
     truncation: Literal["head", "tail", "head_tail"] = DEFAULT_TRUNCATION
@@ -61,11 +81,11 @@ class EncoderSpec(Closed):
 class _Adapters(Closed):
     """The LoRA adapter fields LoRA and QLoRA share."""
 
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    rank: Int = Field(8, ge=1, le=1024)
+    alpha: Float = Field(16.0, gt=0, le=10_000)
+    dropout: Float = Field(0.05, ge=0, lt=1)
     target_modules: Literal["auto"] | list[str] = "auto"  # auto: every projection of the blocks
-    lr: float = Field(2e-4, gt=0)
+    lr: Float = Field(2e-4, gt=0, le=10)
 
 
 class LoRA(_Adapters):
@@ -80,23 +100,23 @@ class QLoRA(_Adapters):
 
 class LastLayers(Closed):
     kind: Literal["last_layers"] = "last_layers"
-    num_layers: int = Field(2, ge=1)
-    lr: float = Field(5e-5, gt=0)
+    num_layers: Int = Field(2, ge=1, le=1024)
+    lr: Float = Field(5e-5, gt=0, le=10)
 
 
 class BitFit(Closed):
     kind: Literal["bitfit"] = "bitfit"
-    lr: float = Field(1e-3, gt=0)
+    lr: Float = Field(1e-3, gt=0, le=10)
 
 
 class Full(Closed):
     kind: Literal["full"] = "full"
-    lr: float = Field(2e-5, gt=0)
+    lr: Float = Field(2e-5, gt=0, le=10)
 
 
 class Frozen(Closed):
     kind: Literal["frozen"] = "frozen"  # encoder not trained; prompt embeddings computed once
-    lr: float = Field(1e-3, gt=0)  # unused for the encoder; kept so every method has a rate
+    lr: Float = Field(1e-3, gt=0, le=10)  # unused for the encoder; kept so every method has a rate
 
 
 FineTuning = Annotated[LoRA | QLoRA | LastLayers | BitFit | Full | Frozen, Field(discriminator="kind")]
@@ -112,24 +132,25 @@ FineTuning = Annotated[LoRA | QLoRA | LastLayers | BitFit | Full | Frozen, Field
 
 class LearnedEmbedding(Closed):
     kind: Literal["learned"] = "learned"  # a trainable vector per LLM, learned with the head
-    dim: int = Field(32, ge=1)
+    dim: Int = Field(32, ge=1, le=4096)
 
 
 # --- head, optimiser, schedule ----------------------------------------------------------------
 
 
 class HeadSpec(Closed):
-    hidden_dims: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [256, 64], min_length=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    negative_slope: float = Field(0.01, ge=0)  # LeakyReLU
-    lr_multiplier: float = Field(10.0, gt=0)  # head rate = method rate x this (encoder-relative)
+    hidden_dims: list[Annotated[Int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [256, 64],
+                                                                   min_length=1, max_length=16)
+    dropout: Float = Field(0.1, ge=0, lt=1)
+    negative_slope: Float = Field(0.01, ge=0)  # LeakyReLU
+    lr_multiplier: Float = Field(10.0, gt=0, le=1000)  # head rate = method rate x this (encoder-relative)
     # add a linear, prompt-agnostic strength per LLM (w . model_embedding) beside the MLP
     llm_strength: bool = False
 
 
 class AdamW(Closed):
     kind: Literal["adamw"] = "adamw"
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: Float = Field(0.01, ge=0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
 
 
@@ -140,8 +161,8 @@ class Adam(Closed):
 
 class Muon(Closed):
     kind: Literal["muon"] = "muon"  # torch.optim.Muon on 2-D weight matrices, AdamW on the rest
-    momentum: float = Field(0.95, gt=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
+    momentum: Float = Field(0.95, gt=0, lt=1)
+    weight_decay: Float = Field(0.01, ge=0)
 
 
 Optimizer = Annotated[AdamW | Adam | Muon, Field(discriminator="kind")]
@@ -150,16 +171,16 @@ Optimizer = Annotated[AdamW | Adam | Muon, Field(discriminator="kind")]
 class _RecordEmbedding(Closed):
     """Fields shared by the phase-1 kinds; see docs/embeddings.md for how records become triplets."""
 
-    dim: int = Field(32, ge=2)  # size of an LLM's embedding: dim - 1 learned + its measured strength
+    dim: Int = Field(32, ge=2, le=4096)  # size of an LLM's embedding: dim - 1 learned + its measured strength
     encoder: str | None = None  # sentence encoder for record texts; None: the router's encoder.name
-    hidden_dim: int = Field(256, ge=1)  # width of the per-record network
-    records_per_set: int = Field(64, ge=1)  # records per anchor / positive set (and identification query)
-    prompts_per_step: int = Field(32, ge=2)  # prompts drawn per step, split into anchor / positive halves
-    profile_records: int = Field(512, ge=1)  # at most this many records make an LLM's embedding
-    margin: float = Field(0.2, gt=0)  # triplet margin (cosine distance on unit vectors)
-    heldout_fraction: float = Field(0.2, gt=0, lt=1)  # prompts kept out of phase 1 to measure identification
+    hidden_dim: Int = Field(256, ge=1, le=65_536)  # width of the per-record network
+    records_per_set: Int = Field(64, ge=1, le=100_000)  # records per anchor / positive set (and query)
+    prompts_per_step: Int = Field(32, ge=2, le=100_000)  # prompts per step, halved into anchor / positive
+    profile_records: Int = Field(512, ge=1, le=1_000_000)  # at most this many records make an LLM's embedding
+    margin: Float = Field(0.2, gt=0, le=2)  # triplet margin (cosine distance on unit vectors)
+    heldout_fraction: Float = Field(0.2, gt=0, lt=1)  # prompts kept out of phase 1 to measure identification
     train_with_head: bool = False  # True: the record network keeps training with the head (phase 2)
-    lr: float = Field(1e-3, gt=0)  # rate of the record network in phase 1
+    lr: Float = Field(1e-3, gt=0, le=10)  # rate of the record network in phase 1
     optimizer: Optimizer = AdamW()  # phase-1 optimiser (epochs: RouterConfig.embedding_model_epochs)
 
 
@@ -169,14 +190,14 @@ class FrozenEncoderEmbedding(_RecordEmbedding):
 
 class FinetunableEmbedding(_RecordEmbedding):
     kind: Literal["finetunable"] = "finetunable"  # the sentence encoder is fine-tuned in phase 1 too
-    prompts_per_step: int = Field(16, ge=2)  # each step runs the encoder with gradients on these
+    prompts_per_step: Int = Field(16, ge=2, le=100_000)  # each step runs the encoder with gradients on these
     finetuning: FineTuning = LastLayers(num_layers=1)  # how the phase-1 encoder is fine-tuned
 
 
 class AttentionEmbedding(_RecordEmbedding):
     kind: Literal["attention"] = "attention"  # set encoder: self-attention over an LLM's records
-    heads: int = Field(4, ge=1)  # attention heads; must divide hidden_dim
-    layers: int = Field(1, ge=0)  # self-attention blocks before attention pooling
+    heads: Int = Field(4, ge=1, le=256)  # attention heads; must divide hidden_dim
+    layers: Int = Field(1, ge=0, le=64)  # self-attention blocks before attention pooling
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> AttentionEmbedding:
@@ -194,7 +215,7 @@ EmbeddingSpec = Annotated[
 
 class Schedule(Closed):
     kind: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    warmup_ratio: Float = Field(0.1, ge=0, lt=1)
 
 
 class OutputSpec(Closed):
@@ -203,10 +224,10 @@ class OutputSpec(Closed):
 
 
 class ExportSpec(Closed):
-    opset: int = Field(17, ge=14, le=20)  # 20: the newest the TorchScript ONNX exporter writes
+    opset: Int = Field(17, ge=14, le=20)  # 20: the newest the TorchScript ONNX exporter writes
     quantize: Literal["none", "int8"] = "none"
-    verify_prompts: int = Field(64, ge=1)  # held-out prompts checked ONNX vs torch
-    tolerance: float = Field(1e-4, gt=0)
+    verify_prompts: Int = Field(64, ge=1, le=100_000)  # held-out prompts checked ONNX vs torch
+    tolerance: Float = Field(1e-4, gt=0, le=1)
 
 
 class RouterConfig(Closed):
@@ -215,24 +236,24 @@ class RouterConfig(Closed):
     encoder: EncoderSpec = EncoderSpec()
     finetuning: FineTuning = LoRA()
     embedding_spec: EmbeddingSpec = LearnedEmbedding()
-    embedding_model_epochs: int = Field(5, ge=0)
-    min_model_comparisons: int = Field(0, ge=0)  # drop LLMs with fewer comparisons (logged)
+    embedding_model_epochs: Int = Field(5, ge=0, le=10_000)
+    min_model_comparisons: Int = Field(0, ge=0, le=1_000_000_000)  # drop LLMs with fewer comparisons (logged)
     load_embedding_model_from: str | None = None
     head: HeadSpec = HeadSpec()
     use_prompt_features: bool = True
     optimizer: Optimizer = AdamW()
     schedule: Schedule = Schedule()
     loss: Literal["margin_ranking", "bradley_terry"] = "margin_ranking"
-    margin: float = Field(0.1, ge=0)
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(64, ge=1)  # pairs per step
-    grad_clip: float | None = Field(1.0, gt=0)
+    margin: Float = Field(0.1, ge=0, le=2)  # scores live in [-1, 1]
+    epochs: Int = Field(3, ge=1, le=10_000)
+    batch_size: Int = Field(64, ge=1, le=1 << 20)  # pairs per step
+    grad_clip: Float | None = Field(1.0, gt=0)
     balance_model_samples: bool = False
     ties: Literal["ignore", "half"] = "ignore"  # half: a tie is half a win for each side in the loss
     prompt_weighting: Literal["pairs", "sqrt", "prompts"] = "pairs"  # what a prompt's pairs weigh in all
     # loss multiplier per `source` value
     source_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
-    seed: int = Field(42, ge=0, lt=2**64)  # numpy and torch seeds: non-negative, 64-bit
+    seed: Int = Field(42, ge=0, lt=2**64)  # numpy and torch seeds: non-negative, 64-bit
     export: ExportSpec = ExportSpec()
     progress: bool = True  # progress bars
 

@@ -23,6 +23,7 @@ prompt-disjoint splitting and near-duplicate grouping are in `training.data.spli
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -47,7 +48,7 @@ from training.data.columns import (
     prompt_id_column,
     source_column,
 )
-from training.data.errors import data_error, raise_first
+from training.data.errors import DataError, data_error, raise_first
 from training.data.score_pairs import check_duplicates, score_pair_columns
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def read_table(src) -> tuple[pa.Table, str]:
     raise TypeError(f"read_table got {type(src).__name__}; pass a file path, a pyarrow.Table or a DataFrame")
 
 
-def _read_file(path: Path, name: str) -> pa.Table:
+def _check_suffix(path: Path, name: str) -> None:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise data_error(
@@ -123,6 +124,11 @@ def _read_file(path: Path, name: str) -> pa.Table:
             allowed=", ".join(SUFFIXES),
             fix="save the data as Parquet, CSV or JSON Lines with one of these suffixes",
         )
+
+
+def _read_file(path: Path, name: str) -> pa.Table:
+    suffix = path.suffix.lower()
+    _check_suffix(path, name)
     if not path.is_file():
         raise FileNotFoundError(f"{name}: no such file; pass the path of an existing data file")
     try:
@@ -141,9 +147,46 @@ def _read_file(path: Path, name: str) -> pa.Table:
         ) from exc
 
 
-def detect_schema(table: pa.Table, *, name: str = TABLE_NAME) -> Literal["pairwise", "scores"]:
-    """``"pairwise"`` or ``"scores"``, by the columns present; DataError if neither matches."""
-    found = set(table.column_names)
+def peek_schema(path: str | os.PathLike) -> Literal["pairwise", "scores"]:
+    """The schema of a data file from its header alone (Parquet metadata, the CSV header row, the
+    first JSON line): what `training.fit --validate-only` checks without reading the data.
+    FileNotFoundError for a missing path or a directory, DataError for an unknown suffix or schema."""
+    path = Path(path)
+    name = str(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{name}: a directory, not a data file; pass the path of a Parquet, CSV or "
+                                "JSON Lines file (a directory's files are given one by one)")
+    _check_suffix(path, name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file; pass the path of an existing data file")
+    try:
+        return detect_schema(_header_columns(path), name=name)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise data_error(name, received=f"a file whose header cannot be read ({exc})",
+                         allowed="Parquet, CSV with a header row, or JSON Lines (one object per line)",
+                         fix="check the file format") from exc
+
+
+def _header_columns(path: Path) -> list[str]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pq.read_schema(path).names
+    if suffix == ".csv":
+        return pacsv.open_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True)).schema.names
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = next((line for line in fh if line.strip()), "{}")
+    row = json.loads(first)
+    if not isinstance(row, dict):
+        raise ValueError(f"the first line is a JSON {type(row).__name__}, not an object")
+    return list(row)
+
+
+def detect_schema(table: pa.Table | list[str], *, name: str = TABLE_NAME) -> Literal["pairwise", "scores"]:
+    """``"pairwise"`` or ``"scores"``, by the columns present (a table, or its column names);
+    DataError if neither matches."""
+    found = set(table if isinstance(table, list) else table.column_names)
     if set(PAIRWISE_REQUIRED) <= found:
         return "pairwise"
     if set(SCORES_REQUIRED) <= found:
