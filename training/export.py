@@ -2,8 +2,11 @@
 
 The exported graph is `RouterNet` with the fine-tuning adapters merged into a plain
 full-precision encoder: (input_ids, attention_mask, features, model_embeddings) -> scores [P, M],
-with named dynamic axes. The bundle is written only after ONNX Runtime, run through routerdb's
-own torch-free `Router` on the finished bundle, matches torch on real prompts.
+and the prompt vectors the head reads, prompt_vectors [P, H + F], with named dynamic axes. The
+head's weights are written beside it (`head.safetensors`), so that `training.add_model` can fit a
+new LLM's row of the table against the exact head the graph holds. The bundle is written only
+after ONNX Runtime, run through routerdb's own torch-free `Router` on the finished bundle, matches
+torch on real prompts.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from safetensors.torch import save_file
+from torch import nn
 
 from routerdb.bundle import models_table, write_bundle
 from routerdb.scorer import Router
@@ -38,7 +43,22 @@ DYNAMIC_AXES = {
     "features": {0: "prompts"},
     "model_embeddings": {0: "models"},
     "scores": {0: "prompts", 1: "models"},
+    "prompt_vectors": {0: "prompts"},
 }
+OUTPUTS = ("scores", "prompt_vectors")
+HEAD_FILE = "head.safetensors"  # the scoring head's weights (add_model fits new LLM rows against it)
+
+
+class GraphOutputs(nn.Module):
+    """What the ONNX graph computes: RouterNet's scores, and the prompt vectors its head reads."""
+
+    def __init__(self, net: RouterNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids, attention_mask, features, llm_embeddings):
+        prompt = self.net.prompt_vector(self.net.embed(input_ids, attention_mask).float(), features)
+        return self.net.head(prompt, llm_embeddings), prompt  # [P, M], [P, H + F]
 
 
 def merged_graph(model) -> RouterNet:
@@ -71,8 +91,10 @@ def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], 
             quantize_int8(tmp / "model.onnx")
         (tmp / "tokenizer.json").write_text(model.tokenizer.json, encoding="utf-8")
         pq.write_table(models_table(model.llm_names, embeddings), tmp / "models.parquet")
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in graph.head.state_dict().items()},
+                  str(tmp / HEAD_FILE))
         files = {"model.onnx": "model.onnx", "tokenizer.json": "tokenizer.json",
-                 "models.parquet": "models.parquet"}
+                 "models.parquet": "models.parquet", HEAD_FILE: HEAD_FILE}
         if model.llm_embedder is not None:  # lets `python -m training.add_model` embed new LLMs
             model.llm_embedder.save(tmp)
             files.update({EMBEDDER_CONFIG: EMBEDDER_CONFIG, EMBEDDER_WEIGHTS: EMBEDDER_WEIGHTS})
@@ -116,7 +138,8 @@ def _export_onnx(model, graph: RouterNet, prompts: list[str], path: Path, opset:
         # other lengths and batch sizes than the trace sample, so a baked-in shape would fail there.
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=".*advanced indexing.*")
-        torch.onnx.export(graph, args, str(path), input_names=list(INPUTS), output_names=["scores"],
+        torch.onnx.export(GraphOutputs(graph), args, str(path), input_names=list(INPUTS),
+                          output_names=list(OUTPUTS),
                           dynamic_axes=DYNAMIC_AXES, opset_version=opset, dynamo=False,
                           do_constant_folding=True)
 
@@ -142,8 +165,10 @@ def _manifest(model, spec, opset, quantize, merge_gap, quantized_base) -> dict:
         "feature_stats": described["feature_stats"],
         "models": {"count": len(model.llm_names), "embedding_dim": int(model.llm_embeddings.shape[1])},
         "llm_embeddings": described.get("embedding_model") or {"kind": model.config.embedding_spec.kind},
-        "graph": {"inputs": list(INPUTS), "outputs": ["scores"], "opset": opset, "quantize": quantize,
+        "graph": {"inputs": list(INPUTS), "outputs": list(OUTPUTS), "opset": opset, "quantize": quantize,
                   "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()}},
+        "head": {"file": HEAD_FILE, "prompt_dim": int(model.net.head.prompt_in.in_features),
+                 "llm_dim": int(model.llm_embeddings.shape[1])},
         "history": described["history"],
     }
 

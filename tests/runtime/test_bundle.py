@@ -28,7 +28,8 @@ def test_manifest_describes_itself(tiny_bundle):
     m = b.manifest
     assert m["format"] == "routerdb-bundle" and m["format_version"] == FORMAT_VERSION
     assert {"torch", "transformers", "onnx", "tokenizers"} <= set(m["library_versions"])
-    assert set(m["files"]) == {"model.onnx", "tokenizer.json", "models.parquet"}
+    assert set(m["files"]) == {"model.onnx", "tokenizer.json", "models.parquet", "head.safetensors"}
+    assert m["graph"]["outputs"] == ["scores", "prompt_vectors"] and m["head"]["llm_dim"] == 32
     assert all(len(f["sha256"]) == 64 for f in m["files"].values())
     assert m["pooling"] in ("mean", "cls", "last_token") and m["max_length"] == 128
     assert len(m["feature_names"]) == len(m["feature_stats"]["mean"]) > 30
@@ -126,14 +127,14 @@ def test_files_are_checked_once_per_process_until_they_change(bundle_copy, monke
     real = rb.sha256_file
     monkeypatch.setattr(rb, "sha256_file", lambda path: calls.append(path.name) or real(path))
     first = Bundle.load(bundle_copy)
-    assert sorted(calls) == ["model.onnx", "models.parquet", "tokenizer.json"]
+    assert sorted(calls) == ["head.safetensors", "model.onnx", "models.parquet", "tokenizer.json"]
     calls.clear()
     again = Bundle.load(bundle_copy)
     assert calls == [] and again.digest == first.digest  # unchanged: not hashed again
     data = (bundle_copy / "models.parquet").read_bytes()
     (bundle_copy / "models.parquet").write_bytes(data)  # rewritten (same bytes, new times): checked again
     Bundle.load(bundle_copy)
-    assert len(calls) == 3
+    assert len(calls) == len(first.manifest["files"])  # every file checked again
     (bundle_copy / "tokenizer.json").write_text("{}")  # changed after a check: refused, not served stale
     with pytest.raises(BundleError, match="'tokenizer.json' has sha256"):
         Bundle.load(bundle_copy)
