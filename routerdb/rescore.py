@@ -98,13 +98,13 @@ def score_batch(router: Router, batch: pa.RecordBatch, prompt_column: str = "pro
 def check_output(input_path: Path, output: Path, overwrite: bool = False) -> None:
     """Refuse, before any work, an output that is not .parquet, a directory, the input, a file
     rescore did not write (unless `overwrite`), or one that cannot be written."""
+    if output.is_dir():
+        raise RescoreError(f"output {str(output)!r} is a directory; pass the path of the Parquet file to "
+                           "write (e.g. scored.parquet).")
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise RescoreError(f"output {str(output)!r} is named {output.suffix or 'without a suffix'}; rescore "
                            "writes Parquet (the scores are a MAP column). Name the output .parquet, e.g. "
                            f"{output.with_suffix('.parquet').name}.")
-    if output.is_dir():
-        raise RescoreError(f"output {str(output)!r} is a directory; pass the path of the Parquet file to "
-                           "write (e.g. scored.parquet).")
     if output.exists() and input_path.exists() and output.resolve() == input_path.resolve():
         raise RescoreError(f"output {str(output)!r} is the same file as the input; rescoring would "
                            "overwrite the input. Write to another file.")

@@ -145,3 +145,16 @@ def test_written_manifest_carries_its_checksum(tmp_path):
     target = _write_small(tmp_path / "b")
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["manifest_sha256"] == manifest_checksum(manifest)
+
+
+def test_bundle_directory_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    before = os.umask(0o022)
+    try:
+        target = _write_small(tmp_path / "b")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755  # mkdtemp made it 0700 whatever the umask
+    assert stat.S_IMODE((target / "manifest.json").stat().st_mode) == 0o644
