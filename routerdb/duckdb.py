@@ -125,20 +125,22 @@ def _serve(con, router: Router, prefix: str) -> Router:
     """Make the functions under `prefix` in con's database serve `router`'s bundle; returns the
     Router they run on (another Router of the same bundle if one already serves the database)."""
     served = _served(con, prefix)
-    if has_functions(con, prefix):
-        present = functions_by_id(served[2]) if served is not None else None
-        if present is not None and present.adopt(router):  # this bundle, or the old one is unused
+    present = functions_by_id(served[2]) if served is not None else None
+    if present is not None and present.adopt(router):  # this bundle, or the old one is unused
+        if served[1] != present.digest:
             _record(con, prefix, present)
-            return present.router()
-        if not _remove_functions(con, prefix):
-            raise RegisterError(
-                f"{prefix}route_score & co. in this database already serve "
-                f"{'bundle ' + served[0] if served else 'other functions'}, registered by another "
-                "connection that still uses them; DuckDB lets only that connection replace them. Register "
-                f"{router.bundle.path} beside them under a prefix (register(con, bundle, prefix='b_')), or "
-                "register it again on the connection that registered the others.")
+        return present.router()
     functions = functions_for(router)
-    _create_functions(con, functions, prefix)
+    _remove_functions(con, prefix)  # ours from this connection, if any; DuckDB refuses any other
+    try:
+        _create_functions(con, functions, prefix)
+    except duckdb.CatalogException:  # the names are taken: another connection's functions, or a user's
+        raise RegisterError(
+            f"{prefix}route_score & co. in this database already serve "
+            f"{'bundle ' + served[0] if served else 'other functions'}, registered by another "
+            "connection that still uses them; DuckDB lets only that connection replace them. Register "
+            f"{router.bundle.path} beside them under a prefix (register(con, bundle, prefix='b_')), or "
+            "register it again on the connection that registered the others.") from None
     _record(con, prefix, functions)
     return router
 
@@ -148,38 +150,48 @@ def _record(con, prefix: str, functions: RoutingFunctions) -> None:
                 [prefix, functions.bundle, functions.digest, id(functions)])
 
 
-def _remove_functions(con, prefix: str) -> bool:
-    """Remove the functions under `prefix`; False if this connection did not register them."""
+def _remove_functions(con, prefix: str) -> None:
+    """Remove the functions under `prefix` that this connection registered (DuckDB's rule)."""
     for name in FUNCTIONS:
         try:
             con.remove_function(prefix + name)
         except duckdb.Error:  # registered by another connection, or not at all
-            return False
-    return True
+            pass
 
 
 def _create_functions(con, functions: RoutingFunctions, prefix: str) -> None:
+    """Create all four or none (a name already taken leaves no half set behind)."""
     f, varchar, double = functions.callables, T.VARCHAR, T.DOUBLE
-    con.create_function(prefix + "route_score", f["route_score"], [varchar, varchar], double, type="arrow")
-    con.create_function(prefix + "route_best", f["route_best"], [varchar], varchar, type="arrow")
-    # "special": an empty candidate list is a row too (-> NULL), which DEFAULT handling refuses.
-    con.create_function(prefix + "route_best_among", f["route_best_among"],
-                        [varchar, con.list_type(varchar)], varchar, type="arrow", null_handling="special")
-    con.create_function(prefix + "route_scores", f["route_scores"], [varchar],
-                        con.map_type(varchar, double), type="arrow")
+    signatures = {
+        "route_score": ([varchar, varchar], double, {}),
+        "route_best": ([varchar], varchar, {}),
+        # "special": an empty candidate list is a row too (-> NULL), which DEFAULT handling refuses.
+        "route_best_among": ([varchar, con.list_type(varchar)], varchar, {"null_handling": "special"}),
+        "route_scores": ([varchar], con.map_type(varchar, double), {}),
+    }
+    created = []
+    try:
+        for name, (args, result, options) in signatures.items():
+            con.create_function(prefix + name, f[name], args, result, type="arrow", **options)
+            created.append(prefix + name)
+    except duckdb.Error:
+        for name in created:
+            con.remove_function(name)
+        raise
 
 
 def _check_served(con, router: Router, prefix: str) -> Router:
     """functions=False: the functions under `prefix`, if any, must serve `router`'s bundle."""
     served = _served(con, prefix)
-    present = functions_by_id(served[2]) if served is not None and has_functions(con, prefix) else None
+    present = functions_by_id(served[2]) if served is not None else None
     if present is None:
         return router
     if not present.adopt(router):
         raise RegisterError(f"{prefix}route_score & co. in this database serve bundle {present.bundle}, not "
                             f"{router.bundle.path}; its router_models would not match them. Register "
                             "the same bundle, or the other one under a prefix (prefix='b_').")
-    _record(con, prefix, present)
+    if served[1] != present.digest:
+        _record(con, prefix, present)
     return present.router()
 
 

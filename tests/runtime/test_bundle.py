@@ -123,17 +123,18 @@ def test_files_are_checked_once_per_process_until_they_change(bundle_copy, monke
     import routerdb.bundle as rb
 
     calls = []
-    real = rb.sha256_file
+    real, walk = rb.sha256_file, rb.check_self_contained
     monkeypatch.setattr(rb, "sha256_file", lambda path: calls.append(path.name) or real(path))
+    monkeypatch.setattr(rb, "check_self_contained", lambda data: calls.append("model.onnx") or walk(data))
     first = Bundle.load(bundle_copy)
-    assert sorted(calls) == ["model.onnx", "models.parquet", "tokenizer.json"]
+    assert sorted(calls) == ["model.onnx", "models.parquet", "tokenizer.json"]  # model.onnx read once
     calls.clear()
     again = Bundle.load(bundle_copy)
     assert calls == [] and again.digest == first.digest  # unchanged: not hashed again
     data = (bundle_copy / "models.parquet").read_bytes()
     (bundle_copy / "models.parquet").write_bytes(data)  # rewritten (same bytes, new times): checked again
     Bundle.load(bundle_copy)
-    assert len(calls) == 3
+    assert len(calls) == 3  # every file again, not only the rewritten one
     (bundle_copy / "tokenizer.json").write_text("{}")  # changed after a check: refused, not served stale
     with pytest.raises(BundleError, match="'tokenizer.json' has sha256"):
         Bundle.load(bundle_copy)
