@@ -75,9 +75,10 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
     router = bundle if isinstance(bundle, Router) else shared_router(bundle)
     with _LOCK:
         _attach_catalog(con)
+        on_file = _free_name(con, table)
         serving = _serve(con, router, prefix) if functions else _check_served(con, router, prefix)
         _publish_table(con, router, table)
-        _alias(con, table)
+        _alias(con, table, on_file)
         _HOLDS.setdefault(con, {})[prefix] = serving  # keeps it alive while this connection lives
     return router
 
@@ -211,8 +212,9 @@ def _publish_table(con, router: Router, table: str) -> None:
         con.unregister("__routerdb_models")
 
 
-def _alias(con, table: str) -> None:
-    """The short name: a view in main for an in-memory database, a TEMP view on a database file."""
+def _free_name(con, table: str) -> bool:
+    """Refuse a table or view of the user's named `table` where the short name would go (before any
+    change is made); returns whether con's database is a file (the short name is then a TEMP view)."""
     on_file = con.execute("SELECT path IS NOT NULL FROM duckdb_databases() "
                           "WHERE database_name = current_database()").fetchall()[0][0]
     taken = con.execute(
@@ -227,6 +229,11 @@ def _alias(con, table: str) -> None:
             f"this connection already has a {kind} named {table!r} ({where}.main.{table}), not made by "
             f"routerdb; registering would {'hide' if on_file else 'replace'} it, so nothing was changed. "
             "Pass table='llms' (or a prefix) to name routerdb's table otherwise, or rename yours.")
+    return on_file
+
+
+def _alias(con, table: str, on_file: bool) -> None:
+    """The short name: a view in main for an in-memory database, a TEMP view on a database file."""
     kind = "TEMP VIEW" if on_file else "VIEW"
     con.execute(f'CREATE OR REPLACE {kind} "{table}" AS SELECT * FROM {CATALOG}.main."{table}"')
     con.execute(f"COMMENT ON VIEW \"{table}\" IS '{MARK}'")

@@ -22,7 +22,7 @@ from routerdb.bundle import Bundle, BundleError
 from routerdb.features import FEATURE_NAMES, FEATURES_VERSION, compute_features
 from routerdb.inputs import check_router_options, llm_list, prompt_list, threads_from_env
 from routerdb.manifest import GRAPH_INPUTS, GRAPH_OUTPUT
-from routerdb.tokenizer import PromptTokenizer
+from routerdb.tokenizer import Batch, PromptTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -210,14 +210,13 @@ class Router:
         self.encoded_prompts += len(texts)
         return out
 
-    def _feeds(self, ids: list[list[int]], features: np.ndarray) -> dict[str, np.ndarray]:
-        batch = self.tokenizer.pad(ids)
+    def _feeds(self, batch: Batch, features: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "features": features.astype(np.float32), "model_embeddings": self.bundle.model_embeddings}
         return {k: v for k, v in feeds.items() if k in self._inputs}
 
     def _run(self, ids: list[list[int]], features: np.ndarray) -> np.ndarray:
-        feeds = self._feeds(ids, features)
+        feeds = self._feeds(self.tokenizer.pad(ids), features)
         try:
             return self.session.run(["scores"], feeds)[0]
         except Exception as exc:  # ONNX Runtime's own exception types: said in our words
@@ -228,8 +227,8 @@ class Router:
             ) from None
 
     def _probe(self) -> None:
-        """Run the graph once on two prompts padded to max_length (at most PROBE_TOKENS): a
-        max_length or pad_id the graph cannot take fails here, not at the first long prompt."""
+        """Run the graph once on a prompt padded with pad_id to max_length (at most PROBE_TOKENS):
+        a max_length or pad_id the graph cannot take fails here, not at the first long prompt."""
         pad, vocab = self.tokenizer.pad_id, self.tokenizer.vocab_size
         if pad >= vocab:
             raise BundleError(f"{self.bundle.path}: the manifest's pad_id {pad} is not a token of "
@@ -237,7 +236,7 @@ class Router:
                               "tokenizer. Re-export the bundle.")
         length = min(self.tokenizer.max_length, PROBE_TOKENS)
         short = self.tokenizer.token_ids(["routerdb"])[0] or [pad]
-        feeds = self._feeds([short, (short * length)[:length]], compute_features(["routerdb"] * 2))
+        feeds = self._feeds(self.tokenizer.pad([short], width=length), compute_features(["routerdb"]))
         try:
             scores = self.session.run(["scores"], feeds)[0]
         except Exception as exc:  # ONNX Runtime's own exception types
@@ -245,9 +244,9 @@ class Router:
                 f"{self.bundle.path}: model.onnx cannot score prompts of max_length {length} tokens padded "
                 f"with pad_id {pad} ({type(exc).__name__}: {str(exc)[:300]}); the manifest's tokenizer "
                 "settings do not fit the graph. Re-export the bundle.") from None
-        if scores.shape != (2, len(self.models)) or not np.isfinite(scores).all():
+        if scores.shape != (1, len(self.models)) or not np.isfinite(scores).all():
             raise BundleError(f"{self.bundle.path}: model.onnx returned scores of shape {scores.shape} "
-                              f"(allowed: [2, {len(self.models)}], finite) on a probe batch; the graph and "
+                              f"(allowed: [1, {len(self.models)}], finite) on a probe prompt; the graph and "
                               "models.parquet come from different exports. Re-export the bundle.")
 
 
