@@ -71,6 +71,7 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
     `{prefix}router_models`). `functions=False` only adds the table (the functions of the database
     are shared by every connection anyway); kept for callers of earlier versions.
     """
+    _check_connection(con)
     prefix, table = _check_names(prefix, table)
     router = bundle if isinstance(bundle, Router) else shared_router(bundle)
     with _LOCK:
@@ -88,6 +89,13 @@ def has_functions(con: duckdb.DuckDBPyConnection, prefix: str = "") -> bool:
     found = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() "
                         "WHERE function_name IN ?", [[prefix + n for n in FUNCTIONS]]).fetchall()[0][0]
     return found == len(FUNCTIONS)
+
+
+def _check_connection(con) -> None:
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        raise RegisterError(f"register got {type(con).__name__} {con!r:.80}; allowed: a DuckDB connection "
+                            "(duckdb.connect(...)). For SQLAlchemy use routerdb.sqlalchemy.create_engine, or "
+                            "routerdb.sqlalchemy.duckdb_connection(conn.connection.driver_connection).")
 
 
 def _check_names(prefix: str, table: str | None) -> tuple[str, str]:

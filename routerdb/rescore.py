@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from routerdb import atomic
 from routerdb.log_input import BATCH_ROWS, LogInput, RescoreError, open_input, skip_rows
+from routerdb.manifest import is_int
 from routerdb.prompt_column import ON_INVALID_UTF8, InvalidUtf8, check_prompt_column, prompt_texts
 from routerdb.routers import shared_router
 from routerdb.score_map import SCORES_TYPE, score_map
@@ -136,18 +137,22 @@ class OutputLock:
     def __enter__(self) -> OutputLock:
         if fcntl is None:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held by another process
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise RescoreError(f"output {str(self.output)!r} is already being written by pid {holder} "
-                               "(another routerdb rescore); wait for it to finish, or write to another "
-                               "file.") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+        while self._fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by another process
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise RescoreError(f"output {str(self.output)!r} is already being written by pid {holder} "
+                                   "(another routerdb rescore); wait for it to finish, or write to another "
+                                   "file.") from None
+            if _same_file(fd, self.path):
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self._fd = fd
+            else:  # locked a file its finished writer had already removed: lock the one there now
+                os.close(fd)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -155,6 +160,16 @@ class OutputLock:
             self.path.unlink(missing_ok=True)  # before unlocking: a waiting run then makes a new file
             os.close(self._fd)
             self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the one at `path` (not removed or replaced meanwhile)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 # --- parts, resuming, and the final file --------------------------------------------------------
@@ -306,8 +321,9 @@ def rescore(bundle, input_path: str | os.PathLike[str], output: str | os.PathLik
     that is not text; `on_invalid_utf8` is "error" or "replace"; `overwrite` replaces an output
     file that rescore did not write. Returns the output path.
     """
-    if batch_rows < 1 or part_rows < 1:
-        raise RescoreError(f"batch_rows={batch_rows}, part_rows={part_rows}: both must be at least 1.")
+    if not (is_int(batch_rows, 1) and is_int(part_rows, 1)):
+        raise RescoreError(f"batch_rows={batch_rows!r:.40}, part_rows={part_rows!r:.40}: both must be "
+                           "integers of at least 1.")
     if on_invalid_utf8 not in ON_INVALID_UTF8:
         raise RescoreError(f"on_invalid_utf8={on_invalid_utf8!r}; allowed: {', '.join(ON_INVALID_UTF8)}.")
     router = bundle if isinstance(bundle, Router) else shared_router(bundle)

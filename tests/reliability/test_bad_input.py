@@ -882,6 +882,9 @@ REGISTER = [
     Case("functions=False with another bundle than the functions'", "RegisterError: router_models would not "
          "match them", lambda c: _two_connections(c, other_bundle=True, functions=False),
          _register_error(r"serve bundle .*, not .*; its router_models would not match them")),
+    Case("a SQLAlchemy connection instead of a DuckDB one", "RegisterError naming the way for SQLAlchemy "
+         "(was AttributeError)", lambda c: routerdb.register(object(), c.bundle),
+         _register_error(r"register got object .* allowed: a DuckDB connection .* routerdb.sqlalchemy")),
     Case("prefix 'b-'", "RegisterError naming what is allowed",
          lambda c: _register(c, prefix="b-"), _register_error(r"prefix 'b-'; allowed: '' or letters")),
     Case("a database named 'routerdb' attached by the user", "RegisterError: attach it under another name",
