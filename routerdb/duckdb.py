@@ -50,7 +50,6 @@ from routerdb.routers import shared_router
 from routerdb.scorer import Router
 from routerdb.udfs import NAMES, RoutingFunctions, functions_by_id, functions_for
 
-FUNCTIONS = NAMES
 CATALOG = "routerdb"  # the in-memory database attached to hold the LLM tables
 MARK = "routerdb"  # the comment on every object routerdb creates: the only ones it replaces
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -87,8 +86,8 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
 def has_functions(con: duckdb.DuckDBPyConnection, prefix: str = "") -> bool:
     """Whether the routing functions are registered in `con`'s database (by any connection)."""
     found = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() "
-                        "WHERE function_name IN ?", [[prefix + n for n in FUNCTIONS]]).fetchall()[0][0]
-    return found == len(FUNCTIONS)
+                        "WHERE function_name IN ?", [[prefix + n for n in NAMES]]).fetchall()[0][0]
+    return found == len(NAMES)
 
 
 def _check_connection(con) -> None:
@@ -161,7 +160,7 @@ def _record(con, prefix: str, functions: RoutingFunctions) -> None:
 
 def _remove_functions(con, prefix: str) -> None:
     """Remove the functions under `prefix` that this connection registered (DuckDB's rule)."""
-    for name in FUNCTIONS:
+    for name in NAMES:
         try:
             con.remove_function(prefix + name)
         except duckdb.Error:  # registered by another connection, or not at all

@@ -44,7 +44,7 @@ class UnknownModelError(KeyError):
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     """CUDA when onnxruntime-gpu sees a usable GPU, else CPU. The choice is logged."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy: imported when a Router is built, not with routerdb
 
     available = ort.get_available_providers()
     if requested:
