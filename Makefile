@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/python -m training.fit examples/specs/demo.json
 	$(BIN)/routerdb info build/demo/bundle
-	$(BIN)/routerdb sql build/demo/bundle sql/demo.sql
+	$(BIN)/routerdb sql build/demo/bundle -f sql/demo.sql
 
 test: install
 	$(BIN)/python -m pytest

@@ -12,14 +12,10 @@
 from __future__ import annotations
 
 from routerdb.bundle import Bundle, BundleError
+from routerdb.duckdb import register
 from routerdb.scorer import Router, UnknownModelError
 
 __version__ = "0.1.0"
 __all__ = ["Bundle", "BundleError", "Router", "UnknownModelError", "register"]
 
 
-def register(con, bundle, **kwargs):
-    """Register route_score & co. and the router_models table on a DuckDB connection."""
-    from routerdb.duckdb import register as _register
-
-    return _register(con, bundle, **kwargs)

@@ -108,8 +108,11 @@ def fsync_tree(directory: Path) -> None:
 
 
 def staging_dir(target: Path, kind: str = "tmp") -> Path:
-    """A new empty `.NAME.KIND-PID-xxxx` directory beside `target`."""
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
+    """A new empty `.NAME.KIND-PID-xxxx` directory beside `target`, with the umask's permissions
+    (it becomes the target: mkdtemp's 0700 would make a bundle unreadable to everyone else)."""
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
+    follow_umask(path)
+    return path
 
 
 def replace_dir(new: Path, target: Path) -> None:

@@ -112,9 +112,9 @@ class Bundle:
             raise BundleError(f"{manifest_path}: {exc}") from None
         targets = [_resolve_file(root_resolved, name, entry) for name, entry in manifest["files"].items()]
         before = _file_states(targets)
-        for target, entry in zip(targets, manifest["files"].values(), strict=True):
-            _check_sha256(target, entry)
-        bundle = cls(root, manifest, *_read_content(root, manifest), hashlib.sha256(raw).hexdigest())
+        for target, (name, entry) in zip(targets, manifest["files"].items(), strict=True):
+            _check_file(target, name, entry)
+        bundle = cls(root, manifest, *_read_models_checked(root, manifest), hashlib.sha256(raw).hexdigest())
         if _file_states(targets) == before:  # unchanged while it was checked: safe to remember
             _VERIFIED.put(root_resolved, raw, targets, before, bundle)
         return bundle
@@ -153,14 +153,8 @@ def _read_manifest(root: Path) -> tuple[Path, bytes]:
     return manifest_path, raw
 
 
-def _read_content(root: Path, manifest: dict) -> tuple[tuple[str, ...], np.ndarray]:
-    """The LLM table, after checking that model.onnx holds all its weights."""
-    onnx_rel = manifest["files"]["model.onnx"]["path"]
-    try:
-        check_self_contained((root / onnx_rel).read_bytes())
-    except OnnxFileError as exc:
-        raise BundleError(f"{onnx_rel!r}: {exc}. Re-export the bundle with `python -m training.fit "
-                          "SPEC`.") from None
+def _read_models_checked(root: Path, manifest: dict) -> tuple[tuple[str, ...], np.ndarray]:
+    """The LLM table, checked against what the manifest says of it."""
     names, embeddings = _read_models(root / manifest["files"]["models.parquet"]["path"])
     try:
         check_llm_table(manifest, len(names), embeddings.shape[1])
@@ -225,14 +219,22 @@ def _resolve_file(root: Path, name: str, entry: Any) -> Path:
     return target
 
 
-def _check_sha256(target: Path, entry: dict) -> None:
-    actual = sha256_file(target)
+def _check_file(target: Path, name: str, entry: dict) -> None:
+    """The file's sha256; model.onnx is also checked to hold all its weights (read once for both)."""
+    data = target.read_bytes() if name == "model.onnx" else None
+    actual = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(target)
     if actual != entry["sha256"]:
         raise BundleError(
             f"bundle file {entry['path']!r} has sha256 {actual[:12]}..., the manifest says "
             f"{str(entry['sha256'])[:12]}...: the file was altered or damaged. Re-export or re-copy "
             "the bundle."
         )
+    if data is not None:
+        try:
+            check_self_contained(data)
+        except OnnxFileError as exc:
+            raise BundleError(f"{entry['path']!r}: {exc}. Re-export the bundle with `python -m "
+                              "training.fit SPEC`.") from None
 
 
 def _read_models(path: Path) -> tuple[tuple[str, ...], np.ndarray]:

@@ -2,8 +2,10 @@
 
     routerdb info BUNDLE                       the manifest in words
     routerdb score BUNDLE "prompt" ...         every LLM's score and the best LLM per prompt
-    routerdb sql BUNDLE FILE.sql | "SELECT ..." run DuckDB SQL with route_score & co. registered
+    routerdb sql BUNDLE (-f FILE | -c SQL)     run DuckDB SQL with route_score & co. registered
     routerdb rescore BUNDLE INPUT OUTPUT       add route_best and route_scores to every row of a log
+
+Errors are one line on stderr (exit 2): what was received, what is allowed, how to fix it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,17 @@ import re
 import sys
 from pathlib import Path
 
+import duckdb
+
+from routerdb.bundle import Bundle
+from routerdb.duckdb import register
+from routerdb.inputs import llm_names
+from routerdb.prompt_column import ON_INVALID_UTF8
+from routerdb.rescore import rescore
+from routerdb.scorer import Router, UnknownModelError
+
 
 def _info(args) -> int:
-    from routerdb.bundle import Bundle
-
     b = Bundle.load(args.bundle)
     m = b.manifest
     if args.json:
@@ -51,10 +60,8 @@ def _info(args) -> int:
 
 
 def _score(args) -> int:
-    from routerdb.scorer import Router
-
     router = Router(args.bundle)
-    models = args.models.split(",") if args.models else list(router.models)
+    models = llm_names(args.models) if args.models else list(router.models)
     scores = router.score(args.prompts, models)
     for prompt, row in zip(args.prompts, scores, strict=True):
         best = models[int(row.argmax())]
@@ -65,55 +72,83 @@ def _score(args) -> int:
 
 
 def _sql(args) -> int:
-    import duckdb
-
-    from routerdb.duckdb import register
-
-    query = Path(args.query).read_text() if args.query.endswith(".sql") else args.query
+    query = _script(args)
     con = duckdb.connect(args.database or ":memory:")
     register(con, args.bundle)
     for name, value in args.set or []:
         con.execute(f"SET VARIABLE {name} = ?", [value])
     result = None
-    for statement in _statements(query):
+    for statement in statements(query):
         result = con.sql(statement)
     if result is not None:
         result.show(max_width=args.width, max_rows=args.max_rows)
     return 0
 
 
-def _variable(pair: str) -> tuple[str, object]:
-    """`--set NAME=VALUE`; a value that reads as a number is passed as one."""
-    name, sep, text = pair.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise argparse.ArgumentTypeError(f"{pair!r} is not NAME=VALUE with NAME a plain identifier; "
-                                         "e.g. --set strong_share=0.2")
-    for kind in (int, float):
-        try:
-            return name, kind(text)
-        except ValueError:
-            continue
-    return name, text
+def _script(args) -> str:
+    """The SQL to run: -f FILE, -c SQL, or QUERY (an existing file is read, anything else is SQL)."""
+    given = [x for x in (args.query, args.file, args.command) if x is not None]
+    if len(given) != 1:
+        raise ValueError(f"routerdb sql got {len(given)} scripts; allowed: exactly one of -f FILE, -c SQL, "
+                         "or QUERY. E.g. routerdb sql BUNDLE -f sql/demo.sql")
+    path = args.file if args.file is not None else args.query if args.command is None else None
+    if path is not None and Path(path).is_file():
+        return Path(path).read_text(encoding="utf-8")
+    if args.file is not None:
+        raise FileNotFoundError(f"-f {args.file!r}: no such file; pass the path of a SQL file, or the SQL "
+                                "itself with -c.")
+    text = args.command if args.command is not None else args.query
+    if args.command is None and re.fullmatch(r"[^\s]*[./][^\s]*", text):
+        raise FileNotFoundError(f"{text!r} is no file here and reads as a file name, not SQL; pass an "
+                                "existing file (-f FILE), or SQL with -c to run it as it is.")
+    return text
+
+
+_TYPES = {"text": str, "int": int, "float": float, "bool": None}
+
+
+def parse_variable(pair: str) -> tuple[str, object]:
+    """`--set NAME=VALUE` (text, as given) or `--set NAME:TYPE=VALUE` (TYPE int, float, bool, text)."""
+    key, sep, text = pair.partition("=")
+    name, _, kind = key.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or (kind and kind not in _TYPES):
+        raise argparse.ArgumentTypeError(
+            f"{pair!r} is not NAME=VALUE or NAME:TYPE=VALUE with NAME a plain identifier and TYPE one of "
+            f"{', '.join(_TYPES)}; e.g. --set strong_model=gpt-4 or --set strong_share:float=0.2")
+    if kind == "bool":
+        if text.lower() not in ("true", "false"):
+            raise argparse.ArgumentTypeError(f"--set {pair}: {text!r} is not a bool; allowed: true, false")
+        return name, text.lower() == "true"
+    try:
+        return name, _TYPES[kind or "text"](text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--set {pair}: {text!r} is not a valid {kind}") from None
 
 
 def _rescore(args) -> int:
-    from routerdb.rescore import rescore
-
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    out = rescore(args.bundle, args.input, args.output, prompt_column=args.prompt_column, models=models,
-                  table=args.table, batch_rows=args.batch_rows, part_rows=args.part_rows,
-                  progress=not args.no_progress)
+    out = rescore(args.bundle, args.input, args.output, prompt_column=args.prompt_column,
+                  models=llm_names(args.models) if args.models else None, table=args.table,
+                  batch_rows=args.batch_rows, part_rows=args.part_rows, progress=not args.no_progress,
+                  cast_prompt=args.cast_prompt, on_invalid_utf8=args.on_invalid_utf8,
+                  overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 
 
-def _statements(script: str) -> list[str]:
-    import duckdb
-
+def statements(script: str) -> list[str]:
+    """The statements of a SQL script, as DuckDB splits them."""
     return [s.query for s in duckdb.extract_statements(script)]
 
 
-def main(argv: list[str] | None = None) -> int:
+SQL_HELP = """The SQL to run: -f FILE (a script), -c SQL (a statement or script), or QUERY: an
+existing file is read as a script, anything else is run as SQL (a single word that reads as a file
+name but is no file, such as q.sql, is an error rather than SQL). Variables: --set NAME=VALUE sets
+getvariable('NAME') to the text VALUE, as given (--set id=007 is '007'); --set NAME:TYPE=VALUE with
+TYPE int, float, bool or text types it (--set strong_share:float=0.2). The shipped sql/ files cast
+their variables, so plain --set works for them."""
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routerdb", description="LLM routing from SQL.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="describe a bundle")
@@ -123,38 +158,51 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("score", help="score prompts for every LLM")
     p.add_argument("bundle")
     p.add_argument("prompts", nargs="+")
-    p.add_argument("--models", help="comma-separated LLM names (default: all)")
+    p.add_argument("--models", help="comma-separated LLM names (default: all; spaces around them ignored)")
     p.set_defaults(run=_score)
-    p = sub.add_parser("sql", help="run DuckDB SQL with route_score & co. registered")
+    p = sub.add_parser("sql", help="run DuckDB SQL with route_score & co. registered", description=SQL_HELP)
     p.add_argument("bundle")
-    p.add_argument("query", help="a .sql file or a SQL string")
+    p.add_argument("query", nargs="?", help="a SQL file that exists, or SQL (see below)")
+    p.add_argument("-f", "--file", help="a SQL script file")
+    p.add_argument("-c", "--command", help="SQL to run as it is")
     p.add_argument("--database", help="DuckDB database file (default: in memory)")
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--max-rows", type=int, default=60)
-    p.add_argument("--set", action="append", type=_variable, metavar="NAME=VALUE",
+    p.add_argument("--set", action="append", type=parse_variable, metavar="NAME[:TYPE]=VALUE",
                    help="set a SQL variable before the script runs (getvariable('NAME')); repeatable")
     p.set_defaults(run=_sql)
+    _rescore_parser(sub)
+    return parser
+
+
+def _rescore_parser(sub) -> None:
     p = sub.add_parser("rescore", help="add route_best and route_scores to every row of a prompt log "
                        "(Parquet out; streaming, resumable after a kill)")
     p.add_argument("bundle")
     p.add_argument("input", help="a .parquet or .csv file, or a DuckDB database with --table")
-    p.add_argument("output", help="the Parquet file to write")
+    p.add_argument("output", help="the .parquet file to write (an existing file rescore did not write is "
+                   "refused without --overwrite)")
     p.add_argument("--prompt-column", default="prompt", help="the column holding the prompt text")
+    p.add_argument("--cast-prompt", action="store_true", help="score the text form of a prompt column "
+                   "that is not text (numbers, booleans, dates); the column is written unchanged")
+    p.add_argument("--on-invalid-utf8", choices=ON_INVALID_UTF8, default="error",
+                   help="a prompt whose bytes are not UTF-8: stop naming it (error), or score it with "
+                   "U+FFFD in place of the bad bytes (replace); the column is written as it was")
     p.add_argument("--models", help="comma-separated LLM names to score (default: all)")
     p.add_argument("--table", help="the table to read when INPUT is a DuckDB database")
+    p.add_argument("--overwrite", action="store_true", help="replace an output file rescore did not write")
     p.add_argument("--batch-rows", type=int, default=8192, help="rows read and scored at a time")
     p.add_argument("--part-rows", type=int, default=100_000,
                    help="rows per part file (the most a resumed run redoes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_rescore)
-    args = parser.parse_args(argv)
-    from routerdb.bundle import BundleError
-    from routerdb.rescore import RescoreError
-    from routerdb.scorer import UnknownModelError
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (BundleError, UnknownModelError, RescoreError, OSError) as exc:  # OSError: disk full, ...
+    except (ValueError, UnknownModelError, OSError) as exc:  # ours, and OSError: disk full, no file, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # duckdb errors: show the message, not a traceback

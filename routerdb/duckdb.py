@@ -50,7 +50,6 @@ from routerdb.routers import shared_router
 from routerdb.scorer import Router
 from routerdb.udfs import NAMES, RoutingFunctions, functions_by_id, functions_for
 
-FUNCTIONS = NAMES
 CATALOG = "routerdb"  # the in-memory database attached to hold the LLM tables
 MARK = "routerdb"  # the comment on every object routerdb creates: the only ones it replaces
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -71,13 +70,15 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
     `{prefix}router_models`). `functions=False` only adds the table (the functions of the database
     are shared by every connection anyway); kept for callers of earlier versions.
     """
+    _check_connection(con)
     prefix, table = _check_names(prefix, table)
     router = bundle if isinstance(bundle, Router) else shared_router(bundle)
     with _LOCK:
         _attach_catalog(con)
+        on_file = _free_name(con, table)
         serving = _serve(con, router, prefix) if functions else _check_served(con, router, prefix)
         _publish_table(con, router, table)
-        _alias(con, table)
+        _alias(con, table, on_file)
         _HOLDS.setdefault(con, {})[prefix] = serving  # keeps it alive while this connection lives
     return router
 
@@ -85,8 +86,15 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
 def has_functions(con: duckdb.DuckDBPyConnection, prefix: str = "") -> bool:
     """Whether the routing functions are registered in `con`'s database (by any connection)."""
     found = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() "
-                        "WHERE function_name IN ?", [[prefix + n for n in FUNCTIONS]]).fetchall()[0][0]
-    return found == len(FUNCTIONS)
+                        "WHERE function_name IN ?", [[prefix + n for n in NAMES]]).fetchall()[0][0]
+    return found == len(NAMES)
+
+
+def _check_connection(con) -> None:
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        raise RegisterError(f"register got {type(con).__name__} {con!r:.80}; allowed: a DuckDB connection "
+                            "(duckdb.connect(...)). For SQLAlchemy use routerdb.sqlalchemy.create_engine, or "
+                            "routerdb.sqlalchemy.duckdb_connection(conn.connection.driver_connection).")
 
 
 def _check_names(prefix: str, table: str | None) -> tuple[str, str]:
@@ -125,20 +133,22 @@ def _serve(con, router: Router, prefix: str) -> Router:
     """Make the functions under `prefix` in con's database serve `router`'s bundle; returns the
     Router they run on (another Router of the same bundle if one already serves the database)."""
     served = _served(con, prefix)
-    if has_functions(con, prefix):
-        present = functions_by_id(served[2]) if served is not None else None
-        if present is not None and present.adopt(router):  # this bundle, or the old one is unused
+    present = functions_by_id(served[2]) if served is not None else None
+    if present is not None and present.adopt(router):  # this bundle, or the old one is unused
+        if served[1] != present.digest:
             _record(con, prefix, present)
-            return present.router()
-        if not _remove_functions(con, prefix):
-            raise RegisterError(
-                f"{prefix}route_score & co. in this database already serve "
-                f"{'bundle ' + served[0] if served else 'other functions'}, registered by another "
-                "connection that still uses them; DuckDB lets only that connection replace them. Register "
-                f"{router.bundle.path} beside them under a prefix (register(con, bundle, prefix='b_')), or "
-                "register it again on the connection that registered the others.")
+        return present.router()
     functions = functions_for(router)
-    _create_functions(con, functions, prefix)
+    _remove_functions(con, prefix)  # ours from this connection, if any; DuckDB refuses any other
+    try:
+        _create_functions(con, functions, prefix)
+    except duckdb.CatalogException:  # the names are taken: another connection's functions, or a user's
+        raise RegisterError(
+            f"{prefix}route_score & co. in this database already serve "
+            f"{'bundle ' + served[0] if served else 'other functions'}, registered by another "
+            "connection that still uses them; DuckDB lets only that connection replace them. Register "
+            f"{router.bundle.path} beside them under a prefix (register(con, bundle, prefix='b_')), or "
+            "register it again on the connection that registered the others.") from None
     _record(con, prefix, functions)
     return router
 
@@ -148,38 +158,48 @@ def _record(con, prefix: str, functions: RoutingFunctions) -> None:
                 [prefix, functions.bundle, functions.digest, id(functions)])
 
 
-def _remove_functions(con, prefix: str) -> bool:
-    """Remove the functions under `prefix`; False if this connection did not register them."""
-    for name in FUNCTIONS:
+def _remove_functions(con, prefix: str) -> None:
+    """Remove the functions under `prefix` that this connection registered (DuckDB's rule)."""
+    for name in NAMES:
         try:
             con.remove_function(prefix + name)
         except duckdb.Error:  # registered by another connection, or not at all
-            return False
-    return True
+            pass
 
 
 def _create_functions(con, functions: RoutingFunctions, prefix: str) -> None:
+    """Create all four or none (a name already taken leaves no half set behind)."""
     f, varchar, double = functions.callables, T.VARCHAR, T.DOUBLE
-    con.create_function(prefix + "route_score", f["route_score"], [varchar, varchar], double, type="arrow")
-    con.create_function(prefix + "route_best", f["route_best"], [varchar], varchar, type="arrow")
-    # "special": an empty candidate list is a row too (-> NULL), which DEFAULT handling refuses.
-    con.create_function(prefix + "route_best_among", f["route_best_among"],
-                        [varchar, con.list_type(varchar)], varchar, type="arrow", null_handling="special")
-    con.create_function(prefix + "route_scores", f["route_scores"], [varchar],
-                        con.map_type(varchar, double), type="arrow")
+    signatures = {
+        "route_score": ([varchar, varchar], double, {}),
+        "route_best": ([varchar], varchar, {}),
+        # "special": an empty candidate list is a row too (-> NULL), which DEFAULT handling refuses.
+        "route_best_among": ([varchar, con.list_type(varchar)], varchar, {"null_handling": "special"}),
+        "route_scores": ([varchar], con.map_type(varchar, double), {}),
+    }
+    created = []
+    try:
+        for name, (args, result, options) in signatures.items():
+            con.create_function(prefix + name, f[name], args, result, type="arrow", **options)
+            created.append(prefix + name)
+    except duckdb.Error:
+        for name in created:
+            con.remove_function(name)
+        raise
 
 
 def _check_served(con, router: Router, prefix: str) -> Router:
     """functions=False: the functions under `prefix`, if any, must serve `router`'s bundle."""
     served = _served(con, prefix)
-    present = functions_by_id(served[2]) if served is not None and has_functions(con, prefix) else None
+    present = functions_by_id(served[2]) if served is not None else None
     if present is None:
         return router
     if not present.adopt(router):
         raise RegisterError(f"{prefix}route_score & co. in this database serve bundle {present.bundle}, not "
                             f"{router.bundle.path}; its router_models would not match them. Register "
                             "the same bundle, or the other one under a prefix (prefix='b_').")
-    _record(con, prefix, present)
+    if served[1] != present.digest:
+        _record(con, prefix, present)
     return present.router()
 
 
@@ -199,8 +219,9 @@ def _publish_table(con, router: Router, table: str) -> None:
         con.unregister("__routerdb_models")
 
 
-def _alias(con, table: str) -> None:
-    """The short name: a view in main for an in-memory database, a TEMP view on a database file."""
+def _free_name(con, table: str) -> bool:
+    """Refuse a table or view of the user's named `table` where the short name would go (before any
+    change is made); returns whether con's database is a file (the short name is then a TEMP view)."""
     on_file = con.execute("SELECT path IS NOT NULL FROM duckdb_databases() "
                           "WHERE database_name = current_database()").fetchall()[0][0]
     taken = con.execute(
@@ -215,6 +236,11 @@ def _alias(con, table: str) -> None:
             f"this connection already has a {kind} named {table!r} ({where}.main.{table}), not made by "
             f"routerdb; registering would {'hide' if on_file else 'replace'} it, so nothing was changed. "
             "Pass table='llms' (or a prefix) to name routerdb's table otherwise, or rename yours.")
+    return on_file
+
+
+def _alias(con, table: str, on_file: bool) -> None:
+    """The short name: a view in main for an in-memory database, a TEMP view on a database file."""
     kind = "TEMP VIEW" if on_file else "VIEW"
     con.execute(f'CREATE OR REPLACE {kind} "{table}" AS SELECT * FROM {CATALOG}.main."{table}"')
     con.execute(f"COMMENT ON VIEW \"{table}\" IS '{MARK}'")

@@ -29,6 +29,7 @@ MAX_TOKENS = 1 << 20  # the longest max_length a manifest may give; real encoder
 CHECKSUM = "manifest_sha256"
 GRAPH_INPUTS = ("input_ids", "attention_mask", "features", "model_embeddings")
 GRAPH_OUTPUT = "scores"
+PROMPT_VECTORS = "prompt_vectors"  # optional output: what the head reads, [P, H + F]
 RE_EXPORT = "The manifest is damaged or was not written by routerdb; re-export the bundle."
 
 

@@ -2,17 +2,23 @@
 
     routerdb rescore BUNDLE logs.parquet scored.parquet [--prompt-column prompt] [--models a,b]
 
-The input is Parquet, CSV, or a table of a DuckDB database (`logs.duckdb --table logs`). The output
-is Parquet holding exactly the input rows, in order, with every input column, plus
-`route_best` (VARCHAR, the best LLM's name) and `route_scores` (MAP(VARCHAR, DOUBLE), each LLM's
-score). A NULL prompt gets NULL in both.
+The input is Parquet, CSV, or a table of a DuckDB database (`logs.duckdb --table logs`), read by
+`routerdb.log_input`. The output is Parquet holding exactly the input rows, in order, with every
+input column as it was, plus `route_best` (VARCHAR, the best LLM's name) and `route_scores`
+(MAP(VARCHAR, DOUBLE), each LLM's score). A NULL prompt gets NULL in both.
 
 Memory stays bounded whatever the log's size: the input is read as a stream of Arrow record
 batches, each batch is scored (`score_batch`, also used by `routerdb.spark`) and written out at
 once. Output goes to numbered part files in `OUTPUT.parts/`, each written under a temporary name
 and renamed when complete; a run that is killed and started again skips the rows of the complete
 parts, so no row is lost or written twice. When every row is scored the parts are concatenated
-into OUTPUT (again through a temporary file and a rename) and the parts are removed.
+into OUTPUT (again through a temporary file and a rename) and the parts are removed. A run that
+fails before completing a part leaves nothing behind.
+
+The output must be named .parquet (or .pq). An existing file there is replaced only if an earlier
+rescore wrote it (its Parquet metadata says so), or with `overwrite=True` (`--overwrite`). One run
+at a time writes an output: a second gets "already being written by pid N" (an advisory lock on
+`.OUTPUT.lock`; POSIX only). Files get the permissions the umask gives, like any other tool's.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,21 +37,26 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from routerdb import atomic
+from routerdb.log_input import BATCH_ROWS, LogInput, RescoreError, open_input, skip_rows
+from routerdb.manifest import is_int
+from routerdb.prompt_column import ON_INVALID_UTF8, InvalidUtf8, check_prompt_column, prompt_texts
 from routerdb.routers import shared_router
 from routerdb.score_map import SCORES_TYPE, score_map
 from routerdb.scorer import Router
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two runs on one output are not told apart there
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 ADDED = ("route_best", "route_scores")
-BATCH_ROWS = 8_192  # rows read and scored at a time
 PART_ROWS = 100_000  # rows per part file: the most a killed run has to redo
-DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
+OUTPUT_SUFFIXES = (".parquet", ".pq")
+OWNER = b"routerdb.rescore"  # Parquet metadata key: this file is a rescore output (its job, as JSON)
 _PART = re.compile(r"part-(\d{6})\.parquet")
-
-
-class RescoreError(ValueError):
-    """The input, the options or a previous run's parts do not fit together."""
+__all__ = ["RescoreError", "output_schema", "rescore", "score_batch"]
 
 
 # --- scoring one Arrow batch (shared with routerdb.spark) --------------------------------------
@@ -60,22 +71,17 @@ def output_schema(schema: pa.Schema) -> pa.Schema:
     return schema.append(pa.field("route_best", pa.string())).append(pa.field("route_scores", SCORES_TYPE))
 
 
-def check_prompt_column(schema: pa.Schema, prompt_column: str) -> None:
-    if prompt_column not in schema.names:
-        raise RescoreError(f"no column {prompt_column!r} in the input; its columns are {schema.names}. "
-                           "Name the prompt column with --prompt-column.")
-    kind = schema.field(prompt_column).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
-        raise RescoreError(f"column {prompt_column!r} is {kind}, not text; pass the column that holds "
-                           "the prompt text with --prompt-column.")
-
-
 def score_batch(router: Router, batch: pa.RecordBatch, prompt_column: str = "prompt",
-                models: Sequence[str] | None = None) -> pa.RecordBatch:
-    """`batch` with `route_best` and `route_scores` appended (over `models`, default: all)."""
+                models: Sequence[str] | None = None, *, on_invalid_utf8: str = "error") -> pa.RecordBatch:
+    """`batch` with `route_best` and `route_scores` appended (over `models`, default: all).
+
+    The prompt column may be any type `check_prompt_column` lets through (text, dictionary-encoded
+    text, or a type cast to text); it is written out as it was. Raises InvalidUtf8 naming the row
+    of the batch whose bytes are not UTF-8, unless `on_invalid_utf8="replace"`.
+    """
     names = list(models) if models else list(router.models)
     cols = router.model_columns(names)
-    prompts = batch.column(prompt_column).to_pylist()
+    prompts = prompt_texts(batch.column(prompt_column), on_invalid_utf8)
     valid = np.fromiter((p is not None for p in prompts), dtype=bool, count=len(prompts))
     scores = np.zeros((len(prompts), len(names)), dtype=np.float64)
     if valid.any():
@@ -87,100 +93,26 @@ def score_batch(router: Router, batch: pa.RecordBatch, prompt_column: str = "pro
                                       schema=schema)
 
 
-# --- reading the input as a stream --------------------------------------------------------------
+# --- the output: its format, its owner, one writer at a time ------------------------------------
 
 
-def open_input(path: str | os.PathLike[str], table: str | None = None,
-               batch_rows: int = BATCH_ROWS) -> tuple[pa.RecordBatchReader, int | None]:
-    """A stream of the input's rows in order, and the row count where it is cheap to know."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no input file {str(path)!r}; pass a Parquet, CSV or DuckDB file.")
-    suffix = path.suffix.lower()
-    if table is not None or suffix in DUCKDB_SUFFIXES:
-        return _duckdb_table(path, table, batch_rows)
-    if suffix == ".parquet" or suffix == ".pq":
-        try:
-            source = pq.ParquetFile(path)  # pyarrow keeps the file's exact Arrow types
-        except (pa.ArrowException, OSError) as exc:
-            raise RescoreError(f"input {str(path)!r} cannot be read as Parquet ({exc}); pass a Parquet, "
-                               "CSV or DuckDB file.") from None
-        batches = source.iter_batches(batch_size=batch_rows)
-        return pa.RecordBatchReader.from_batches(source.schema_arrow, batches), source.metadata.num_rows
-    if suffix in (".csv", ".tsv") or path.name.lower().endswith((".csv.gz", ".tsv.gz")):
-        con = _reader_connection()
-        relation = con.sql("SELECT * FROM read_csv(?)", params=[str(path)])
-        return _keep_open(relation.fetch_record_batch(batch_rows), con), None
-    raise RescoreError(f"input {str(path)!r} has suffix {suffix!r}; rescore reads .parquet, .csv/.tsv, "
-                       "or a DuckDB database (.duckdb/.db, with --table NAME).")
-
-
-def _reader_connection():
-    import duckdb
-
-    con = duckdb.connect()
-    # One thread reads in file order and keeps DuckDB's buffers small; the encoder is the cost.
-    con.execute("SET threads TO 1")
-    con.execute("SET preserve_insertion_order = true")
-    return con
-
-
-def _duckdb_table(path: Path, table: str | None, batch_rows: int):
-    import duckdb
-
-    if not table:
-        raise RescoreError(f"{str(path)!r} is a DuckDB database: name the table with --table NAME.")
-    con = _reader_connection()
-    try:
-        con.execute("ATTACH ? AS source (READ_ONLY)", [str(path)])
-    except duckdb.Error as exc:
-        raise RescoreError(f"cannot open {str(path)!r} as a DuckDB database ({exc}); --table is only "
-                           "for DuckDB database files. Drop --table to read Parquet or CSV.") from exc
-    tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'source' "
-        "UNION ALL SELECT view_name FROM duckdb_views() WHERE database_name = 'source'").fetchall()]
-    if table not in tables:
-        raise RescoreError(f"no table {table!r} in {str(path)!r}; it has {sorted(tables)}. "
-                           "Pass one of these with --table.")
-    name = 'source."' + table.replace('"', '""') + '"'
-    try:
-        count = con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0]
-        reader = con.sql(f"SELECT * FROM {name}").fetch_record_batch(batch_rows)
-    except duckdb.Error as exc:
-        raise RescoreError(f"cannot read {table!r} from {str(path)!r}: {exc}") from exc
-    return _keep_open(reader, con), int(count)
-
-
-def _keep_open(reader: pa.RecordBatchReader, con) -> pa.RecordBatchReader:
-    """A reader that holds on to its DuckDB connection until the stream ends."""
-    def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            yield from reader
-        finally:
-            con.close()
-    return pa.RecordBatchReader.from_batches(reader.schema, batches())
-
-
-def _skip_rows(reader: pa.RecordBatchReader, skip: int) -> Iterator[pa.RecordBatch]:
-    for batch in reader:
-        if skip >= batch.num_rows:
-            skip -= batch.num_rows
-            continue
-        yield batch.slice(skip) if skip else batch
-        skip = 0
-
-
-# --- parts, resuming, and the final file --------------------------------------------------------
-
-
-def check_output(input_path: Path, output: Path) -> None:
-    """Refuse, before any work, an output that is a directory, is the input, or cannot be written."""
+def check_output(input_path: Path, output: Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output that is not .parquet, a directory, the input, a file
+    rescore did not write (unless `overwrite`), or one that cannot be written."""
     if output.is_dir():
         raise RescoreError(f"output {str(output)!r} is a directory; pass the path of the Parquet file to "
                            "write (e.g. scored.parquet).")
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise RescoreError(f"output {str(output)!r} is named {output.suffix or 'without a suffix'}; rescore "
+                           "writes Parquet (the scores are a MAP column). Name the output .parquet, e.g. "
+                           f"{output.with_suffix('.parquet').name}.")
     if output.exists() and input_path.exists() and output.resolve() == input_path.resolve():
         raise RescoreError(f"output {str(output)!r} is the same file as the input; rescoring would "
                            "overwrite the input. Write to another file.")
+    if (output.exists() or output.is_symlink()) and not overwrite and not _written_by_rescore(output):
+        raise RescoreError(f"output {str(output)!r} exists and was not written by routerdb rescore; "
+                           "refusing to replace it. Pass --overwrite (overwrite=True) to replace it, or "
+                           "write to another file.")
     try:
         atomic.check_writable(output.parent)
     except OSError as exc:
@@ -188,17 +120,71 @@ def check_output(input_path: Path, output: Path) -> None:
                            "path in a writable directory.") from None
 
 
+def _written_by_rescore(path: Path) -> bool:
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError):
+        return False
+    return OWNER in metadata
+
+
+class OutputLock:
+    """Held while a run writes OUTPUT (an flock on `.OUTPUT.lock`, which names the writer's pid)."""
+
+    def __init__(self, output: Path):
+        self.output, self.path, self._fd = output, output.with_name(f".{output.name}.lock"), None
+
+    def __enter__(self) -> OutputLock:
+        if fcntl is None:
+            return self
+        while self._fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by another process
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise RescoreError(f"output {str(self.output)!r} is already being written by pid {holder} "
+                                   "(another routerdb rescore); wait for it to finish, or write to another "
+                                   "file.") from None
+            if _same_file(fd, self.path):
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self._fd = fd
+            else:  # locked a file its finished writer had already removed: lock the one there now
+                os.close(fd)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # before unlocking: a waiting run then makes a new file
+            os.close(self._fd)
+            self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the one at `path` (not removed or replaced meanwhile)."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+# --- parts, resuming, and the final file --------------------------------------------------------
+
+
 def parts_dir(output: str | os.PathLike[str]) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".parts")
 
 
-def _fingerprint(input_path: Path, table: str | None, prompt_column: str, models: list[str],
-                 router: Router) -> dict:
+def _fingerprint(input_path: Path, options: dict, router: Router) -> dict:
+    """What a resumed run must share with the run that wrote the parts."""
     stat = input_path.stat()
     return {"input": str(input_path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "table": table, "prompt_column": prompt_column, "models": models,
-            "bundle_digest": router.bundle.digest}
+            **options, "bundle_digest": router.bundle.digest}
 
 
 def _complete_parts(directory: Path, fingerprint: dict) -> list[Path]:
@@ -236,14 +222,21 @@ class _PartWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         while batch.num_rows:
             if self._writer is None:
-                self._tmp = self.directory / f".part-{self.index:06d}.tmp"
-                self._writer = pq.ParquetWriter(self._tmp, self.schema)
+                self._open()
             take = min(batch.num_rows, self.part_rows - self._rows)
             self._writer.write_batch(batch.slice(0, take))
             self._rows += take
             batch = batch.slice(take)
             if self._rows == self.part_rows:
                 self.close()
+
+    def _open(self) -> None:
+        self._tmp = self.directory / f".part-{self.index:06d}.tmp"
+        try:
+            self._writer = pq.ParquetWriter(self._tmp, self.schema)
+        except BaseException:  # e.g. a full disk: the file exists, empty, and no writer owns it
+            self._tmp.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         """Drop the part being written (after an error: disk full, an interrupt)."""
@@ -252,15 +245,16 @@ class _PartWriter:
                 self._writer.close()
             except Exception:  # the error that got us here may break closing too
                 pass
-            self._tmp.unlink(missing_ok=True)
             self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._writer is None:
             return
         self._writer.close()
         os.replace(self._tmp, self.directory / f"part-{self.index:06d}.parquet")
-        self._writer, self._rows, self.index = None, 0, self.index + 1
+        self._writer, self._tmp, self._rows, self.index = None, None, 0, self.index + 1
 
 
 def _concatenate(parts: list[Path], schema: pa.Schema, output: Path, batch_rows: int) -> None:
@@ -269,6 +263,7 @@ def _concatenate(parts: list[Path], schema: pa.Schema, output: Path, batch_rows:
     os.close(fd)
     tmp = Path(name)
     try:
+        atomic.follow_umask(tmp)  # mkstemp makes it 0600 whatever the umask
         with pq.ParquetWriter(tmp, schema) as writer:
             for part in parts:
                 for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_rows):
@@ -279,47 +274,81 @@ def _concatenate(parts: list[Path], schema: pa.Schema, output: Path, batch_rows:
         raise
 
 
-def rescore(bundle, input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
-            prompt_column: str = "prompt", models: Sequence[str] | None = None, table: str | None = None,
-            batch_rows: int = BATCH_ROWS, part_rows: int = PART_ROWS, progress: bool = True) -> Path:
-    """Rescore a prompt log into `output` (Parquet); resumes an interrupted run of the same job.
+def _score_into_parts(router: Router, source: LogInput, writer: _PartWriter, done: int, options: dict,
+                      progress: bool) -> None:
+    """Score every row after the first `done` into part files; on failure keep only complete parts."""
+    from tqdm.auto import tqdm  # progress bars only where a run shows one
 
-    `bundle` is a bundle path or a `Router`. Returns the output path.
-    """
-    from tqdm.auto import tqdm
-
-    if batch_rows < 1 or part_rows < 1:
-        raise RescoreError(f"batch_rows={batch_rows}, part_rows={part_rows}: both must be at least 1.")
-    router = bundle if isinstance(bundle, Router) else shared_router(bundle)
-    names = list(models) if models else list(router.models)
-    router.model_columns(names)  # unknown LLM names fail here, before any work
-    input_path, output = Path(input_path), Path(output)
-    check_output(input_path, output)
-    reader, total = open_input(input_path, table, batch_rows)
-    check_prompt_column(reader.schema, prompt_column)
-    schema = output_schema(reader.schema)
-    directory = parts_dir(output)
-    for stray in output.parent.glob(f".{output.name}.tmp-*"):
-        stray.unlink()  # a final file that a killed run was writing
-    parts = _complete_parts(directory, _fingerprint(input_path, table, prompt_column, names, router))
-    done = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-    if done:
-        log.info("resuming: %d rows already scored in %d part(s) under %s", done, len(parts), directory)
-    writer = _PartWriter(directory, schema, len(parts), part_rows)
-    bar = tqdm(total=total, initial=done, unit="rows", desc="rescoring", disable=not progress,
+    bar = tqdm(total=source.rows, initial=done, unit="rows", desc="rescoring", disable=not progress,
                dynamic_ncols=True)
+    row = done
     try:
-        for batch in _skip_rows(reader, done):
-            writer.write(score_batch(router, batch, prompt_column, names))
+        for batch in skip_rows(source.reader, done):
+            writer.write(_scored(router, batch, options, source, row))
+            row += batch.num_rows
             bar.update(batch.num_rows)
         writer.close()
     except BaseException:
         writer.abort()  # the complete parts stay for a rerun to resume from; the partial one goes
+        if writer.index == 0:
+            shutil.rmtree(writer.directory, ignore_errors=True)  # nothing to resume: leave nothing behind
         raise
     finally:
         bar.close()
-    parts = _complete_parts(directory, _fingerprint(input_path, table, prompt_column, names, router))
-    _concatenate(parts, schema, output, batch_rows)
-    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _scored(router: Router, batch: pa.RecordBatch, options: dict, source: LogInput, row: int
+            ) -> pa.RecordBatch:
+    column = options["prompt_column"]
+    try:
+        return score_batch(router, batch, column, options["models"],
+                           on_invalid_utf8=options["on_invalid_utf8"])
+    except InvalidUtf8 as exc:
+        raise RescoreError(
+            f"input {str(source.path)!r}, {source.where(row + exc.row)}, column {column!r}: bytes that are "
+            f"not valid UTF-8 ({exc.value[:40]!r}); allowed: UTF-8 text. Rerun with --on-invalid-utf8 "
+            "replace to score such prompts with U+FFFD in place of the bad bytes (the column is written "
+            "as it was), or fix the file (e.g. iconv -c).") from None
+
+
+def rescore(bundle, input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
+            prompt_column: str = "prompt", models: Sequence[str] | None = None, table: str | None = None,
+            batch_rows: int = BATCH_ROWS, part_rows: int = PART_ROWS, progress: bool = True,
+            cast_prompt: bool = False, on_invalid_utf8: str = "error", overwrite: bool = False) -> Path:
+    """Rescore a prompt log into `output` (Parquet); resumes an interrupted run of the same job.
+
+    `bundle` is a bundle path or a `Router`. `cast_prompt` scores the text form of a prompt column
+    that is not text; `on_invalid_utf8` is "error" or "replace"; `overwrite` replaces an output
+    file that rescore did not write. Returns the output path.
+    """
+    if not (is_int(batch_rows, 1) and is_int(part_rows, 1)):
+        raise RescoreError(f"batch_rows={batch_rows!r:.40}, part_rows={part_rows!r:.40}: both must be "
+                           "integers of at least 1.")
+    if on_invalid_utf8 not in ON_INVALID_UTF8:
+        raise RescoreError(f"on_invalid_utf8={on_invalid_utf8!r}; allowed: {', '.join(ON_INVALID_UTF8)}.")
+    router = bundle if isinstance(bundle, Router) else shared_router(bundle)
+    names = list(models) if models else list(router.models)
+    router.model_columns(names)  # unknown LLM names fail here, before any work
+    input_path, output = Path(input_path), Path(output)
+    check_output(input_path, output, overwrite)
+    options = {"table": table, "prompt_column": prompt_column, "models": names, "cast_prompt": cast_prompt,
+               "on_invalid_utf8": on_invalid_utf8}
+    with OutputLock(output):
+        source = open_input(input_path, table, batch_rows)
+        check_prompt_column(source.reader.schema, prompt_column, cast_prompt)
+        job = _fingerprint(input_path, options, router)
+        schema = output_schema(source.reader.schema).with_metadata(
+            {**(source.reader.schema.metadata or {}), OWNER: json.dumps(job).encode()})
+        for stray in output.parent.glob(f".{output.name}.tmp-*"):
+            stray.unlink()  # a final file that a killed run was writing
+        directory = parts_dir(output)
+        parts = _complete_parts(directory, job)
+        done = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        if done:
+            log.info("resuming: %d rows already scored under %s", done, directory)
+        writer = _PartWriter(directory, schema, len(parts), part_rows)
+        _score_into_parts(router, source, writer, done, options, progress)
+        _concatenate(_complete_parts(directory, job), schema, output, batch_rows)
+        shutil.rmtree(directory, ignore_errors=True)
     log.info("wrote %s", output)
     return output

@@ -21,8 +21,8 @@ import numpy as np
 from routerdb.bundle import Bundle, BundleError
 from routerdb.features import FEATURE_NAMES, FEATURES_VERSION, compute_features
 from routerdb.inputs import check_router_options, llm_list, prompt_list, threads_from_env
-from routerdb.manifest import GRAPH_INPUTS, GRAPH_OUTPUT
-from routerdb.tokenizer import PromptTokenizer
+from routerdb.manifest import GRAPH_INPUTS, GRAPH_OUTPUT, PROMPT_VECTORS
+from routerdb.tokenizer import Batch, PromptTokenizer, length_batches
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class UnknownModelError(KeyError):
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     """CUDA when onnxruntime-gpu sees a usable GPU, else CPU. The choice is logged."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy: imported when a Router is built, not with routerdb
 
     available = ort.get_available_providers()
     if requested:
@@ -92,6 +92,7 @@ class Router:
         self.providers = choose_providers(providers)
         self.session = _load_session(self.bundle, self.threads, self.providers)
         self._inputs = {i.name for i in self.session.get_inputs()}
+        self._outputs = [o.name for o in self.session.get_outputs()]
         self.batch_size = batch_size
         # prompt -> scores [M_all]; keyed by a 16-byte digest of the text so a huge prompt costs
         # no memory here. The cache belongs to this Router, i.e. to one bundle (path + digest).
@@ -200,26 +201,43 @@ class Router:
             self._cache.popitem(last=False)
 
     def _encode_and_score(self, texts: list[str]) -> np.ndarray:
-        ids = self.tokenizer.token_ids(texts)
-        features = compute_features(texts)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        out = np.empty((len(texts), len(self.models)), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            out[rows] = self._run([ids[i] for i in rows], features[rows])
+        out = self._encode(texts, "scores", len(self.models))
         self.encoded_prompts += len(texts)
         return out
 
-    def _feeds(self, ids: list[list[int]], features: np.ndarray) -> dict[str, np.ndarray]:
-        batch = self.tokenizer.pad(ids)
+    def prompt_vectors(self, prompts: Sequence[str]) -> np.ndarray:
+        """[P, H + F] float32: what the graph's scoring head reads for each prompt (the pooled
+        encoder vector and the normalised features), e.g. to fit a new LLM's row of the table
+        (`python -m training.add_model`). Not cached."""
+        if PROMPT_VECTORS not in self._outputs:
+            raise BundleError(f"{self.bundle.path}: model.onnx returns {sorted(self._outputs)}, not "
+                              f"{PROMPT_VECTORS!r} (bundles exported before routerdb wrote them); "
+                              "re-export the bundle with python -m training.fit.")
+        texts = ["" if p is None else p for p in prompts]
+        return self._encode(texts, PROMPT_VECTORS, 0)
+
+    def _encode(self, texts: list[str], output: str, width: int) -> np.ndarray:
+        """One graph output [P, width] for `texts`, in batches of similar token length (`width`
+        is the output's if it says otherwise)."""
+        ids = self.tokenizer.token_ids(texts)
+        features = compute_features(texts)
+        out = np.empty((len(texts), width), dtype=np.float32)
+        for rows in length_batches(ids, self.batch_size):
+            part = self._run([ids[i] for i in rows], features[rows], output)
+            if out.shape[1] != part.shape[1]:
+                out = np.empty((len(texts), part.shape[1]), dtype=np.float32)
+            out[rows] = part
+        return out
+
+    def _feeds(self, batch: Batch, features: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "features": features.astype(np.float32), "model_embeddings": self.bundle.model_embeddings}
         return {k: v for k, v in feeds.items() if k in self._inputs}
 
-    def _run(self, ids: list[list[int]], features: np.ndarray) -> np.ndarray:
-        feeds = self._feeds(ids, features)
+    def _run(self, ids: list[list[int]], features: np.ndarray, output: str = "scores") -> np.ndarray:
+        feeds = self._feeds(self.tokenizer.pad(ids), features)
         try:
-            return self.session.run(["scores"], feeds)[0]
+            return self.session.run([output], feeds)[0]
         except Exception as exc:  # ONNX Runtime's own exception types: said in our words
             raise RuntimeError(
                 f"{self.bundle.path}: model.onnx failed on {len(ids)} prompt(s) of up to "
@@ -228,8 +246,8 @@ class Router:
             ) from None
 
     def _probe(self) -> None:
-        """Run the graph once on two prompts padded to max_length (at most PROBE_TOKENS): a
-        max_length or pad_id the graph cannot take fails here, not at the first long prompt."""
+        """Run the graph once on a prompt padded with pad_id to max_length (at most PROBE_TOKENS):
+        a max_length or pad_id the graph cannot take fails here, not at the first long prompt."""
         pad, vocab = self.tokenizer.pad_id, self.tokenizer.vocab_size
         if pad >= vocab:
             raise BundleError(f"{self.bundle.path}: the manifest's pad_id {pad} is not a token of "
@@ -237,7 +255,7 @@ class Router:
                               "tokenizer. Re-export the bundle.")
         length = min(self.tokenizer.max_length, PROBE_TOKENS)
         short = self.tokenizer.token_ids(["routerdb"])[0] or [pad]
-        feeds = self._feeds([short, (short * length)[:length]], compute_features(["routerdb"] * 2))
+        feeds = self._feeds(self.tokenizer.pad([short], width=length), compute_features(["routerdb"]))
         try:
             scores = self.session.run(["scores"], feeds)[0]
         except Exception as exc:  # ONNX Runtime's own exception types
@@ -245,9 +263,9 @@ class Router:
                 f"{self.bundle.path}: model.onnx cannot score prompts of max_length {length} tokens padded "
                 f"with pad_id {pad} ({type(exc).__name__}: {str(exc)[:300]}); the manifest's tokenizer "
                 "settings do not fit the graph. Re-export the bundle.") from None
-        if scores.shape != (2, len(self.models)) or not np.isfinite(scores).all():
+        if scores.shape != (1, len(self.models)) or not np.isfinite(scores).all():
             raise BundleError(f"{self.bundle.path}: model.onnx returned scores of shape {scores.shape} "
-                              f"(allowed: [2, {len(self.models)}], finite) on a probe batch; the graph and "
+                              f"(allowed: [1, {len(self.models)}], finite) on a probe prompt; the graph and "
                               "models.parquet come from different exports. Re-export the bundle.")
 
 

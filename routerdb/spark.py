@@ -39,11 +39,13 @@ from routerdb.scorer import Router, UnknownModelError
 
 log = logging.getLogger(__name__)
 
+_SHIPPED: set[tuple[str, str]] = set()  # (Spark application id, bundle path) already sent to the executors
+
 def rescore(df, bundle: str | os.PathLike[str] | Bundle, prompt_column: str = "prompt",
             models: Sequence[str] | None = None, *, ship: bool = True):
     """`df` with `route_best` and `route_scores` added, scored on the executors (lazy, like any
     DataFrame transformation). `models` limits the LLMs scored (default: all of the bundle's)."""
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # pyspark is optional: the spark extra
 
     loaded = Bundle.load(bundle)  # checked on the driver first: a bad bundle fails here
     names = list(models) if models else list(loaded.model_names)
@@ -73,7 +75,7 @@ def rescore(df, bundle: str | os.PathLike[str] | Bundle, prompt_column: str = "p
 
 
 def _check_columns(df, prompt_column: str) -> None:
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # pyspark is optional: the spark extra
 
     fields = {f.name: f.dataType for f in df.schema.fields}
     if prompt_column not in fields:
@@ -89,13 +91,12 @@ def _check_columns(df, prompt_column: str) -> None:
 
 
 def _ship(sc, path: Path) -> None:
-    """Send the bundle directory to every executor (once per SparkContext and path)."""
-    shipped = getattr(sc, "_routerdb_shipped", set())
-    if str(path) in shipped:
+    """Send the bundle directory to every executor (once per Spark application and path)."""
+    key = (sc.applicationId, str(path))
+    if key in _SHIPPED:
         return
-    sc.addFile(str(path), recursive=True)
-    shipped.add(str(path))
-    sc._routerdb_shipped = shipped
+    sc.addFile(str(path), recursive=True)  # Spark refuses a second addFile of one path
+    _SHIPPED.add(key)
 
 
 def worker_router(path: str, digest: str, shipped: bool) -> Router:
@@ -106,7 +107,7 @@ def worker_router(path: str, digest: str, shipped: bool) -> Router:
 def _locate(path: str, digest: str, shipped: bool) -> Bundle:
     candidates = []
     if shipped:
-        from pyspark import SparkFiles
+        from pyspark import SparkFiles  # pyspark is optional: the spark extra
 
         candidates.append(Path(SparkFiles.get(Path(path).name)))
     candidates.append(Path(path))

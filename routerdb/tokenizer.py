@@ -97,8 +97,9 @@ class PromptTokenizer:
                 ids[i] = self._prefix + seq + self._suffix
         return ids
 
-    def pad(self, ids: Sequence[Sequence[int]]) -> Batch:
-        longest = max((len(x) for x in ids), default=0) or 1
+    def pad(self, ids: Sequence[Sequence[int]], width: int = 0) -> Batch:
+        """Token ids padded with pad_id to the longest row (or to `width` if that is longer)."""
+        longest = max(max((len(x) for x in ids), default=0), width) or 1
         input_ids = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(ids), longest), dtype=np.int64)
         for row, seq in enumerate(ids):

@@ -20,9 +20,9 @@
 SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');
 SET VARIABLE scores_table = COALESCE(getvariable('scores_table'), 'demo_scores');
 SET VARIABLE prices_table = COALESCE(getvariable('prices_table'), 'demo_prices');
-SET VARIABLE output_tokens = COALESCE(getvariable('output_tokens'), 300);
-SET VARIABLE max_weight = COALESCE(getvariable('max_weight'), 2.0);
-SET VARIABLE weight_step = COALESCE(getvariable('weight_step'), 0.1);
+SET VARIABLE output_tokens = COALESCE(getvariable('output_tokens')::DOUBLE, 300);
+SET VARIABLE max_weight = COALESCE(getvariable('max_weight')::DOUBLE, 2.0);
+SET VARIABLE weight_step = COALESCE(getvariable('weight_step')::DOUBLE, 0.1);
 
 CREATE OR REPLACE TEMP VIEW demo_scores AS
 SELECT prompt, model, score, cost FROM read_parquet(getvariable('sample_path'));

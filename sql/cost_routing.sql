@@ -11,7 +11,8 @@
 --   cost_weight    lambda: the score given up to avoid the most expensive call (default 0.5): 0 takes the best
 --                  predicted LLM whatever it costs; the larger, the cheaper
 --   budget_usd     if set: the mean cost per prompt to stay within. lambda is then the smallest of
---                  0, 0.05, ..., 2 (and finally "cheapest LLM") whose routing fits the budget
+--                  0, 0.05, ..., 2, then 2.5 and up by 25 % a step to about 15,000 (and finally
+--                  "cheapest LLM") whose routing fits the budget
 --   output_tokens  expected completion length for the cost estimate (default 300)
 -- Cost of a call: (ceil(characters / 4) * input price + output_tokens * output price) / 1e6 USD.
 -- Choice: argmax over the priced LLMs the bundle knows of
@@ -22,8 +23,9 @@
 SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');
 SET VARIABLE prompts_table = COALESCE(getvariable('prompts_table'), 'demo_prompts');
 SET VARIABLE prices_table = COALESCE(getvariable('prices_table'), 'demo_prices');
-SET VARIABLE cost_weight = COALESCE(getvariable('cost_weight'), 0.5);
-SET VARIABLE output_tokens = COALESCE(getvariable('output_tokens'), 300);
+SET VARIABLE cost_weight = COALESCE(getvariable('cost_weight')::DOUBLE, 0.5);
+SET VARIABLE budget_usd = getvariable('budget_usd')::DOUBLE;  -- values from --set arrive as text
+SET VARIABLE output_tokens = COALESCE(getvariable('output_tokens')::DOUBLE, 300);
 
 CREATE OR REPLACE TEMP VIEW demo_prompts AS
 SELECT DISTINCT prompt FROM read_parquet(getvariable('sample_path')) ORDER BY prompt LIMIT 100;
@@ -51,6 +53,8 @@ FROM prompts CROSS JOIN llms;
 SET VARIABLE cost_scale = (SELECT COALESCE(NULLIF(max(cost_usd), 0), 1) FROM route_candidates);
 
 -- With a budget: the mean cost of the routing at each cost_weight of the grid (1e9 = cheapest LLM).
+-- Past 2 the grid grows by 25 % a step: when scores differ little and prices a lot, only a large
+-- cost_weight trades a little quality for a budget.
 CREATE OR REPLACE TEMP TABLE route_lambdas AS
 SELECT cost_weight, avg(cost_usd) AS mean_cost_usd, avg(score) AS mean_score
 FROM (
@@ -59,7 +63,9 @@ FROM (
                               ORDER BY c.score - l.cost_weight * c.cost_usd / getvariable('cost_scale') DESC,
                                        c.model) AS pick
     FROM route_candidates c
-    CROSS JOIN (SELECT range * 0.05 AS cost_weight FROM range(41) UNION ALL SELECT 1e9) l
+    CROSS JOIN (SELECT range * 0.05 AS cost_weight FROM range(41)          -- 0, 0.05, ..., 2
+                UNION ALL SELECT 2 * 1.25 ^ range FROM range(1, 41)         -- 2.5 ... ~15,000
+                UNION ALL SELECT 1e9) l
     WHERE getvariable('budget_usd') IS NOT NULL
 )
 WHERE pick = 1

@@ -21,7 +21,7 @@
 
 SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');
 SET VARIABLE prompts_table = COALESCE(getvariable('prompts_table'), 'demo_prompts');
-SET VARIABLE strong_share = COALESCE(getvariable('strong_share'), 0.2);
+SET VARIABLE strong_share = COALESCE(getvariable('strong_share')::DOUBLE, 0.2);
 
 CREATE OR REPLACE TEMP VIEW demo_prompts AS
 SELECT DISTINCT prompt FROM read_parquet(getvariable('sample_path'));

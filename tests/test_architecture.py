@@ -53,7 +53,8 @@ def _imported(node: ast.Import | ast.ImportFrom, module: str) -> list[str]:
 
 def _function_level(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
     top = {id(n) for n in tree.body}
-    top |= {id(n) for stmt in tree.body if isinstance(stmt, ast.If) for n in ast.walk(stmt)}  # TYPE_CHECKING
+    # module-level `if TYPE_CHECKING:` and `try: import x / except ImportError:` count as the top
+    top |= {id(n) for stmt in tree.body if isinstance(stmt, (ast.If, ast.Try)) for n in ast.walk(stmt)}
     return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in top]
 
 

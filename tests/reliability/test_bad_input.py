@@ -27,6 +27,7 @@ import pytest
 import routerdb
 from routerdb.bundle import Bundle, BundleError
 from routerdb.cli import main as cli_main
+from routerdb.duckdb import RegisterError
 from routerdb.manifest import manifest_text
 from routerdb.scorer import Router, UnknownModelError
 from tests.paths import REPO
@@ -67,7 +68,8 @@ def _run(case: Case, ctx: SimpleNamespace) -> None:
             case.call(ctx)
     else:
         value = case.call(ctx)
-        assert case.expect.check(value) is not False, value
+        result = case.expect.check(value)
+        assert result is None or bool(result), value  # None: the check asserted inside; numpy bools too
 
 
 def _scores_in_range(matrix) -> bool:
@@ -495,9 +497,35 @@ RESCORE = [
     Case("duplicate rows", "every row kept, in order, same scores per copy",
          lambda c: _rescore(c, pa.table({"prompt": ["same"] * 5})),
          _rescored(lambda t: t.num_rows == 5 and len(set(t["route_best"].to_pylist())) == 1)),
-    Case("prompt column of integers", "error: 'column 'prompt' is int64, not text'",
+    Case("prompt column of integers", "error: 'column 'prompt' is int64, not text; pass --cast-prompt'",
          lambda c: _rescore(c, pa.table({"prompt": [1, 2]})),
-         _rescore_error(r"column 'prompt' is int64, not text")),
+         _rescore_error(r"column 'prompt' is int64, not text; pass --cast-prompt")),
+    Case("prompt column of integers, --cast-prompt", "scored as their text; the column written as it was",
+         lambda c: _rescore(c, pa.table({"prompt": [1, 2]}), "--cast-prompt"),
+         _rescored(lambda t: t["prompt"].to_pylist() == [1, 2] and t["route_best"].null_count == 0)),
+    Case("prompt column of lists, --cast-prompt", "error: the type has no text form",
+         lambda c: _rescore(c, pa.table({"prompt": [[1], [2]]}), "--cast-prompt"),
+         _rescore_error(r"is list<\w+: int64>, which has no text form")),
+    Case("pandas Categorical (dictionary-encoded) prompt column",
+         "scored, the column kept dictionary-encoded (was refused: 'pass --prompt-column')",
+         lambda c: _rescore(c, pa.table({"prompt": pa.array(["a", "b", "a"]).dictionary_encode()})),
+         _rescored(lambda t: pa.types.is_dictionary(t["prompt"].type) and t["route_best"].null_count == 0)),
+    Case("large_string prompt column", "scored",
+         lambda c: _rescore(c, pa.table({"prompt": pa.array(["a", None], pa.large_string())})),
+         _rescored(lambda t: t["route_best"].to_pylist()[1] is None and t["route_best"][0].is_valid)),
+    Case("invalid UTF-8 in a Parquet prompt",
+         "error naming file, row, row group and column; nothing left behind (was a UnicodeDecodeError "
+         "traceback and a state.json)",
+         lambda c: _rescore(c, pa.table({"prompt": _not_utf8(4)})),
+         _rescore_error(r"in.parquet', row 1 \(row group 0, row 1 within it\), column 'prompt': bytes that "
+                        r"are not valid UTF-8 .* --on-invalid-utf8 replace")),
+    Case("invalid UTF-8 in a Parquet prompt, --on-invalid-utf8 replace",
+         "scored with U+FFFD for the bad bytes; the column written as it was",
+         lambda c: _rescore(c, pa.table({"prompt": _not_utf8(4)}), "--on-invalid-utf8", "replace"),
+         _rescored(lambda t: t.num_rows == 4 and t["route_best"].null_count == 0)),
+    Case("quoted empty CSV prompt \"\"", "kept as '' and scored, as from Parquet (was NULL, unscored)",
+         lambda c: _rescore(c, b'prompt,n\n"",1\n,2\n', name="in.csv"),
+         _rescored(lambda t: t["prompt"].to_pylist() == ["", None] and t["route_best"][0].is_valid)),
     Case("no prompt column", "error listing the columns, fix: --prompt-column",
          lambda c: _rescore(c, pa.table({"text": ["a"]})),
          _rescore_error(r"no column 'prompt' .*--prompt-column")),
@@ -528,7 +556,23 @@ RESCORE = [
     Case("--batch-rows 0", "error: both must be at least 1",
          lambda c: _rescore(c, pa.table({"prompt": ["a"]}), "--batch-rows", "0"),
          _rescore_error(r"at least 1")),
+    Case("output: an existing file rescore did not write", "error, the file untouched; --overwrite "
+         "replaces it (it was overwritten silently)",
+         lambda c: _rescore(c, pa.table({"prompt": ["a"]}), out=_file(c, "keep.parquet", b"mine").name),
+         _rescore_error(r"keep.parquet' exists and was not written by routerdb rescore; refusing")),
+    Case("output named .csv", "error before any work: rescore writes Parquet (it wrote Parquet bytes there)",
+         lambda c: _rescore(c, pa.table({"prompt": ["a"]}), out="out.csv"),
+         _rescore_error(r"out.csv' is named .csv; rescore writes Parquet")),
+    Case("--models 'weak, coder' (spaces)", "spaces stripped, as in `routerdb score`",
+         lambda c: _rescore(c, pa.table({"prompt": ["a"]}), "--models", "weak, coder"),
+         _rescored(lambda t: [k for k, _ in t["route_scores"][0].as_py()] == ["weak", "coder"])),
 ]
+
+
+def _not_utf8(n: int) -> pa.Array:
+    """n prompts, row 1 of them bytes that are not UTF-8 (pyarrow writes such a string column)."""
+    values = pa.array([b"ok", b"caf\xe9", b"ok", b"b"][:n], pa.binary())
+    return pa.Array.from_buffers(pa.string(), len(values), values.buffers())
 
 
 # ------------------------------------------------------------------ python -m training.fit
@@ -805,6 +849,124 @@ def _raw_manifest(ctx, data: bytes) -> Path:
     return ctx.tmp
 
 
+# ------------------------------------------------------------------ routerdb.register
+
+
+def _register(ctx, *, file: bool = False, setup: str = "", **options):
+    """register() on a fresh connection (in memory, or a database file) after `setup` SQL ran."""
+    con = duckdb.connect(str(ctx.tmp / "db.duckdb") if file else ":memory:")
+    if setup:
+        con.execute(setup)
+    routerdb.register(con, options.pop("bundle", ctx.bundle), **options)
+    return con
+
+
+def _two_connections(ctx, other_bundle: bool, **options):
+    """The functions registered by one connection of a file; a second registers (another bundle)."""
+    first = _register(ctx, file=True)
+    second = duckdb.connect(str(ctx.tmp / "db.duckdb"))
+    bundle = _other_bundle(ctx) if other_bundle else ctx.bundle
+    routerdb.register(second, bundle, **options)
+    return first, second
+
+
+def _other_bundle(ctx) -> Path:
+    """A copy of the bundle with its LLM vectors reversed: another digest, other scores."""
+    return _bundle(ctx, lambda t, m: _replace_models(pa.table({
+        "model": ["chat", "coder", "weak"], "embedding": [[0.3] * 32, [0.2] * 32, [0.1] * 32]}))(t, m))
+
+
+def _register_error(match: str) -> Raises:
+    return Raises(RegisterError, match)
+
+
+def _both_bundles(ctx):
+    con = _register(ctx)
+    routerdb.register(con, _other_bundle(ctx), prefix="b_")
+    return con.execute("SELECT route_score('hi', 'chat'), b_route_score('hi', 'chat'), "
+                       "(SELECT count(*) FROM b_router_models)").fetchall()[0]
+
+
+REGISTER = [
+    Case("the user's own router_models table (in memory)",
+         "RegisterError, the table untouched; table='llms' names routerdb's (it was dropped silently)",
+         lambda c: _register(c, setup="CREATE TABLE router_models AS SELECT 1 AS mine"),
+         _register_error(r"already has a table named 'router_models' .* registering would replace it, so "
+                         r"nothing was changed. Pass table='llms'")),
+    Case("the user's own router_models table in a database file", "RegisterError (a TEMP table hid it)",
+         lambda c: _register(c, file=True, setup="CREATE TABLE router_models AS SELECT 1 AS mine"),
+         _register_error(r"registering would hide it")),
+    Case("a second bundle on the same connection", "prefix='b_' serves both (the second replaced the first)",
+         _both_bundles, Returns(lambda r: r[0] != r[1] and r[2] == 3)),
+    Case("another bundle from a second connection of the database file",
+         "RegisterError: another connection registered the functions; use a prefix",
+         lambda c: _two_connections(c, other_bundle=True),
+         _register_error(r"registered by another connection that still uses them; .*prefix='b_'")),
+    Case("the same bundle from a second connection", "nothing changes, the table is there (it was refused)",
+         lambda c: _two_connections(c, other_bundle=False)[1].execute("SELECT count(*) FROM router_models"
+                                                                      ).fetchall(),
+         Returns(lambda rows: rows == [(3,)])),
+    Case("functions=False with another bundle than the functions'", "RegisterError: router_models would not "
+         "match them", lambda c: _two_connections(c, other_bundle=True, functions=False),
+         _register_error(r"serve bundle .*, not .*; its router_models would not match them")),
+    Case("a SQLAlchemy connection instead of a DuckDB one", "RegisterError naming the way for SQLAlchemy "
+         "(was AttributeError)", lambda c: routerdb.register(object(), c.bundle),
+         _register_error(r"register got object .* allowed: a DuckDB connection .* routerdb.sqlalchemy")),
+    Case("prefix 'b-'", "RegisterError naming what is allowed",
+         lambda c: _register(c, prefix="b-"), _register_error(r"prefix 'b-'; allowed: '' or letters")),
+    Case("a database named 'routerdb' attached by the user", "RegisterError: attach it under another name",
+         lambda c: _register(c, setup=f"ATTACH '{c.tmp / 'x.duckdb'}' AS routerdb"),
+         _register_error(r"has a database named 'routerdb' .* Attach yours under another name")),
+]
+
+
+# ------------------------------------------------------------------ routerdb score / sql
+
+
+def _cli(ctx, *argv: str, cwd: Path | None = None):
+    before = Path.cwd()
+    os.chdir(cwd or ctx.tmp)
+    try:
+        rc = cli_main([argv[0], str(ctx.bundle), *argv[1:]])
+    finally:
+        os.chdir(before)
+    out = ctx.capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _cli_says(rc: int, match: str, stream: str = "out") -> Returns:
+    def check(result):
+        got_rc, out, err = result
+        assert got_rc == rc and re.search(match, out if stream == "out" else err), (out, err)
+        assert "Traceback" not in err
+    return Returns(check)
+
+
+CLI = [
+    Case("sql: SQL that mentions a .sql file", "run as SQL (it was read as a file name)",
+         lambda c: _cli(c, "sql", "SELECT 41 + 1 AS answer -- see notes.sql"), _cli_says(0, r"42")),
+    Case("sql: an existing file not named .sql", "read as a script (it was parsed as SQL)",
+         lambda c: _cli(c, "sql", _file(c, "q.txt", b"SELECT 'scripted' AS s").name),
+         _cli_says(0, r"scripted")),
+    Case("sql: a file name that is no file", "exit 2: reads as a file name; -f FILE or -c SQL",
+         lambda c: _cli(c, "sql", "q.sql"), _cli_says(2, r"'q.sql' is no file here .* -c", "err")),
+    Case("sql: -f and -c together", "exit 2: exactly one script",
+         lambda c: _cli(c, "sql", "-f", "a.sql", "-c", "SELECT 1"),
+         _cli_says(2, r"got 2 scripts; allowed: exactly one", "err")),
+    Case("sql: --set v=007", "the text '007' (it became the number 7); --set v:int=007 for 7",
+         lambda c: _cli(c, "sql", "-c", "SELECT getvariable('v') || '!' AS v", "--set", "v=007"),
+         _cli_says(0, r"007!")),
+    Case("score: --models 'chat, coder'", "spaces stripped as in rescore (it was unknown LLM ' coder')",
+         lambda c: _cli(c, "score", "hi", "--models", "chat, coder"), _cli_says(0, r"best (chat|coder)")),
+    Case("score: --models 'chat,,coder'", "exit 2: an empty name between commas",
+         lambda c: _cli(c, "score", "hi", "--models", "chat,,coder"),
+         _cli_says(2, r"an empty name between commas", "err")),
+    Case("score: ROUTERDB_THREADS=lots", "exit 2 naming the variable (it was a traceback)",
+         lambda c: _with_env("ROUTERDB_THREADS", "lots", lambda: _cli(c, "score", "hi")),
+         _cli_says(2, r"environment variable ROUTERDB_THREADS='lots'", "err")),
+]
+
+
 # ------------------------------------------------------------------ the tests
 
 ENTRY_POINTS: dict[str, list[Case]] = {
@@ -815,6 +977,8 @@ ENTRY_POINTS: dict[str, list[Case]] = {
     "`routerdb rescore`": RESCORE,
     "`python -m training.fit`": FIT,
     "`Bundle.load` / `Router(bundle)`": BUNDLES,
+    "`routerdb.register(con, bundle)`": REGISTER,
+    "`routerdb score` / `routerdb sql`": CLI,
 }
 
 
@@ -876,6 +1040,16 @@ def test_fit(case, ctx, tiny_encoders, tmp_path):
 
 @pytest.mark.parametrize("case", BUNDLES, ids=lambda c: c.input)
 def test_bundle_load(case, ctx):
+    _run(case, ctx)
+
+
+@pytest.mark.parametrize("case", REGISTER, ids=lambda c: c.input)
+def test_register(case, ctx):
+    _run(case, ctx)
+
+
+@pytest.mark.parametrize("case", CLI, ids=lambda c: c.input)
+def test_command_line(case, ctx):
     _run(case, ctx)
 
 

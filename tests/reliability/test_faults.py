@@ -420,3 +420,28 @@ def test_disk_full_while_rescoring_then_resume(tiny_bundle, tmp_path, monkeypatc
     assert cli_main(args) == 0  # resumes after the complete part
     table = pq.read_table(out)
     assert table["prompt"].to_pylist() == [f"prompt {i}" for i in range(50)] and not parts.exists()
+
+
+def test_disk_full_when_a_part_file_is_created_leaves_no_empty_file(tiny_bundle, tmp_path, monkeypatch,
+                                                                     capsys):
+    source = tmp_path / "logs.parquet"
+    pq.write_table(pa.table({"prompt": [f"prompt {i}" for i in range(50)]}), source)
+    out = tmp_path / "scored.parquet"
+    args = ["rescore", str(tiny_bundle), str(source), str(out), "--no-progress", "--batch-rows", "10",
+            "--part-rows", "20"]
+    real, opened = pq.ParquetWriter.__init__, []
+
+    def full_on_the_second(self, where, *a, **k):
+        opened.append(where)
+        if len(opened) == 2:  # the second part: the file is created, then the disk is full
+            Path(where).touch()
+            _enospc()
+        return real(self, where, *a, **k)
+
+    monkeypatch.setattr(pq.ParquetWriter, "__init__", full_on_the_second)
+    assert cli_main(args) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    parts = tmp_path / "scored.parquet.parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["part-000000.parquet", "state.json"]  # no .part-*.tmp
+    monkeypatch.setattr(pq.ParquetWriter, "__init__", real)
+    assert cli_main(args) == 0 and pq.read_table(out).num_rows == 50

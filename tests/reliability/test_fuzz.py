@@ -1,5 +1,5 @@
 """Fuzzing with hypothesis: random strings, tables, specs and manifests never crash, hang or escape
-as a library's exception; every score is finite and in [-1, 1].
+as a library's exception; every score is finite and in [-1, 1] (NaN for a missing prompt).
 
 Budget (docs/reliability.md): the examples per test are set in EXAMPLES below (about 1,100 in all,
 ~30 s on 2 CPU cores), derandomised so CI is repeatable. For a longer, random hunt run

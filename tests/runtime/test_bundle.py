@@ -124,8 +124,9 @@ def test_files_are_checked_once_per_process_until_they_change(bundle_copy, monke
     import routerdb.bundle as rb
 
     calls = []
-    real = rb.sha256_file
+    real, walk = rb.sha256_file, rb.check_self_contained
     monkeypatch.setattr(rb, "sha256_file", lambda path: calls.append(path.name) or real(path))
+    monkeypatch.setattr(rb, "check_self_contained", lambda data: calls.append("model.onnx") or walk(data))
     first = Bundle.load(bundle_copy)
     assert sorted(calls) == ["head.safetensors", "model.onnx", "models.parquet", "tokenizer.json"]
     calls.clear()
@@ -146,3 +147,16 @@ def test_written_manifest_carries_its_checksum(tmp_path):
     target = _write_small(tmp_path / "b")
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["manifest_sha256"] == manifest_checksum(manifest)
+
+
+def test_bundle_directory_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    before = os.umask(0o022)
+    try:
+        target = _write_small(tmp_path / "b")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755  # mkdtemp made it 0700 whatever the umask
+    assert stat.S_IMODE((target / "manifest.json").stat().st_mode) == 0o644

@@ -205,6 +205,7 @@ def test_register_never_drops_or_hides_a_users_table(tiny_bundle, tmp_path, wher
                                             r"changed. Pass table='llms'"):
         register(con, tiny_bundle)
     assert con.execute("SELECT * FROM router_models").fetchall() == [("mine",)]
+    assert not has_functions(con)  # nothing was changed: no functions either
     register(con, tiny_bundle, table="llms")
     assert con.execute("SELECT count(*) FROM llms").fetchall()[0][0] == 3
     assert con.execute("SELECT * FROM router_models").fetchall() == [("mine",)]

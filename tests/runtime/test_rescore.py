@@ -235,3 +235,109 @@ def test_memory_does_not_grow_with_the_log(tiny_bundle, tmp_path):
         peaks.append(int(done.stdout.split()[-1]))
         assert pq.ParquetFile(tmp_path / f"out{n}.parquet").metadata.num_rows == n
     assert peaks[1] - peaks[0] < 40, f"peak RSS {peaks} MiB: memory grows with the number of rows"
+
+
+def _bad_utf8_log(path: Path, bad_row: int, n: int = 8) -> None:
+    """A Parquet log whose prompt column holds bytes that are not UTF-8 at `bad_row` (3-row groups)."""
+    values = [f"prompt {i}".encode() for i in range(n)]
+    values[bad_row] = b"caf\xe9 au lait"  # latin-1, not UTF-8
+    raw = pa.array(values, pa.binary())
+    prompt = pa.Array.from_buffers(pa.string(), n, raw.buffers())
+    pq.write_table(pa.table({"id": range(n), "prompt": prompt}), path, row_group_size=3)
+
+
+def test_invalid_utf8_names_file_row_and_column_and_leaves_nothing(tiny_bundle, tmp_path):
+    src, out = tmp_path / "bad.parquet", tmp_path / "out.parquet"
+    _bad_utf8_log(src, bad_row=4)
+    where = r"bad.parquet', row 4 \(row group 1, row 1 within it\), column 'prompt': "
+    with pytest.raises(RescoreError, match=where + r"bytes that are not valid UTF-8 \(b'caf\\xe9 au lait'\); "
+                                           r"allowed: UTF-8 text. Rerun with --on-invalid-utf8 replace"):
+        rescore(tiny_bundle, src, out, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]  # no state.json, no parts
+    rescore(tiny_bundle, src, out, progress=False, on_invalid_utf8="replace")
+    got = pq.read_table(out)
+    assert got["prompt"].chunk(0).view(pa.binary())[4].as_py() == b"caf\xe9 au lait"  # written as it was
+    want = shared_router(tiny_bundle).best(["caf\ufffd au lait"])[0]
+    assert got["route_best"][4].as_py() == want
+
+
+def test_dictionary_large_string_and_cast_prompts(tiny_bundle, tmp_path):
+    import pandas as pd
+
+    texts = ["Solve 3x + 5 = 20.", "Write a poem about rain.", None, "Solve 3x + 5 = 20."]
+    plain = _parquet(tmp_path / "plain.parquet", pa.table({"prompt": texts}))
+    want = pq.read_table(rescore(tiny_bundle, plain, tmp_path / "plain_out.parquet", progress=False))
+    frame = pd.DataFrame({"prompt": pd.Categorical(texts)})  # dictionary-encoded in Parquet
+    for name, table in (("categorical", pa.Table.from_pandas(frame, preserve_index=False)),
+                        ("large", pa.table({"prompt": pa.array(texts, pa.large_string())}))):
+        source = _parquet(tmp_path / f"{name}.parquet", table)
+        got = pq.read_table(rescore(tiny_bundle, source, tmp_path / f"{name}_out.parquet", progress=False))
+        assert got["route_best"].to_pylist() == want["route_best"].to_pylist(), name
+        assert got["prompt"].type == pq.read_table(source)["prompt"].type  # written as it was read
+    numbers = _parquet(tmp_path / "ids.parquet", pa.table({"prompt": pa.array([7, None, 42], pa.int64())}))
+    with pytest.raises(RescoreError, match=r"column 'prompt' is int64, not text; pass --cast-prompt"):
+        rescore(tiny_bundle, numbers, tmp_path / "ids_out.parquet", progress=False)
+    got = pq.read_table(rescore(tiny_bundle, numbers, tmp_path / "ids_out.parquet", progress=False,
+                                cast_prompt=True))
+    assert got["prompt"].type == pa.int64() and got["prompt"].to_pylist() == [7, None, 42]
+    assert got["route_best"].to_pylist() == [*shared_router(tiny_bundle).best(["7"]), None,
+                                             *shared_router(tiny_bundle).best(["42"])]
+
+
+def _parquet(path: Path, table: pa.Table) -> Path:
+    pq.write_table(table, path)
+    return path
+
+
+def test_quoted_empty_csv_prompt_is_kept(tiny_bundle, tmp_path):
+    src = tmp_path / "log.csv"
+    src.write_text('id,prompt\n1,""\n2,\n3,hi\n')
+    got = pq.read_table(rescore(tiny_bundle, src, tmp_path / "out.parquet", progress=False))
+    assert got["prompt"].to_pylist() == ["", None, "hi"]  # "" stays '' (was NULL), empty stays NULL
+    assert got["route_best"].to_pylist() == [*shared_router(tiny_bundle).best([""]), None,
+                                             *shared_router(tiny_bundle).best(["hi"])]
+
+
+def test_output_rules(tiny_bundle, log_file, tmp_path):
+    mine = tmp_path / "report.parquet"
+    pq.write_table(pa.table({"keep": [1]}), mine)
+    with pytest.raises(RescoreError, match=r"exists and was not written by routerdb rescore; refusing to "
+                                           r"replace it. Pass --overwrite"):
+        rescore(tiny_bundle, log_file, mine, progress=False)
+    assert pq.read_table(mine).column_names == ["keep"]
+    rescore(tiny_bundle, log_file, mine, progress=False, overwrite=True)
+    rescore(tiny_bundle, log_file, mine, progress=False, models=["chat"])  # its own output: replaced freely
+    assert [k for k, _ in pq.read_table(mine)["route_scores"][0].as_py()] == ["chat"]
+    csv = tmp_path / "out.csv"
+    with pytest.raises(RescoreError, match=r"out.csv' is named .csv; rescore writes Parquet .* Name the "
+                                           r"output .parquet, e.g. out.parquet"):
+        rescore(tiny_bundle, log_file, csv, progress=False)
+    assert not csv.exists()
+
+
+def test_files_follow_the_umask(tiny_bundle, log_file, tmp_path):
+    import stat
+
+    before = os.umask(0o027)
+    try:
+        out = rescore(tiny_bundle, log_file, tmp_path / "out.parquet", progress=False)
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640  # it was 0600 whatever the umask
+
+
+def test_a_second_rescore_of_the_same_output_is_told_who_writes_it(tiny_bundle, log_file, tmp_path):
+    out = tmp_path / "busy.parquet"
+    cmd = _rescore_cmd(tiny_bundle, log_file, out)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW, *cmd[3:]], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(parts_dir(out).glob("part-*.parquet")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the first run ended too early"
+            time.sleep(0.02)
+        with pytest.raises(RescoreError, match=rf"busy.parquet' is already being written by pid {proc.pid} "
+                                               r"\(another routerdb rescore\); wait for it to finish"):
+            rescore(tiny_bundle, log_file, out, progress=False, batch_rows=50, part_rows=100)
+    finally:
+        proc.kill()
+        proc.wait()

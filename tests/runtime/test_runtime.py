@@ -91,3 +91,24 @@ def test_long_prompt_truncated_like_training(tiny_router, tiny_bundle):
     assert router.tokenizer.token_ids([long]) == tiny_router.tokenizer.token_ids([long])
     expected = np.stack(list(tiny_router.predict([long]).values()), axis=1)[0]
     np.testing.assert_allclose(router.score([long])[0], expected, atol=1e-4)
+
+
+def test_prompt_vectors_are_what_the_head_reads(tiny_router, tiny_bundle):
+    import torch
+
+    prompts = ["Write a Python function that sorts a list.", "What is the capital of France?", None]
+    got = Router(tiny_bundle).prompt_vectors(prompts)
+    texts = [p or "" for p in prompts]
+    with torch.no_grad():
+        pooled = tiny_router.embed_prompts(texts)
+        want = tiny_router.net.prompt_vector(pooled, tiny_router.features_tensor(texts)).cpu().numpy()
+    assert got.shape == (3, 32 + 45)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert Router(tiny_bundle).prompt_vectors([]).shape[0] == 0
+
+
+def test_prompt_vectors_of_a_bundle_without_them_say_re_export(tiny_bundle, tmp_path, monkeypatch):
+    router = Router(tiny_bundle)
+    monkeypatch.setattr(router, "_outputs", ["scores"])  # as a bundle exported before them
+    with pytest.raises(routerdb.BundleError, match="not 'prompt_vectors' .* re-export the bundle"):
+        router.prompt_vectors(["hi"])

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from routerdb.cli import _statements, main
+from routerdb.cli import main, parse_variable, statements
 from routerdb.duckdb import register
 from routerdb.routers import shared_router
 from tests import tiny_models
@@ -35,7 +35,7 @@ def run_file(bundle, name: str, **variables) -> tuple[list[str], list[tuple]]:
             value = f"{key}_input"
         con.execute(f"SET VARIABLE {key} = ?", [value])
     result = None
-    for statement in _statements((SQL / name).read_text()):
+    for statement in statements((SQL / name).read_text()):
         result = con.sql(statement)
     return result.columns, result.fetchall()
 
@@ -126,14 +126,15 @@ def test_cost_quality_curve_matches_the_python_definition(tiny_bundle, scores):
     assert oracle["mean_cost_usd"] == pytest.approx(want.oracle_cost)
 
 
-def prices() -> pa.Table:
-    return pa.table({"model": ["chat", "coder", "weak"], "usd_per_1m_input_tokens": [1.0, 10.0, 0.1],
-                     "usd_per_1m_output_tokens": [2.0, 30.0, 0.2]})
+def prices(weak: float = 0.1) -> pa.Table:
+    return pa.table({"model": ["chat", "coder", "weak"], "usd_per_1m_input_tokens": [1.0, 10.0, weak],
+                     "usd_per_1m_output_tokens": [2.0, 30.0, 2 * weak]})
 
 
-def cost_routing_expected(bundle, prompts: list[str], weight: float) -> tuple[list[str], np.ndarray]:
+def cost_routing_expected(bundle, prompts: list[str], weight: float,
+                          table: pa.Table | None = None) -> tuple[list[str], np.ndarray]:
     models = ["chat", "coder", "weak"]
-    table = prices()
+    table = prices() if table is None else table
     tokens = np.ceil(np.array([len(p) for p in prompts]) / 4)[:, None]
     cost = (tokens * np.array(table["usd_per_1m_input_tokens"]) + 300 * np.array(
         table["usd_per_1m_output_tokens"])) / 1e6
@@ -170,6 +171,23 @@ def test_cost_routing_within_a_budget(tiny_bundle, scores):
     _, rows = run_file(tiny_bundle, "cost_routing.sql", prompts_table=pa.table({"prompt": prompts}),
                        prices_table=prices(), budget_usd=1e-12)  # unreachable: the cheapest LLM, said so
     assert {r[1] for r in rows} == {"weak"} and not rows[0][-1]
+
+
+def test_cost_routing_budget_that_needs_a_large_cost_weight(tiny_bundle, scores):
+    """Scores differ little and prices a lot: the budget is met only past cost_weight 2 (where the grid
+    used to end and fall through to 'cheapest LLM')."""
+    prompts = sorted(set(scores["prompt"].to_pylist()))
+    table = prices(weak=0.8)  # the cheap LLM costs nearly what the good one does: small cost differences
+    grid = [0.05 * i for i in range(41)] + [2 * 1.25 ** k for k in range(1, 41)]
+    means = [cost_routing_expected(tiny_bundle, prompts, w, table)[1].mean() for w in grid]
+    beyond = next(i for i in range(41, len(grid)) if means[i] < means[40] and means[i] > min(means))
+    budget = means[beyond]
+    cols, rows = run_file(tiny_bundle, "cost_routing.sql", prompts_table=pa.table({"prompt": prompts}),
+                          prices_table=table, budget_usd=budget)
+    got = [dict(zip(cols, r, strict=True)) for r in rows]
+    weight = next(w for w, m in zip(grid, means, strict=True) if m <= budget + 1e-15)
+    assert 2 < got[0]["cost_weight"] < 1e9 and got[0]["cost_weight"] == pytest.approx(weight)
+    assert len({r["routed_to"] for r in got}) > 1 and all(r["within_budget"] for r in got)
 
 
 def test_strong_share_threshold(tiny_bundle, scores):
@@ -216,3 +234,123 @@ def test_route_functions(tiny_bundle):
         np.testing.assert_allclose([score_map[m] for m in router.models], row, atol=1e-6)
     _, rows = run_file(tiny_bundle, "route_functions.sql")  # default candidates: the first two names
     assert {r[3] for r in rows} <= set(sorted(router.models)[:2])
+
+
+# ------------------------------------------------------------------ every header example, run and checked
+
+# The header's placeholders, for the tiny bundle: its LLMs, and the tables a `--database` example names.
+PLACEHOLDERS = {"big-llm": "chat", "small-llm": "weak", "llm-a": "weak", "llm-b": "coder"}
+
+
+def header_examples(path: Path) -> list[list[str]]:
+    """The `routerdb ...` command lines under '-- Run:' in a file's header, `[a | b]` options expanded."""
+    lines, inside = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("-- Run:"):
+            inside = True
+        elif not line.startswith("--  "):
+            inside = False
+        if inside:
+            lines.append(line.removeprefix("-- Run:").removeprefix("--").strip())
+    commands = " ".join(lines).replace("\\ ", "").split("routerdb ")[1:]
+    out = []
+    for command in commands:
+        head, _, rest = command.partition("[")
+        options, _, tail = rest.partition("]")
+        variants = [[]] + [o.split() for o in options.split("|")] if options else [[]]  # [a | b]: none, a, b
+        out += [head.split() + variant + tail.split() for variant in variants]
+    return out
+
+
+def example_database(path: Path, file: str, scores: pa.Table) -> None:
+    """The tables the file's `--database my.duckdb` example reads, from the tiny sample."""
+    prompts = pa.table({"prompt": sorted(set(scores["prompt"].to_pylist()))})
+    quality, strong_weak = matrix(scores, "score", ["chat", "weak"])
+    tables = {"my_prompts": prompts, "traffic_sample": prompts, "my_prices": prices(),
+              "evals": scores if file == "cost_quality_curve.sql" else pa.table(
+                  {"prompt": quality, "strong_score": strong_weak[:, 0], "weak_score": strong_weak[:, 1]})}
+    con = duckdb.connect(str(path))
+    for name, table in tables.items():
+        con.register("source", table)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM source")
+        con.unregister("source")
+    con.close()
+
+
+def _placeholders(arg: str) -> str:
+    name, sep, value = arg.partition("=")
+    return name + sep + ",".join(PLACEHOLDERS.get(v, v) for v in value.split(",")) if sep else arg
+
+
+def run_example(argv: list[str], bundle: Path, sample: Path, tmp: Path, scores: pa.Table, capsys):
+    """Run the example through the CLI, then again on a connection to read its answer."""
+    argv = [str(bundle) if a in ("BUNDLE", "build/demo/bundle") else str(REPO / a) if a.startswith("sql/")
+            else str(tmp / "my.duckdb") if a == "my.duckdb" else a for a in argv]
+    argv = [_placeholders(a) for a in argv]
+    file = Path(argv[2]).name
+    if "--database" in argv:
+        example_database(tmp / "my.duckdb", file, scores)
+    argv += ["--set", f"sample_path={sample}"]  # the demo default, pointed at the tiny bundle's LLMs
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "┌" in capsys.readouterr().out
+    sets = [parse_variable(argv[i + 1]) for i, a in enumerate(argv) if a == "--set"]
+    database = argv[argv.index("--database") + 1] if "--database" in argv else ":memory:"
+    con = duckdb.connect(database)
+    register(con, bundle)
+    for name, value in sets:
+        con.execute(f"SET VARIABLE {name} = ?", [value])
+    result = None
+    for statement in statements(Path(argv[2]).read_text()):
+        result = con.sql(statement)
+    rows = [dict(zip(result.columns, r, strict=True)) for r in result.fetchall()]
+    con.close()
+    return file, dict(sets), rows
+
+
+def check_answer(file: str, sets: dict, rows: list[dict], bundle: Path) -> None:
+    """What each example must answer: the values it asked for, used, and a routing that means something."""
+    models = set(shared_router(bundle).models)
+    if file == "cost_routing.sql":
+        assert rows and {r["routed_to"] for r in rows} <= models
+        if "budget_usd" in sets:  # the budget is met by a trade-off, not by falling back to the cheapest
+            assert rows[0]["cost_weight"] < 1e9 and all(r["within_budget"] for r in rows)
+            assert rows[0]["mean_cost_usd"] <= float(sets["budget_usd"])
+        else:
+            assert rows[0]["cost_weight"] == float(sets.get("cost_weight", 0.5))
+    elif file == "strong_share_threshold.sql":
+        asked = rows[0]
+        assert asked["requested"] and asked["strong_share"] == float(sets.get("strong_share", 0.2))
+        assert abs(asked["achieved_share"] - asked["strong_share"]) <= 1 / asked["calibration_prompts"] + 1e-9
+        assert asked["strong_model"] == sets.get("strong_model", asked["strong_model"])
+        assert asked["strong_model"] in models
+    elif file == "cost_quality_curve.sql":
+        kinds = [r["kind"] for r in rows]
+        assert kinds.count("router") == 21 and kinds.count("oracle") == 1
+        assert kinds.count("llm") == len(models)
+    elif file == "routing_curve_apgr.sql":
+        assert len(rows) == 11
+        assert rows[0]["strong_model"] == sets.get("strong_model", rows[0]["strong_model"])
+        assert np.isfinite(rows[0]["apgr"]) and rows[0]["prompts"] > 1
+    elif file == "route_functions.sql":
+        candidates = sets.get("candidates", "").split(",") if "candidates" in sets else sorted(models)[:2]
+        assert len(rows) == 3 and {r["best_candidate"] for r in rows} <= set(candidates)
+    elif file == "demo.sql":
+        assert len(rows) == 4 * len(models) and sum(r["best"] == "<- best" for r in rows) == 4
+    else:
+        raise AssertionError(f"{file}: no check for its header examples; add one here")
+
+
+EXAMPLES = [(f, argv) for f in FILES for argv in header_examples(f)]
+
+
+def test_every_file_has_header_examples():
+    assert {f.name for f, _ in EXAMPLES} == {f.name for f in FILES}
+    assert len(EXAMPLES) == 13
+
+
+@pytest.mark.parametrize(("path", "argv"), EXAMPLES, ids=[" ".join(a[2:]).replace("sql/", "")
+                                                          for _, a in EXAMPLES])
+def test_every_header_example_gives_a_meaningful_answer(tiny_bundle, sample_file, scores, tmp_path, capsys,
+                                                        path, argv):
+    file, sets, rows = run_example(argv, tiny_bundle, sample_file, tmp_path, scores, capsys)
+    check_answer(file, sets, rows, tiny_bundle)
