@@ -1,17 +1,25 @@
 """`python -m training.add_model RUN_OR_BUNDLE records.parquet --name NEW --out NEW_BUNDLE`
 
-Adds an LLM to a trained router without retraining its encoder or head: the router's phase-1
-LLM embedding model embeds the new LLM from its comparison records (a few hundred are enough;
-at most `embedding_spec.profile_records` are used), and a new bundle is written with the same
-`model.onnx` and `tokenizer.json`, the LLM table plus one row, and a new manifest.
+Adds an LLM to a trained router without retraining its encoder or head. LLMs are rows of the
+bundle's LLM table; the new LLM's row comes from its comparison records, one of two ways:
 
-    python -m training.add_model build/run/bundle new_llm.parquet --name my-llm --out build/with-my-llm
+* a router with a phase-1 LLM embedder (`embedding_spec.kind` frozen, finetunable or attention)
+  embeds it from its records (a few hundred are enough; at most `profile_records` are used);
+* any other router (kind "learned", the recommended spec) fits the row against the trained head:
+  the Bradley-Terry likelihood of its records against known LLMs, under a prior fitted to the
+  known rows (`training.llm_embeddings.row_fit`), with the prompts' vectors from the bundle's own
+  graph (its `prompt_vectors` output).
 
-RUN_OR_BUNDLE is a bundle directory (it carries the embedding model) or a run directory
-(`output.run_dir` of the spec: the embedding model from `checkpoint/`, the bundle from the
-spec's `output.bundle_dir`, or `--bundle`). records.parquet is pairwise or per-model-scores data
-(as `training.data.load_pairs` reads) in which NEW is compared with LLMs the router knows.
-The router must have been trained with `embedding_spec.kind` frozen, finetunable or attention.
+A new bundle is written with the same `model.onnx` and `tokenizer.json`, the LLM table plus one
+row, and a manifest that records where the row came from; the known LLMs' scores are checked
+unchanged before it is written.
+
+    python -m training.add_model build/router/bundle new_llm.parquet --name my-llm --out build/with-my-llm
+
+RUN_OR_BUNDLE is a bundle directory or a run directory (`output.run_dir` of the spec: the
+embedder from `checkpoint/`, the bundle from the spec's `output.bundle_dir`, or `--bundle`).
+records.parquet is pairwise or per-model-scores data (as `training.data.load_pairs` reads) in which
+NEW is compared with LLMs the router knows.
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.data import load_aliases, load_pairs
 from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.records import Records, comparison_records
+from training.llm_embeddings.row_fit import fit_llm_row
+from training.model.head import build_head
+from training.specs import RouterConfig
 
 log = logging.getLogger("training.add_model")
 
@@ -41,17 +52,13 @@ MIN_RECORDS = 50  # fewer records than this give a noisy embedding: warned, not 
 
 
 def resolve_source(source: str | Path, bundle: str | Path | None = None):
-    """(Bundle, LLMEmbedder) from a bundle or run directory."""
+    """(Bundle, LLMEmbedder or None) from a bundle or run directory."""
     source = Path(source)
     if (source / "manifest.json").is_file():
         loaded = Bundle.load(source)
         files = loaded.manifest["files"]
         if EMBEDDER_CONFIG not in files:
-            kind = loaded.manifest.get("llm_embeddings", {}).get("kind", "learned")
-            raise ValueError(
-                f"bundle {str(source)!r} has no LLM embedding model (its embedding_spec.kind is {kind!r}: "
-                "one trained vector per LLM, which cannot embed a new LLM). Retrain the router with "
-                "embedding_spec.kind 'frozen', 'finetunable' or 'attention'.")
+            return loaded, None
         meta = json.loads((loaded.path / files[EMBEDDER_CONFIG]["path"]).read_text(encoding="utf-8"))
         tensors = load_file(str(loaded.path / files[EMBEDDER_WEIGHTS]["path"]))
         return loaded, LLMEmbedder.from_files(meta, tensors, where=str(source))
@@ -62,36 +69,60 @@ def resolve_source(source: str | Path, bundle: str | Path | None = None):
             "pass the bundle directory, or a run directory with --bundle BUNDLE.")
     if bundle is None:
         bundle = json.loads(spec_file.read_text(encoding="utf-8"))["output"]["bundle_dir"]
-    return Bundle.load(bundle), LLMEmbedder.load(source)
+    try:
+        embedder = LLMEmbedder.load(source)
+    except FileNotFoundError:
+        embedder = None  # a router of learned LLM vectors: the row is fitted against its head
+    return Bundle.load(bundle), embedder
 
 
 def add_model(source: str | Path, records_path, name: str, out: str | Path, *, bundle=None,
               aliases=None) -> Path:
-    """Write `out`: the router of `source` plus LLM `name`, embedded from its records."""
+    """Write `out`: the router of `source` plus LLM `name`, its row from its records."""
     loaded, embedder = resolve_source(source, bundle)
     if name in loaded.model_names:
         raise ValueError(f"LLM {name!r} is already in {loaded.path} ({len(loaded.model_names)} LLMs); "
                          "pick another --name, or add it to the original bundle without it.")
     records = comparison_records(load_pairs(records_path, aliases=load_aliases(aliases)
                                             if aliases else None)).of(name)
-    vector = _embed(embedder, records, name, loaded.model_embeddings.shape[1])
-    entry = _added_entry(loaded, embedder, records, name, str(records_path))
-    manifest = {k: v for k, v in loaded.manifest.items() if k not in ("format", "format_version", "files")}
+    if len(records) < MIN_RECORDS:
+        log.warning("only %d comparison records of %s; its row will be noisy (a few hundred are "
+                    "recommended)", len(records), name)
+    if embedder is not None:
+        vector, how = _embed(embedder, records, name, loaded.model_embeddings.shape[1]), "embedded"
+    else:
+        vector, how = fitted_row(loaded, records), "fitted against the head"
+    entry = _added_entry(loaded, embedder, records, name, str(records_path)) | {"row": how}
+    manifest = {k: v for k, v in loaded.manifest.items()
+                if k not in ("format", "format_version", "files", "manifest_sha256")}
     manifest["models"] = {**manifest.get("models", {}), "count": len(loaded.model_names) + 1}
     manifest["added_models"] = [*manifest.get("added_models", []), entry]
     table = models_table((*loaded.model_names, name), np.vstack([loaded.model_embeddings, vector]))
     check_prompts = [records.prompts[p] for p in np.unique(records.prompt)[:16]]
-    log.info("adding %s from %d of its %d records (%d prompts) to %s", name, entry["used_records"],
+    log.info("adding %s (%s) from %d of its %d records (%d prompts) to %s", name, how, entry["used_records"],
              len(records), entry["prompts"], loaded.path)
     return write_bundle(out, manifest, lambda tmp: _write_files(loaded, embedder, table, tmp),
                         verify=lambda tmp: _verify(loaded, tmp, check_prompts))
 
 
+def fitted_row(loaded: Bundle, records: Records) -> np.ndarray:
+    """[1, D]: the new LLM's row fitted against the bundle's head (`training.llm_embeddings.row_fit`)."""
+    head_entry = loaded.manifest.get("head")
+    if not head_entry or head_entry.get("file") not in loaded.manifest["files"]:
+        raise ValueError(f"bundle {str(loaded.path)!r} has neither an LLM embedder nor the head's weights "
+                         "(bundles exported before routerdb wrote head.safetensors); re-export it with "
+                         "python -m training.fit to add LLMs to it.")
+    spec = loaded.manifest["spec"]
+    config = RouterConfig.model_validate({k: v for k, v in spec.items() if k in RouterConfig.model_fields})
+    head = build_head(config, int(head_entry["prompt_dim"]), int(head_entry["llm_dim"]))
+    head.load_state_dict(load_file(str(loaded.path / loaded.manifest["files"][head_entry["file"]]["path"])))
+    router = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0)
+    vectors = router.prompt_vectors(list(records.prompts))
+    return fit_llm_row(head, vectors, records, list(loaded.model_names), loaded.model_embeddings)
+
+
 def _embed(embedder: LLMEmbedder, records: Records, name: str, width: int) -> np.ndarray:
-    """[1, D]: the new LLM's row of the LLM table."""
-    if len(records) < MIN_RECORDS:
-        log.warning("only %d comparison records of %s; its embedding will be noisy (a few hundred "
-                    "are recommended)", len(records), name)
+    """[1, D]: the new LLM's row of the LLM table, from the phase-1 embedder."""
     vector = embedder.embed_llms(records, [name])
     if vector.shape[1] != width:
         raise ValueError(f"the embedding model gives {vector.shape[1]}-dim vectors but the bundle's LLM "
@@ -99,11 +130,12 @@ def _embed(embedder: LLMEmbedder, records: Records, name: str, width: int) -> np
     return vector
 
 
-def _added_entry(loaded: Bundle, embedder: LLMEmbedder, records: Records, name: str, data: str) -> dict:
+def _added_entry(loaded: Bundle, embedder: LLMEmbedder | None, records: Records, name: str,
+                 data: str) -> dict:
     """The manifest's record of an added LLM: where its vector came from."""
     opponents = sorted({records.llms[o] for o in np.unique(records.opponent)})
-    return {"name": name, "records": len(records),
-            "used_records": min(len(records), embedder.spec.profile_records),
+    used = len(records) if embedder is None else min(len(records), embedder.spec.profile_records)
+    return {"name": name, "records": len(records), "used_records": used,
             "prompts": int(len(np.unique(records.prompt))), "opponents": opponents,
             "unknown_opponents": [o for o in opponents if o not in set(loaded.model_names)],
             "data": data, "base_bundle_digest": loaded.digest,
@@ -117,7 +149,7 @@ def _write_files(loaded: Bundle, embedder: LLMEmbedder, table, tmp: Path) -> dic
         if key != "models.parquet":
             shutil.copyfile(loaded.path / item["path"], tmp / key)
             files[key] = key
-    if EMBEDDER_CONFIG not in files:  # from a run directory
+    if embedder is not None and EMBEDDER_CONFIG not in files:  # from a run directory
         embedder.save(tmp)
         files.update({EMBEDDER_CONFIG: EMBEDDER_CONFIG, EMBEDDER_WEIGHTS: EMBEDDER_WEIGHTS})
     pq.write_table(table, tmp / "models.parquet")

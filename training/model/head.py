@@ -37,3 +37,12 @@ class ScoringHead(nn.Module):
         if self.strength is not None:
             out = out + self.strength(llms).squeeze(-1).unsqueeze(0)
         return torch.tanh(out)
+
+
+def build_head(config, prompt_dim: int, llm_dim: int) -> ScoringHead:
+    """The head a RouterConfig describes, for prompt vectors of `prompt_dim` (pooled encoder vector
+    + features) and LLM rows of `llm_dim`: the router builds it, `training.add_model` rebuilds it
+    from a bundle's manifest to fit a new LLM's row."""
+    head = config.head
+    return ScoringHead(prompt_dim, llm_dim, list(head.hidden_dims), head.dropout, head.negative_slope,
+                       llm_strength=head.llm_strength)

@@ -48,7 +48,7 @@ from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.phase1 import phase1_embedder
 from training.llm_embeddings.records import comparison_records
 from training.llm_embeddings.tables import FixedTable, LearnedTable, phase1_table
-from training.model.head import ScoringHead
+from training.model.head import build_head
 from training.model.network import FeatureNorm, RouterNet
 from training.specs import RouterConfig, ValidationSplit
 from training.trainer.loop import fit_loop
@@ -93,9 +93,7 @@ class TransformerEmbeddingModel:
                                                        tuple([1.0] * len(FEATURE_NAMES)))
             feature_norm = FeatureNorm(self.feature_stats.mean, self.feature_stats.std)
         n_features = len(FEATURE_NAMES) if cfg.use_prompt_features else 0
-        head = ScoringHead(hf_config.hidden_size + n_features, cfg.embedding_spec.dim,
-                           list(cfg.head.hidden_dims), cfg.head.dropout, cfg.head.negative_slope,
-                           llm_strength=cfg.head.llm_strength)
+        head = build_head(cfg, hf_config.hidden_size + n_features, cfg.embedding_spec.dim)
         self.net = RouterNet(encoder, pooling, feature_norm, head)
         self.llm_names = list(llm_names)
         initial = 0.1 * torch.randn(len(llm_names), cfg.embedding_spec.dim)

@@ -119,8 +119,9 @@ def test_errors_name_the_problem_and_the_fix(built, tiny_bundle, tmp_path, capsy
         add_model(built["bundle"], built["records"], "gemma-2-9b-it", tmp_path / "x")
     with pytest.raises(KeyError, match="no comparison records of LLM 'nobody'"):
         add_model(built["bundle"], built["records"], "nobody", tmp_path / "x")
-    with pytest.raises(ValueError, match=r"kind is 'learned'.*Retrain the router with embedding_spec.kind"):
-        add_model(tiny_bundle, built["records"], HELD_OUT, tmp_path / "x")
+    with pytest.raises(ValueError, match=r"no comparison record of this LLM against an LLM the router "
+                                         r"knows \(3 known\); add records against some of them"):
+        add_model(tiny_bundle, built["records"], HELD_OUT, tmp_path / "x")  # its LLMs: chat, coder, weak
     with pytest.raises(FileNotFoundError, match="neither a bundle"):
         add_model(tmp_path, built["records"], HELD_OUT, tmp_path / "x")
     args = [str(built["bundle"]), str(built["records"]), "--name", "nobody", "--out", str(tmp_path / "y")]
@@ -163,3 +164,56 @@ def _pair_diff(model, pairs: pa.Table) -> np.ndarray:
     rows = [row[p] for p in pairs["prompt"].to_pylist()]
     return (matrix[rows, [col[m] for m in pairs["model_a"].to_pylist()]]
             - matrix[rows, [col[m] for m in pairs["model_b"].to_pylist()]])
+
+
+@pytest.fixture(scope="module")
+def learned(tiny_encoders, split, built):
+    """Routers of learned LLM vectors (the recommended kind), without and with HELD_OUT."""
+    train, val = split
+    out = {}
+    for name, data in (("without", train.filter(pa.array(~involves(train, HELD_OUT)))), ("with", train)):
+        model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), finetuning=Frozen(), epochs=3,
+                                          batch_size=256, loss="bradley_terry", ties="half", progress=False)
+        model.train(data, validation_split=None)
+        out[name] = model
+    out["bundle"] = export_bundle(out["without"], built["root"] / "learned", val["prompt"].to_pylist()[:8])
+    return out
+
+
+def test_a_learned_router_takes_a_new_llm_fitted_against_its_head(learned, built, split, tmp_path):
+    _, val = split
+    new = Router(add_model(learned["bundle"], built["records"], HELD_OUT, tmp_path / "added"))
+    old = Router(learned["bundle"])
+    assert new.models == (*old.models, HELD_OUT)
+    manifest = Bundle.load(tmp_path / "added").manifest
+    assert manifest["added_models"][-1]["row"] == "fitted against the head"
+    pairs = val.filter(pa.array(involves(val, HELD_OUT) & (val["label"].to_numpy() != 0)))
+    prompts = pairs["prompt"].to_pylist()
+    added = new.score_pairs(prompts, pairs["model_a"].to_pylist()) - new.score_pairs(
+        prompts, pairs["model_b"].to_pylist())
+    label = pairs["label"].to_numpy()
+    accuracy = {"added": float(np.mean(np.sign(added) == label)),
+                "trained with it": float(np.mean(np.sign(_pair_diff(learned["with"], pairs)) == label))}
+    assert len(pairs) > 100 and accuracy["added"] > 0.5, accuracy
+    assert accuracy["added"] > accuracy["trained with it"] - 0.1, accuracy
+
+
+def test_few_records_keep_the_new_row_near_the_average_llm(learned, built, tmp_path):
+    from training.add_model import fitted_row
+
+    loaded = Bundle.load(learned["bundle"])
+    records = comparison_records(data_mod.load_pairs(built["records"])).of(HELD_OUT)
+    mean = loaded.model_embeddings.mean(0)
+    few = fitted_row(loaded, records.take(np.arange(4)))
+    many = fitted_row(loaded, records)
+    assert np.linalg.norm(few - mean) < np.linalg.norm(many - mean)  # the prior holds back 4 records
+
+
+def test_a_bundle_without_head_weights_says_re_export(learned, built):
+    from training.add_model import fitted_row
+
+    loaded = Bundle.load(learned["bundle"])
+    loaded.manifest.pop("head")  # as a bundle exported before head.safetensors
+    records = comparison_records(data_mod.load_pairs(built["records"])).of(HELD_OUT)
+    with pytest.raises(ValueError, match="neither an LLM embedder nor the head's weights .* re-export it"):
+        fitted_row(loaded, records)
