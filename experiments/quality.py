@@ -24,7 +24,6 @@ import logging
 import sys
 import time
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +31,21 @@ import pyarrow as pa
 import torch
 
 from experiments.quality_docs import write_docs
+from experiments.study import (
+    TRUNCATION,
+    Study,
+    cached_model,
+    done_runs,
+    fit_pairs,
+    load,
+    recommended_overrides,
+    record,
+    router_config,
+    train,
+    train_side,
+)
+from experiments.transfer_study import stage_domain, stage_unseen
 from training import specs
-from training.data.splits import split_by_prompt
-from training.encoder.prompt_cache import PromptCache
 from training.evaluate import evaluate
 from training.evaluation import dataset as eval_data
 from training.evaluation.accuracy import common_rows, pair_metrics
@@ -43,30 +54,11 @@ from training.evaluation.report import write_report
 from training.evaluation.routing import routing_results
 from training.evaluation.scores import BT, ROUTER, Scores, bundle_scores
 from training.export import export_bundle
-from training.model import TransformerEmbeddingModel
-from training.specs import DEFAULT_ENCODER, DEFAULT_TRUNCATION, LoRA, RouterConfig
+from training.specs import DEFAULT_ENCODER, LoRA, RouterConfig
 
 log = logging.getLogger("experiments.quality")
 
-TEST_SPLIT, VAL_SPLIT = (0.2, 0), (0.15, 1)
-TRUNCATION = DEFAULT_TRUNCATION  # what the encoder keeps of a prompt over 128 tokens (routerdb/tokenizer.py)
-
-
-@dataclass(frozen=True)
-class Study:
-    """Where the study reads and writes, from the command line (`main`)."""
-
-    data_dir: Path  # the comparison data: every *.parquet there, with model_aliases.json
-    out: Path  # runs.jsonl, the final bundle and results
-    docs: Path  # quality.md and quality/ (plots, report)
-    cache_root: Path  # frozen prompt vectors (training.encoder.prompt_cache)
-    encoder: str  # the frozen encoder of the split, the baselines and the router
-    threshold: float  # cosine at which two prompts count as one
-    pair: tuple[str, str]  # the strong / weak LLMs of the routing curve
-
-# The starting point of the ablations; each ablation changes one thing.
-BASE = {"finetuning": {"kind": "frozen", "lr": 1e-3}, "epochs": 3, "batch_size": 256, "progress": False,
-        "use_prompt_features": True, "loss": "margin_ranking", "ties": "ignore", "prompt_weighting": "pairs"}
+# Each ablation changes one thing from experiments.study.BASE.
 ABLATIONS: list[tuple[str, dict]] = [
     ("base: frozen MiniLM, features, margin ranking, ties ignored, every pair x1", {}),
     ("truncation: head (the first 128 tokens)", {"encoder": {"truncation": "head"}}),
@@ -110,57 +102,7 @@ def embedding_kind_ablations() -> list[tuple[str, dict]]:
 # --- data ---------------------------------------------------------------------------------------
 
 
-def load(study: Study):
-    """(dataset with the test split, cache, embed function) over every file of the data folder."""
-    files = sorted(str(p) for p in study.data_dir.glob("*.parquet"))
-    table, source = eval_data.load_files(files, str(study.data_dir / "model_aliases.json"))
-    cache = PromptCache.for_encoder(study.encoder, 128, study.cache_root, truncation=TRUNCATION)
-    embed = cache.vectors
-    return eval_data.build_dataset(table, source, embed, TEST_SPLIT, study.threshold), cache, embed
-
-
-def train_side(ds: eval_data.Dataset, split=VAL_SPLIT) -> eval_data.Dataset:
-    """The training side of `ds`, with its own validation groups marked as is_test."""
-    rows = np.flatnonzero(~ds.is_test)
-    sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
-                            ds.prompt_idx[rows], ds.group, np.zeros(len(rows), bool))
-    if split is None:
-        return sub
-    index = pa.table({"row": np.arange(len(rows))})
-    _, val = split_by_prompt(index, split[0], split[1], groups=ds.group[sub.prompt_idx])
-    sub.is_test[val["row"].to_numpy()] = True
-    return sub
-
-
-def fit_pairs(ds: eval_data.Dataset) -> pa.Table:
-    return ds.pairs.filter(pa.array(~ds.is_test))
-
-
 # --- training a router --------------------------------------------------------------------------
-
-
-def router_config(overrides: dict, encoder_name: str) -> RouterConfig:
-    encoder = {"max_length": 128, "truncation": TRUNCATION, **overrides.get("encoder", {}),
-               "name": encoder_name}
-    merged = {**BASE, **overrides, "encoder": encoder}
-    return RouterConfig.model_validate(merged)
-
-
-def cached_model(config: RouterConfig, cache: PromptCache | None):
-    """A TransformerEmbeddingModel whose frozen encoder's vectors are read from the cache."""
-    model = TransformerEmbeddingModel(config)
-    if cache is not None and config.finetuning.kind == "frozen":
-        if cache.truncation != config.encoder.truncation:  # e.g. the truncation ablation
-            cache = PromptCache(cache.directory, cache.encoder, cache.max_length, config.encoder.truncation)
-        model.prompt_vectors = cache.vectors
-    return model
-
-
-def train(config: RouterConfig, pairs: pa.Table, cache: PromptCache | None):
-    model = cached_model(config, cache)
-    t0 = time.perf_counter()
-    model.train(pairs, validation_split=None)
-    return model, time.perf_counter() - t0
 
 
 def validate(model, ds: eval_data.Dataset, pair: tuple[str, str], n_boot: int = 200) -> dict:
@@ -190,24 +132,6 @@ def summarise(name: str, overrides: dict, result: dict, seconds: float) -> dict:
     if result["routing"]:
         row["apgr"] = result["routing"][0]["routers"][ROUTER]["apgr"]
     return row
-
-
-def done_runs(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["name"]: r for r in rows}
-
-
-def record(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    if not row.get("n_pairs"):
-        return
-    log.info("%s: accuracy %.4f, minus BT %+.2f points [%+.2f, %+.2f], shuffle drop %.2f (%.0fs)",
-             row["name"], row["accuracy"], 100 * row["minus_bt"], 100 * row["minus_bt_ci"][0],
-             100 * row["minus_bt_ci"][1], 100 * row["shuffle_drop"], row["seconds"])
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -289,13 +213,6 @@ def stage_loso(ds, cache, study: Study, min_pairs: int = 1000) -> None:
             record(runs, row)
 
 
-def recommended_overrides(path: Path = Path("examples/specs/router.json")) -> dict:
-    """The RouterConfig fields of the recommended spec (data and output removed)."""
-    spec = json.loads(path.read_text())
-    skip = ("data", "output")  # the encoder's name is the study's (router_config): the one the cache holds
-    return {k: v for k, v in spec.items() if k not in skip} | {"progress": False}
-
-
 def train_with_validation(config: RouterConfig, fit: pa.Table, val: pa.Table, cache):
     """As TransformerEmbeddingModel.train, with our own near-duplicate-aware validation pairs."""
     model = cached_model(config, cache)
@@ -328,9 +245,24 @@ def stage_final(ds, cache, embed, study: Study, n_boot: int = 1000) -> dict:
     return results
 
 
+def transfer_configs() -> list[tuple[str, dict]]:
+    """The configurations the transfer stages compare: the recommended spec and the candidates."""
+    return [("recommended", recommended_overrides())]
+
+
+STAGES = {
+    "domain": lambda ds, cache, embed, study: stage_domain(ds, cache, embed, study, transfer_configs()),
+    "unseen": lambda ds, cache, embed, study: stage_unseen(ds, cache, study, transfer_configs()),
+    "ablate": lambda ds, cache, embed, study: stage_ablate(ds, cache, study),
+    "lora": lambda ds, cache, embed, study: stage_lora(ds, cache, study),
+    "loso": lambda ds, cache, embed, study: stage_loso(ds, cache, study),
+    "final": stage_final,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.quality", description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", choices=["ablate", "lora", "loso", "final", "docs", "all"], default="all")
+    parser.add_argument("--stage", choices=[*STAGES, "docs", "all"], default="all")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--encoder", default=DEFAULT_ENCODER, help="(for dry runs with a tiny encoder)")
     parser.add_argument("--out", default="build/quality", help="runs, bundle and final results")
@@ -348,13 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)  # a head-only step is small: extra threads mostly wait
     if args.stage != "docs":
         ds, cache, embed = load(study)
-        stages = ["ablate", "lora", "loso", "final"] if args.stage == "all" else [args.stage]
-        for stage in stages:
+        for stage in STAGES if args.stage == "all" else [args.stage]:
             log.info("stage %s", stage)
-            if stage == "final":
-                stage_final(ds, cache, embed, study)
-            else:
-                {"ablate": stage_ablate, "lora": stage_lora, "loso": stage_loso}[stage](ds, cache, study)
+            STAGES[stage](ds, cache, embed, study)
     write_docs(study.out / "runs.jsonl", study.out / "final.json", study.docs / "quality.md")
     return 0
 

@@ -227,13 +227,24 @@ class TransformerEmbeddingModel:
         return torch.from_numpy(compute_features(list(prompts))).to(self.device)
 
     @torch.no_grad()
-    def score_matrix(self, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Scores [P, M] for every prompt against every LLM in `self.llm_names`."""
+    def score_matrix(self, prompts: Sequence[str], batch_size: int = 32,
+                     llm_embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Scores [P, M] for every prompt against every LLM in `self.llm_names` (or against the
+        rows of `llm_embeddings` [M, D], e.g. the table with a new LLM's row added)."""
         self._require_built()
-        pooled = self.embed_prompts(prompts, batch_size)
+        table = self.llm_embeddings if llm_embeddings is None else torch.as_tensor(
+            llm_embeddings, dtype=torch.float32, device=self.device)
         self.net.eval()
-        scores = self.net.score(pooled, self.features_tensor(prompts), self.llm_embeddings)
+        scores = self.net.score(self.embed_prompts(prompts, batch_size), self.features_tensor(prompts), table)
         return scores.float().cpu().numpy()
+
+    @torch.no_grad()
+    def prompt_vectors(self, prompts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """[P, H + F]: what the head reads for each prompt (the bundle's `prompt_vectors` output)."""
+        self._require_built()
+        self.net.eval()
+        pooled = self.embed_prompts(prompts, batch_size)
+        return self.net.prompt_vector(pooled.float(), self.features_tensor(prompts)).float().cpu().numpy()
 
     def predict(self, input_data, batch_size: int = 32) -> dict[str, np.ndarray]:
         """{LLM name: scores in [-1, 1] for each prompt}; input: prompts, or a table with `prompt`."""

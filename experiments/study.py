@@ -1,0 +1,118 @@
+"""What every stage of the quality study shares: where it reads and writes (`Study`), the data
+and its split, training a router on cached prompt vectors, and the runs file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from training.data.splits import split_by_prompt
+from training.encoder.prompt_cache import PromptCache
+from training.evaluation import dataset as eval_data
+from training.model import TransformerEmbeddingModel
+from training.specs import DEFAULT_TRUNCATION, RouterConfig
+
+log = logging.getLogger("experiments.study")
+
+TEST_SPLIT, VAL_SPLIT = (0.2, 0), (0.15, 1)
+TRUNCATION = DEFAULT_TRUNCATION  # what the encoder keeps of a prompt over 128 tokens (routerdb/tokenizer.py)
+# The starting point of every configuration the study trains: head-only on the frozen encoder.
+BASE = {"finetuning": {"kind": "frozen", "lr": 1e-3}, "epochs": 3, "batch_size": 256, "progress": False,
+        "use_prompt_features": True, "loss": "margin_ranking", "ties": "ignore", "prompt_weighting": "pairs"}
+
+
+@dataclass(frozen=True)
+class Study:
+    """Where the study reads and writes, from the command line (`main`)."""
+
+    data_dir: Path  # the comparison data: every *.parquet there, with model_aliases.json
+    out: Path  # runs.jsonl, the final bundle and results
+    docs: Path  # quality.md and quality/ (plots, report)
+    cache_root: Path  # frozen prompt vectors (training.encoder.prompt_cache)
+    encoder: str  # the frozen encoder of the split, the baselines and the router
+    threshold: float  # cosine at which two prompts count as one
+    pair: tuple[str, str]  # the strong / weak LLMs of the routing curve
+    transfer: Path = Path("experiments/transfer.json")  # domain-transfer tasks, unseen LLMs
+
+def load(study: Study):
+    """(dataset with the test split, cache, embed function) over every file of the data folder."""
+    files = sorted(str(p) for p in study.data_dir.glob("*.parquet"))
+    table, source = eval_data.load_files(files, str(study.data_dir / "model_aliases.json"))
+    cache = PromptCache.for_encoder(study.encoder, 128, study.cache_root, truncation=TRUNCATION)
+    embed = cache.vectors
+    return eval_data.build_dataset(table, source, embed, TEST_SPLIT, study.threshold), cache, embed
+
+
+def train_side(ds: eval_data.Dataset, split=VAL_SPLIT) -> eval_data.Dataset:
+    """The training side of `ds`, with its own validation groups marked as is_test."""
+    rows = np.flatnonzero(~ds.is_test)
+    sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
+                            ds.prompt_idx[rows], ds.group, np.zeros(len(rows), bool))
+    if split is None:
+        return sub
+    index = pa.table({"row": np.arange(len(rows))})
+    _, val = split_by_prompt(index, split[0], split[1], groups=ds.group[sub.prompt_idx])
+    sub.is_test[val["row"].to_numpy()] = True
+    return sub
+
+
+def fit_pairs(ds: eval_data.Dataset) -> pa.Table:
+    return ds.pairs.filter(pa.array(~ds.is_test))
+
+
+# --- training a router ------------------------------------------------------------------
+
+
+def router_config(overrides: dict, encoder_name: str) -> RouterConfig:
+    encoder = {"max_length": 128, "truncation": TRUNCATION, **overrides.get("encoder", {}),
+               "name": encoder_name}
+    merged = {**BASE, **overrides, "encoder": encoder}
+    return RouterConfig.model_validate(merged)
+
+
+def cached_model(config: RouterConfig, cache: PromptCache | None):
+    """A TransformerEmbeddingModel whose frozen encoder's vectors are read from the cache."""
+    model = TransformerEmbeddingModel(config)
+    if cache is not None and config.finetuning.kind == "frozen":
+        if cache.truncation != config.encoder.truncation:  # e.g. the truncation ablation
+            cache = PromptCache(cache.directory, cache.encoder, cache.max_length, config.encoder.truncation)
+        model.prompt_vectors = cache.vectors
+    return model
+
+
+def train(config: RouterConfig, pairs: pa.Table, cache: PromptCache | None):
+    model = cached_model(config, cache)
+    t0 = time.perf_counter()
+    model.train(pairs, validation_split=None)
+    return model, time.perf_counter() - t0
+
+
+def done_runs(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["name"]: r for r in rows}
+
+
+def record(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    if not row.get("n_pairs"):
+        return
+    log.info("%s: accuracy %.4f, minus BT %+.2f points [%+.2f, %+.2f], shuffle drop %.2f (%.0fs)",
+             row["name"], row["accuracy"], 100 * row["minus_bt"], 100 * row["minus_bt_ci"][0],
+             100 * row["minus_bt_ci"][1], 100 * row["shuffle_drop"], row["seconds"])
+
+
+def recommended_overrides(path: Path = Path("examples/specs/router.json")) -> dict:
+    """The RouterConfig fields of the recommended spec (data and output removed)."""
+    spec = json.loads(path.read_text())
+    skip = ("data", "output")  # the encoder's name is the study's (router_config): the one the cache holds
+    return {k: v for k, v in spec.items() if k not in skip} | {"progress": False}

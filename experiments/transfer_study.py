@@ -1,0 +1,120 @@
+"""The transfer stages of the quality study (`training.evaluation.transfer` says what each measures).
+
+    python -m experiments.quality --stage domain    # domain transfer for LLM pairs, per fold
+    python -m experiments.quality --stage unseen    # an LLM held out, added back from N records
+
+Each configuration (a name and RouterConfig overrides of experiments.study.BASE) is trained on
+cached frozen prompt vectors; results are appended to `transfer.jsonl` in the study's output
+folder and a (stage, configuration, fold or LLM) already there is not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from experiments.study import Study, done_runs, record, router_config, train
+from training.evaluation import dataset as eval_data
+from training.evaluation.accuracy import boot_weights, ratio_ci
+from training.evaluation.scores import Scores, baseline_scores
+from training.evaluation.transfer import (
+    TransferSpec,
+    domain_result,
+    families_of,
+    fold_dataset,
+    load_transfer_spec,
+    task_side,
+    unseen_llm_accuracy,
+)
+from training.llm_embeddings.records import comparison_records
+from training.llm_embeddings.row_fit import fit_llm_row
+
+log = logging.getLogger("experiments.transfer")
+
+
+def stage_domain(ds: eval_data.Dataset, cache, embed, study: Study, configs: list[tuple[str, dict]]) -> None:
+    """Per fold: the baselines once, then each configuration, on the fold's test prompts."""
+    spec = load_transfer_spec(study.transfer)
+    runs = study.out / "transfer.jsonl"
+    for fold, tasks in spec.folds.items():
+        fds = fold_dataset(ds, fold, tasks, spec.families)
+        train_side, test = eval_data.side(fds, test=False), eval_data.side(fds, test=True)
+        families = families_of(fds, spec.families)[fds.is_test]
+        todo = [(name, o) for name, o in [("baselines", None), *configs]
+                if f"domain {fold} {name}" not in done_runs(runs)]
+        for name, overrides in todo:
+            t0 = time.perf_counter()
+            if overrides is None:
+                routers = baseline_scores(train_side, test, embed)
+            else:
+                model, _ = train(router_config(overrides, study.encoder), _training_pairs(fds), cache)
+                matrix = model.score_matrix(test.prompts).astype(float)
+                routers = {name: Scores(list(model.llm_names), matrix)}
+            results = [domain_result(task_side(test, families, task), task, routers) for task in tasks]
+            record(runs, {"name": f"domain {fold} {name}", "stage": "domain", "fold": fold, "config": name,
+                          "tasks": [r for r in results if r is not None],
+                          "seconds": round(time.perf_counter() - t0, 1)})
+
+
+def _training_pairs(ds: eval_data.Dataset) -> pa.Table:
+    return ds.pairs.filter(pa.array(~ds.is_test))
+
+
+def stage_unseen(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[str, dict]]) -> None:
+    """Per configuration: trained with every LLM, then per held-out LLM trained without it and
+    its row fitted from N of its training-side records; accuracy on the test side's decisive pairs
+    that involve it, the same pairs for both."""
+    spec = load_transfer_spec(study.transfer)
+    runs = study.out / "transfer.jsonl"
+    train_pairs = _training_pairs(ds)
+    test = eval_data.side(ds, test=True)
+    for name, overrides in configs:
+        config = router_config(overrides, study.encoder)
+        todo = [llm for llm in spec.unseen_llms if f"unseen {llm} {name}" not in done_runs(runs)]
+        if not todo:
+            continue
+        with_all, _ = train(config, train_pairs, cache)
+        full = Scores(list(with_all.llm_names), with_all.score_matrix(test.prompts).astype(float))
+        for llm in todo:
+            t0 = time.perf_counter()
+            row = {"name": f"unseen {llm} {name}", "stage": "unseen", "llm": llm, "config": name,
+                   **_unseen(config, train_pairs, test, llm, full, cache, spec)}
+            record(runs, row | {"seconds": round(time.perf_counter() - t0, 1)})
+
+
+def _unseen(config, train_pairs: pa.Table, test, llm: str, full: Scores, cache, spec: TransferSpec) -> dict:
+    a = np.asarray(train_pairs["model_a"].to_pylist(), dtype=object)
+    b = np.asarray(train_pairs["model_b"].to_pylist(), dtype=object)
+    involves = (a == llm) | (b == llm)
+    without, _ = train(config, train_pairs.filter(pa.array(~involves)), cache)
+    records = comparison_records(train_pairs.filter(pa.array(involves))).of(llm)
+    trained_with = unseen_llm_accuracy(test, llm, full)
+    out = {"records": len(records), "trained_with": _accuracy(trained_with), "added": {}}
+    known = list(without.llm_names)
+    rng = np.random.default_rng(0)
+    for n in spec.unseen_records:
+        sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
+        vectors = without.prompt_vectors(list(sub.prompts))
+        new_row = fit_llm_row(without.net.head.cpu(), vectors, sub, known,
+                              without.llm_embeddings.detach().cpu().numpy())
+        table = np.vstack([without.llm_embeddings.detach().cpu().numpy(), new_row])
+        scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=table).astype(float))
+        added = unseen_llm_accuracy(test, llm, scores)
+        out["added"][str(n)] = _accuracy(added) | _paired(added, trained_with)
+    return out
+
+
+def _paired(added: dict, trained_with: dict) -> dict:
+    """Added minus trained-with accuracy on the same pairs, with a 95 % group-bootstrap interval."""
+    if added["n_pairs"] != trained_with["n_pairs"] or not added["n_pairs"]:
+        return {"minus_trained_with": added["accuracy"] - trained_with["accuracy"]}
+    code, draws = boot_weights(added["group"], 1000, seed=0)
+    return {"minus_trained_with": added["accuracy"] - trained_with["accuracy"],
+            "minus_trained_with_ci": ratio_ci(added["credit"] - trained_with["credit"], code, draws)}
+
+
+def _accuracy(result: dict) -> dict:
+    return {"n_pairs": result["n_pairs"], "accuracy": result["accuracy"]}
