@@ -90,7 +90,7 @@ def run_child(args) -> dict:
             timing["seconds"] += time.perf_counter() - t
             timing["cpu_seconds"] += time.process_time() - c
             timing["pairs"] += len(rows)
-            timing["prompts"] += len(np.unique(train.p[rows]))
+            timing["prompts"] += len(np.unique(train.batch_keys()[rows]))
         return loss
 
     loop.train_step = timed_step

@@ -167,8 +167,8 @@ def _manifest(model, spec, opset, quantize, merge_gap, quantized_base) -> dict:
         "llm_embeddings": described.get("embedding_model") or {"kind": model.config.embedding_spec.kind},
         "graph": {"inputs": list(INPUTS), "outputs": list(OUTPUTS), "opset": opset, "quantize": quantize,
                   "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()}},
-        "head": {"file": HEAD_FILE, "prompt_dim": int(model.net.head.prompt_in.in_features),
-                 "llm_dim": int(model.llm_embeddings.shape[1])},
+        "head": {"file": HEAD_FILE, "kind": model.config.head.kind,
+                 "prompt_dim": int(model.net.head.prompt_dim), "llm_dim": int(model.llm_embeddings.shape[1])},
         "history": described["history"],
     }
 

@@ -139,6 +139,10 @@ class LearnedEmbedding(Closed):
 
 
 class HeadSpec(Closed):
+    # mlp: tanh(MLP([prompt, llm row])); irt: sigmoid(ability - difficulty(p) + skills . loadings(p))
+    # (training/model/head.py); an irt row is [ability, skills...]: embedding_spec.dim = skills + 1
+    kind: Literal["mlp", "irt"] = "mlp"
+    skills: Int = Field(8, ge=0, le=1024)  # irt: skill dimensions K beside the ability
     hidden_dims: list[Annotated[Int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [256, 64],
                                                                    min_length=1, max_length=16)
     dropout: Float = Field(0.1, ge=0, lt=1)
@@ -244,6 +248,13 @@ class RouterConfig(Closed):
     optimizer: Optimizer = AdamW()
     schedule: Schedule = Schedule()
     loss: Literal["margin_ranking", "bradley_terry"] = "margin_ranking"
+    # per-model scores (correctness, grades) also fit P(correct) directly (binary cross-entropy),
+    # with this weight beside the pairwise loss: it is what teaches a prompt's difficulty
+    pointwise_weight: Float = Field(0.0, ge=0, le=1000)
+    # which pairs enter the pairwise loss: all, or only those of pairwise (judge) data, leaving
+    # per-model scores to the pointwise loss
+    pair_sources: Literal["all", "pairwise"] = "all"
+    source_scale: bool = False  # a learned Bradley-Terry scale per source (how decisive its labels are)
     margin: Float = Field(0.1, ge=0, le=2)  # scores live in [-1, 1]
     epochs: Int = Field(3, ge=1, le=10_000)
     batch_size: Int = Field(64, ge=1, le=1 << 20)  # pairs per step
@@ -256,6 +267,22 @@ class RouterConfig(Closed):
     seed: Int = Field(42, ge=0, lt=2**64)  # numpy and torch seeds: non-negative, 64-bit
     export: ExportSpec = ExportSpec()
     progress: bool = True  # progress bars
+
+    @model_validator(mode="after")
+    def _head_fits_rows(self) -> RouterConfig:
+        if self.head.kind == "irt" and self.embedding_spec.dim != self.head.skills + 1:
+            raise ValueError(f"head.kind 'irt' reads LLM rows of [ability, {self.head.skills} skills], "
+                             f"but embedding_spec.dim is {self.embedding_spec.dim}; set embedding_spec.dim "
+                             f"to {self.head.skills + 1} (or head.skills to {self.embedding_spec.dim - 1})")
+        if self.head.kind == "irt" and self.head.llm_strength:
+            raise ValueError("head.llm_strength adds an ability to the mlp head; the irt head has one "
+                             "(the row's first coordinate): drop llm_strength")
+        if self.head.kind == "irt" and self.loss == "margin_ranking":
+            raise ValueError("head.kind 'irt' is fitted by likelihood: set loss to 'bradley_terry'")
+        if self.pair_sources == "pairwise" and self.pointwise_weight == 0:
+            raise ValueError("pair_sources 'pairwise' leaves per-model scores to the pointwise loss, "
+                             "but pointwise_weight is 0; set pointwise_weight > 0 or pair_sources 'all'")
+        return self
 
     @field_validator("encoder", mode="before")
     @classmethod

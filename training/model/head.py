@@ -1,11 +1,20 @@
-"""The scoring head (its losses: `training.trainer.losses`).
+"""The scoring heads: prompt vectors [P, H + F] against LLM rows [M, D] -> scores [P, M] in [-1, 1].
 
-score(prompt, LLM) = tanh(MLP([prompt_embedding, prompt_features, llm_embedding])), in [-1, 1],
-plus, with `llm_strength`, a linear term w . llm_embedding inside the tanh: a prompt-agnostic
-strength per LLM (Bradley-Terry's answer) that the MLP then corrects per prompt.
-The first layer is written as two linear maps, one over the prompt part and one over the LLM
-part, summed: exactly an MLP over the concatenation, but it scores P prompts against M LLMs as
-[P, 1, h] + [1, M, h] without building the [P, M, H + F + D] concatenation.
+Every head computes an unbounded `raw` value per (prompt, LLM) and squashes it into a score; the
+losses (`training.trainer.losses`) read the head's own `pair_logit` (Bradley-Terry on a pair)
+and `probability` (of a correct answer, for per-model scores), so one trainer fits every head.
+
+* ``mlp`` (`ScoringHead`): score = tanh(MLP([prompt, llm_row])), plus, with `llm_strength`, a
+  linear term w . llm_row inside the tanh. A pair's logit is 5 (s_a - s_b). The first layer is
+  written as two linear maps (prompt part, LLM part) summed: exactly an MLP over the
+  concatenation, but P prompts x M LLMs cost [P, 1, h] + [1, M, h].
+* ``irt`` (`IRTHead`): item response theory. A trunk MLP reads the prompt and gives its difficulty
+  d(p) and K skill loadings z(p); an LLM's row is its ability and skills [theta, b_1..b_K]:
+      raw = theta - d(p) + b . z(p),   P(correct) = sigmoid(raw),   score = 2 P - 1.
+  The gap between a strong and a weak LLM, sigmoid(raw_s) - sigmoid(raw_w), is largest on prompts
+  of middling difficulty for the pair and small where both succeed or both fail: difficulty is
+  learned from every LLM labelled on a prompt, so it carries over to LLMs never labelled there.
+  A pair's logit is raw_a - raw_b (difficulty cancels; per-model scores are what teach it).
 """
 
 from __future__ import annotations
@@ -13,11 +22,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+BT_SCALE = 5.0  # the mlp head's scores live in [-1, 1]: x5 widens its reachable win probabilities
+
+
+def _mlp(sizes: list[int], dropout: float, negative_slope: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for k in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[k], sizes[k + 1]))
+        if k < len(sizes) - 2:
+            layers += [nn.LeakyReLU(negative_slope), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
 
 class ScoringHead(nn.Module):
+    """kind "mlp": tanh(MLP([prompt, llm_row]))."""
+
     def __init__(self, prompt_dim: int, llm_dim: int, hidden_dims: list[int], dropout: float,
                  negative_slope: float = 0.01, llm_strength: bool = False):
         super().__init__()
+        self.prompt_dim = prompt_dim
         self.strength = nn.Linear(llm_dim, 1, bias=False) if llm_strength else None
         first, *rest = hidden_dims
         self.prompt_in = nn.Linear(prompt_dim, first)
@@ -30,19 +53,60 @@ class ScoringHead(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
-        # prompt [P, H + F], llms [M, D] -> scores [P, M]
+    def raw(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
+        # prompt [P, H + F], llms [M, D] -> [P, M]
         z = self.prompt_in(prompt).unsqueeze(1) + self.model_in(llms).unsqueeze(0)
         out = self.mlp(z).squeeze(-1)
         if self.strength is not None:
             out = out + self.strength(llms).squeeze(-1).unsqueeze(0)
-        return torch.tanh(out)
+        return out
+
+    def forward(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
+        return self.squash(self.raw(prompt, llms))
+
+    def squash(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(raw)
+
+    def pair_logit(self, raw_a: torch.Tensor, raw_b: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(raw_a) - torch.tanh(raw_b)) * BT_SCALE
+
+    def probability(self, raw: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(raw) + 1.0) / 2.0
 
 
-def build_head(config, prompt_dim: int, llm_dim: int) -> ScoringHead:
+class IRTHead(nn.Module):
+    """kind "irt": difficulty and skills from the prompt, ability and skills per LLM row."""
+
+    def __init__(self, prompt_dim: int, llm_dim: int, hidden_dims: list[int], dropout: float,
+                 negative_slope: float = 0.01):
+        super().__init__()
+        self.prompt_dim = prompt_dim
+        self.skills = llm_dim - 1  # the row is [theta, b_1..b_K]
+        self.trunk = _mlp([prompt_dim, *hidden_dims, llm_dim], dropout, negative_slope)
+
+    def raw(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(prompt)  # [P, 1 + K]: difficulty, skill loadings
+        return llms[:, 0].unsqueeze(0) - h[:, :1] + h[:, 1:] @ llms[:, 1:].T  # [P, M]
+
+    def forward(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
+        return self.squash(self.raw(prompt, llms))
+
+    def squash(self, raw: torch.Tensor) -> torch.Tensor:
+        return 2.0 * torch.sigmoid(raw) - 1.0
+
+    def pair_logit(self, raw_a: torch.Tensor, raw_b: torch.Tensor) -> torch.Tensor:
+        return raw_a - raw_b
+
+    def probability(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(raw)
+
+
+def build_head(config, prompt_dim: int, llm_dim: int) -> nn.Module:
     """The head a RouterConfig describes, for prompt vectors of `prompt_dim` (pooled encoder vector
     + features) and LLM rows of `llm_dim`: the router builds it, `training.add_model` rebuilds it
     from a bundle's manifest to fit a new LLM's row."""
     head = config.head
+    if head.kind == "irt":
+        return IRTHead(prompt_dim, llm_dim, list(head.hidden_dims), head.dropout, head.negative_slope)
     return ScoringHead(prompt_dim, llm_dim, list(head.hidden_dims), head.dropout, head.negative_slope,
                        llm_strength=head.llm_strength)

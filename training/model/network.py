@@ -48,5 +48,9 @@ class RouterNet(nn.Module):
               llm_embeddings: torch.Tensor) -> torch.Tensor:
         return self.head(self.prompt_vector(pooled.float(), features), llm_embeddings)  # [P, M]
 
+    def raw(self, pooled: torch.Tensor, features: torch.Tensor, llm_embeddings: torch.Tensor) -> torch.Tensor:
+        """The head's unbounded values [P, M] before its squash (what the losses read)."""
+        return self.head.raw(self.prompt_vector(pooled.float(), features), llm_embeddings)
+
     def forward(self, input_ids, attention_mask, features, llm_embeddings) -> torch.Tensor:
         return self.score(self.embed(input_ids, attention_mask), features, llm_embeddings)

@@ -74,6 +74,7 @@ class TransformerEmbeddingModel:
         self.feature_stats: FeatureStats | None = None
         self.history: list[dict[str, float]] = []
         self.validation_prompts: list[str] = []  # the prompts `train` held out, sorted
+        self.pair_scale: nn.Module | None = None  # source_scale: per-source scale of the pairwise loss
         self.device = pick_device()
 
     # --- building --------------------------------------------------------------------------
@@ -128,7 +129,10 @@ class TransformerEmbeddingModel:
         return not any(p.requires_grad for p in self.net.encoder.parameters())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return [*self.net.head.parameters(), *(p for p in self.llm_table.parameters() if p.requires_grad)]
+        """What trains beside the encoder: the head, learned LLM rows, a per-source pair scale."""
+        scale = [] if self.pair_scale is None else list(self.pair_scale.parameters())
+        return [*self.net.head.parameters(), *(p for p in self.llm_table.parameters() if p.requires_grad),
+                *scale]
 
     # --- tokens ----------------------------------------------------------------------------
 
@@ -218,7 +222,7 @@ class TransformerEmbeddingModel:
         return out
 
     def _hidden_size(self) -> int:
-        return self.net.head.prompt_in.in_features - (len(FEATURE_NAMES) if self.net.feature_norm else 0)
+        return self.net.head.prompt_dim - (len(FEATURE_NAMES) if self.net.feature_norm else 0)
 
     def features_tensor(self, prompts: Sequence[str]) -> torch.Tensor:
         n_features = len(FEATURE_NAMES) if self.net.feature_norm is not None else 0
@@ -266,6 +270,8 @@ class TransformerEmbeddingModel:
         out["model_embeddings"] = self.llm_embeddings  # the checkpoint format's name for the LLM table
         if not isinstance(self.llm_table, (LearnedTable, FixedTable)):  # trained with the head
             out.update({f"llm_table.{n}": p for n, p in self.llm_table.state_dict().items()})
+        if self.pair_scale is not None:  # training state only: resumed, not exported
+            out.update({f"pair_scale.{n}": p for n, p in self.pair_scale.state_dict().items()})
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -278,6 +284,9 @@ class TransformerEmbeddingModel:
             else:
                 self.llm_table.load_state_dict({k[10:]: v for k, v in tensors.items()
                                                 if k.startswith("llm_table.")})
+            if self.pair_scale is not None:
+                self.pair_scale.load_state_dict({k[11:]: v for k, v in tensors.items()
+                                                 if k.startswith("pair_scale.")})
             for key, value in tensors.items():
                 if key.startswith("encoder."):
                     param = encoder_params[key[8:]]

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
 from routerdb.features import compute_features
 from training.trainer.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
-from training.trainer.losses import ranking_loss
+from training.trainer.losses import PairScale, pair_loss, point_loss
 from training.trainer.optim import Optimizers, build_optimizers, schedule_factor
-from training.trainer.pairs import PairArrays
+from training.trainer.pairs import PairArrays, PointArrays
 from training.trainer.sampling import (
     balanced_batches,
     balanced_weights,
@@ -34,6 +35,27 @@ from training.trainer.sampling import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainRows:
+    """What the loss is fitted on: pairs (ties and weights applied), per-model scores (with
+    `pointwise_weight`), and each pair's source index for `source_scale`."""
+
+    pairs: PairArrays
+    points: PointArrays | None
+    pair_source: np.ndarray  # [pairs] index into model.pair_scale.sources (zeros without a scale)
+
+    def batch_keys(self) -> np.ndarray:
+        """The prompt of every pair, then of every point: batches take whole prompts of both."""
+        if self.points is None:
+            return self.pairs.p
+        return np.concatenate([self.pairs.p, self.points.p])
+
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pair rows, point rows) of a batch drawn over `batch_keys`."""
+        n = len(self.pairs)
+        return rows[rows < n], rows[rows >= n] - n
 
 
 @dataclass
@@ -50,9 +72,9 @@ def fit_loop(model, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
     """Train `model` (a built TransformerEmbeddingModel) for `config.epochs`; one metrics row each."""
     cfg = model.config
     prompts = sorted(set(train_pairs["prompt"].to_pylist()) | set(val_pairs["prompt"].to_pylist()))
-    train, val = _pair_arrays(model, train_pairs, val_pairs, prompts)
+    train, val = _train_rows(model, train_pairs, val_pairs, prompts)
     inputs = _inputs(model, prompts)
-    weights = _balancing(model, train)
+    weights = _balancing(model, train.pairs)
     generator = torch.Generator().manual_seed(cfg.seed)
     optim = _optimizers(model, _count_batches(train, weights, cfg.batch_size, cfg.seed) * cfg.epochs)
     start_epoch, history = _resume_point(model, optim, generator, run_dir, resume)
@@ -70,14 +92,39 @@ def fit_loop(model, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
     return history
 
 
-def _pair_arrays(model, train_pairs: pa.Table, val_pairs: pa.Table,
-                 prompts: list[str]) -> tuple[PairArrays, PairArrays]:
-    """(training pairs with ties and weights applied, decisive validation pairs)."""
+def _train_rows(model, train_pairs: pa.Table, val_pairs: pa.Table,
+                prompts: list[str]) -> tuple[TrainRows, PairArrays]:
+    """(the rows the loss is fitted on, decisive validation pairs)."""
     cfg = model.config
     prompt_index = {p: i for i, p in enumerate(prompts)}
     llm_index = {m: j for j, m in enumerate(model.llm_names)}
+    points = PointArrays(train_pairs, prompt_index, llm_index) if cfg.pointwise_weight > 0 else None
+    if points is not None:
+        _check_scores(points.y)
+        log.info("pointwise loss (weight %g) on %d per-model scores", cfg.pointwise_weight, len(points))
+    if cfg.pair_sources == "pairwise":  # per-model scores go to the pointwise loss only
+        train_pairs = train_pairs.filter(pc.invert(pc.is_valid(train_pairs["score_a"])))
+    pairs, val = _pair_arrays(model, train_pairs, val_pairs, prompt_index, llm_index)
+    sources = sorted(set(pairs.source.tolist()))
+    model.pair_scale = PairScale(sources).to(model.device) if cfg.source_scale else None
+    index = {s: k for k, s in enumerate(sources)}
+    pair_source = np.array([index[s] for s in pairs.source.tolist()], dtype=np.int64)
+    return TrainRows(pairs, points, pair_source), val
+
+
+def _check_scores(y: np.ndarray) -> None:
+    if y.min() < 0 or y.max() > 1:
+        raise ValueError(f"pointwise_weight fits P(correct) to per-model scores, which here range over "
+                         f"[{y.min():g}, {y.max():g}]; allowed: [0, 1] (correctness, or a grade / its "
+                         "maximum). Rescale the scores, or set pointwise_weight to 0.")
+
+
+def _pair_arrays(model, train_pairs: pa.Table, val_pairs: pa.Table, prompt_index: dict[str, int],
+                 llm_index: dict[str, int]) -> tuple[PairArrays, PairArrays]:
+    """(training pairs with ties and weights applied, decisive validation pairs)."""
+    cfg = model.config
     train = PairArrays(train_pairs, prompt_index, llm_index)
-    if not np.any(train.label != 0):
+    if not np.any(train.label != 0) and cfg.pointwise_weight == 0:
         raise ValueError("no decisive training pairs (every pair is a tie); ranking needs winners")
     train = train.ties_as_half_wins() if cfg.ties == "half" else train.decisive()
     train.weight = pair_weights(train.p, train.source, train.weight, cfg.prompt_weighting,
@@ -134,10 +181,10 @@ def _resume_point(model, optim, generator, run_dir, resume: bool) -> tuple[int, 
     return 0, []
 
 
-def _epoch(model, optim, generator, train: PairArrays, weights, inputs: Inputs, epoch: int) -> list[float]:
+def _epoch(model, optim, generator, train: TrainRows, weights, inputs: Inputs, epoch: int) -> list[float]:
     cfg, net = model.config, model.net
     if weights is None:
-        batches = prompt_batches(train.p, cfg.batch_size, generator)
+        batches = prompt_batches(train.batch_keys(), cfg.batch_size, generator)
     else:
         batches = balanced_batches(weights, cfg.batch_size, generator)
     net.train()
@@ -152,10 +199,10 @@ def _epoch(model, optim, generator, train: PairArrays, weights, inputs: Inputs, 
     return losses
 
 
-def _count_batches(train: PairArrays, weights, batch_size: int, seed: int) -> int:
+def _count_batches(train: TrainRows, weights, batch_size: int, seed: int) -> int:
     if weights is not None:
-        return math.ceil(len(train) / batch_size)
-    return len(prompt_batches(train.p, batch_size, torch.Generator().manual_seed(seed)))
+        return math.ceil(len(train.pairs) / batch_size)
+    return len(prompt_batches(train.batch_keys(), batch_size, torch.Generator().manual_seed(seed)))
 
 
 def _pooled(model, rows_prompts, inputs: Inputs) -> torch.Tensor:
@@ -165,28 +212,26 @@ def _pooled(model, rows_prompts, inputs: Inputs) -> torch.Tensor:
     return model.net.embed(input_ids, mask)
 
 
-def train_step(model, optim, train: PairArrays, rows: np.ndarray, inputs: Inputs) -> float:
-    """One optimiser step on the training pairs `rows`; returns the loss."""
+def train_step(model, optim, train: TrainRows, rows: np.ndarray, inputs: Inputs) -> float:
+    """One optimiser step on the batch `rows` (drawn over `train.batch_keys()`); returns the loss."""
     cfg = model.config
-    uniq, inv = np.unique(train.p[rows], return_inverse=True)
+    pair_rows, point_rows = train.split(rows)
+    pairs, points = train.pairs, train.points
+    prompt_ids = [pairs.p[pair_rows]] + ([points.p[point_rows]] if points is not None else [])
+    uniq = np.unique(np.concatenate(prompt_ids))
     # only the LLMs of this batch are scored: a batch of one source names a few of all M LLMs,
     # and the head's cost grows with prompts x LLMs scored
-    cols, col_inv = np.unique(np.concatenate([train.a[rows], train.b[rows]]), return_inverse=True)
-    col_a, col_b = np.split(col_inv, 2)
-    pooled = _pooled(model, uniq, inputs)
+    llm_ids = [pairs.a[pair_rows], pairs.b[pair_rows]]
+    if points is not None:
+        llm_ids.append(points.m[point_rows])
+    cols = np.unique(np.concatenate(llm_ids))
     table = model.llm_embeddings  # [M, D]
     features = inputs.features[torch.as_tensor(uniq, device=inputs.features.device)]
-    scores = model.net.score(pooled, features, table[torch.as_tensor(cols, device=table.device)])  # [U, C]
-    inv_t = torch.as_tensor(inv, device=scores.device)
-    s_a = scores[inv_t, torch.as_tensor(col_a, device=scores.device)]
-    s_b = scores[inv_t, torch.as_tensor(col_b, device=scores.device)]
-    label = torch.as_tensor(train.label[rows], device=scores.device)
-    weight = None
-    if not np.all(train.weight == 1.0):
-        weight = torch.as_tensor(train.weight[rows], dtype=s_a.dtype, device=scores.device)
-    loss = ranking_loss(s_a, s_b, label, kind=cfg.loss, margin=cfg.margin, weight=weight)
-    if weight is not None:
-        loss = loss * weight.mean()  # mean of weight x loss: weights (mean 1 overall) scale steps too
+    raw = model.net.raw(_pooled(model, uniq, inputs), features,
+                        table[torch.as_tensor(cols, device=table.device)])  # [U, C]
+    loss = _pair_part(model, train, pair_rows, raw, uniq, cols)
+    if points is not None and len(point_rows):
+        loss = loss + cfg.pointwise_weight * _point_part(model, points, point_rows, raw, uniq, cols)
     optim.zero_grad()
     loss.backward()
     if cfg.grad_clip is not None:
@@ -194,6 +239,38 @@ def train_step(model, optim, train: PairArrays, rows: np.ndarray, inputs: Inputs
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optim.step()
     return float(loss.detach())
+
+
+def _cells(raw: torch.Tensor, uniq: np.ndarray, cols: np.ndarray, p: np.ndarray, m: np.ndarray):
+    """raw[prompt p, LLM m] for rows given as global prompt and LLM indices."""
+    r = torch.as_tensor(np.searchsorted(uniq, p), device=raw.device)
+    c = torch.as_tensor(np.searchsorted(cols, m), device=raw.device)
+    return raw[r, c]
+
+
+def _pair_part(model, train: TrainRows, rows: np.ndarray, raw, uniq, cols) -> torch.Tensor:
+    cfg, pairs = model.config, train.pairs
+    if not len(rows):
+        return raw.sum() * 0.0
+    raw_a = _cells(raw, uniq, cols, pairs.p[rows], pairs.a[rows])
+    raw_b = _cells(raw, uniq, cols, pairs.p[rows], pairs.b[rows])
+    label = torch.as_tensor(pairs.label[rows], device=raw.device)
+    weight = None
+    if not np.all(pairs.weight == 1.0):
+        weight = torch.as_tensor(pairs.weight[rows], dtype=raw.dtype, device=raw.device)
+    scale = None
+    if model.pair_scale is not None:
+        scale = model.pair_scale(torch.as_tensor(train.pair_source[rows], device=raw.device))
+    loss = pair_loss(model.net.head, raw_a, raw_b, label, kind=cfg.loss, margin=cfg.margin, weight=weight,
+                     scale=scale)
+    if weight is not None:
+        loss = loss * weight.mean()  # mean of weight x loss: weights (mean 1 overall) scale steps too
+    return loss
+
+
+def _point_part(model, points: PointArrays, rows: np.ndarray, raw, uniq, cols) -> torch.Tensor:
+    cells = _cells(raw, uniq, cols, points.p[rows], points.m[rows])
+    return point_loss(model.net.head, cells, torch.as_tensor(points.y[rows], device=raw.device))
 
 
 @torch.no_grad()
@@ -208,12 +285,13 @@ def evaluate_pairs(model, pairs: PairArrays, inputs: Inputs) -> dict[str, float]
     else:
         pooled = torch.cat([_pooled(model, uniq[i:i + 64], inputs) for i in range(0, len(uniq), 64)])
     features = inputs.features[torch.as_tensor(uniq, device=inputs.features.device)]
-    scores = model.net.score(pooled, features, model.llm_embeddings)
-    inv_t = torch.as_tensor(inv, device=scores.device)
-    s_a = scores[inv_t, torch.as_tensor(pairs.a, device=scores.device)]
-    s_b = scores[inv_t, torch.as_tensor(pairs.b, device=scores.device)]
-    label = torch.as_tensor(pairs.label, device=scores.device)
-    loss = ranking_loss(s_a, s_b, label, kind=model.config.loss, margin=model.config.margin)
-    signed = (s_a - s_b) * label
+    raw = model.net.raw(pooled, features, model.llm_embeddings)
+    inv_t = torch.as_tensor(inv, device=raw.device)
+    raw_a = raw[inv_t, torch.as_tensor(pairs.a, device=raw.device)]
+    raw_b = raw[inv_t, torch.as_tensor(pairs.b, device=raw.device)]
+    label = torch.as_tensor(pairs.label, device=raw.device)
+    head = model.net.head
+    loss = pair_loss(head, raw_a, raw_b, label, kind=model.config.loss, margin=model.config.margin)
+    signed = (head.squash(raw_a) - head.squash(raw_b)) * label
     accuracy = ((signed > 0).float() + 0.5 * (signed == 0).float()).mean()
     return {"val_loss": float(loss), "val_accuracy": float(accuracy)}

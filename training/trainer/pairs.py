@@ -39,3 +39,25 @@ class PairArrays:
 
     def __len__(self) -> int:
         return len(self.label)
+
+
+class PointArrays:
+    """Per-model scores as index arrays: prompt, LLM, target score in [0, 1]; each (prompt, LLM)
+    once, from the `score_a` / `score_b` columns the pairs of per-model-score data carry."""
+
+    def __init__(self, pairs: pa.Table, prompt_index: dict[str, int], llm_index: dict[str, int]):
+        p = np.array([prompt_index[x] for x in pairs["prompt"].to_pylist()], dtype=np.int64)
+        sides = []
+        for llm_col, score_col in (("model_a", "score_a"), ("model_b", "score_b")):
+            score = pairs[score_col].to_numpy(zero_copy_only=False).astype(np.float64)
+            m = np.array([llm_index[x] for x in pairs[llm_col].to_pylist()], dtype=np.int64)
+            sides.append((p, m, score))
+        p, m, y = (np.concatenate(parts) for parts in zip(*sides, strict=True))
+        keep = np.isfinite(y)
+        p, m, y = p[keep], m[keep], y[keep]
+        _, first = np.unique(p * (len(llm_index) + 1) + m, return_index=True)
+        first = np.sort(first)
+        self.p, self.m, self.y = p[first], m[first], y[first]
+
+    def __len__(self) -> int:
+        return len(self.p)

@@ -1,0 +1,104 @@
+"""The pointwise loss on per-model scores, pairs from pairwise data only, a scale per source, and
+the IRT head, end to end on a tiny encoder: training, resuming, export parity and a new LLM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+import training.trainer.loop as loop
+from routerdb.scorer import Router
+from tests import tiny_models
+from training.data import concat_pairs, load_pairs
+from training.export import export_bundle
+from training.model import TransformerEmbeddingModel
+from training.specs import ValidationSplit
+from training.trainer.pairs import PointArrays
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
+IRT = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16]}, "loss": "bradley_terry",
+       "embedding_spec": {"kind": "learned", "dim": 3}, "pointwise_weight": 1.0, "pair_sources": "pairwise",
+       "source_scale": True, "ties": "half", "finetuning": {"kind": "frozen", "lr": 1e-2}, "epochs": 4,
+       "batch_size": 32, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def data() -> pa.Table:
+    """Per-model scores (coder / chat / weak) and a few judge pairs of the same LLMs."""
+    scores = load_pairs(tiny_models.synthetic_scores(40))
+    prompts = scores["prompt"].to_pylist()[::6][:10]
+    judge = pa.table({"prompt": prompts, "model_a": ["chat"] * 10, "model_b": ["weak"] * 10,
+                      "winner": ["model_a"] * 10, "source": ["judge"] * 10})
+    return concat_pairs([scores, load_pairs(judge)])
+
+
+def _model(encoder, **fields) -> TransformerEmbeddingModel:
+    return TransformerEmbeddingModel(encoder=str(encoder), **{**IRT, **fields})
+
+
+def test_points_are_each_prompt_and_llm_once(data):
+    prompts = sorted(set(data["prompt"].to_pylist()))
+    points = PointArrays(data, {p: i for i, p in enumerate(prompts)}, {"chat": 0, "coder": 1, "weak": 2})
+    assert len(points) == 40 * 3  # 3 pairs per prompt name each LLM twice; the judge pairs no score
+    assert len(set(zip(points.p.tolist(), points.m.tolist(), strict=True))) == len(points)
+    assert set(np.unique(points.y)) <= {0.0, 1.0}
+
+
+def test_irt_router_learns_from_scores_and_scales_its_sources(tiny_encoders, data):
+    model = _model(tiny_encoders["bert"])
+    history = model.train(data, ValidationSplit(0.25, 0))
+    assert history[-1]["val_accuracy"] > 0.8
+    assert model.pair_scale.sources == ["judge"]  # the score pairs left the pairwise loss
+    assert "pair_scale.log_scale" in model.state_tensors()
+    scores = model.predict(["Write a Python function that reverses a list (variant 999)"])
+    assert scores["coder"][0] > scores["weak"][0]
+
+
+def test_scores_out_of_range_for_the_pointwise_loss_are_refused(tiny_encoders):
+    table = tiny_models.synthetic_scores(8)
+    table = table.set_column(3, "score", pa.array(np.asarray(table["score"]) * 10.0))
+    with pytest.raises(ValueError, match=r"range over \[0, 10\]; allowed: \[0, 1\]"):
+        _model(tiny_encoders["bert"]).train(table, ValidationSplit(0.25, 0))
+
+
+def test_irt_router_resumes_bit_identically(tiny_encoders, data, tmp_path, monkeypatch):
+    straight = _model(tiny_encoders["bert"])
+    straight.train(data, ValidationSplit(0.25, 0))
+    real = loop.save_checkpoint
+
+    def die_after_two(model, optim, generator, run_dir, done, history):
+        real(model, optim, generator, run_dir, done, history)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "save_checkpoint", die_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            _model(tiny_encoders["bert"]).train(data, ValidationSplit(0.25, 0), run_dir=tmp_path / "run")
+    resumed = _model(tiny_encoders["bert"])
+    resumed.train(data, ValidationSplit(0.25, 0), run_dir=tmp_path / "run", resume=True)
+    a, b = straight.state_tensors(), resumed.state_tensors()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_irt_bundle_matches_torch_and_takes_a_new_llm(tiny_encoders, data, tmp_path):
+    import pyarrow.parquet as pq
+
+    from training.add_model import add_model
+
+    model = _model(tiny_encoders["bert"], finetuning={"kind": "lora"})
+    model.train(data, ValidationSplit(0.25, 0))
+    prompts = sorted(set(data["prompt"].to_pylist()))[:12]
+    bundle = export_bundle(model, tmp_path / "bundle", prompts)
+    np.testing.assert_allclose(Router(bundle).score(prompts), model.score_matrix(prompts), atol=1e-4)
+    # a new LLM that answers every prompt right, scored beside the three known ones
+    scores = tiny_models.synthetic_scores(40)
+    oracle = pa.table({"prompt_id": scores["prompt_id"].unique(), "prompt": scores["prompt"].unique(),
+                       "model": ["oracle"] * 40, "score": [1.0] * 40, "benchmark": ["synthetic"] * 40})
+    pq.write_table(pa.concat_tables([scores, oracle]), tmp_path / "records.parquet")
+    added = Router(add_model(bundle, tmp_path / "records.parquet", "oracle", tmp_path / "added"))
+    best = added.best(prompts)
+    assert added.models[-1] == "oracle" and best.count("oracle") >= 10, best
