@@ -1,4 +1,4 @@
-"""Transfer: how a router does where its training data says nothing, measured on ../shared-like data.
+"""Transfer: how a router does where its training data says nothing about the LLMs or prompts.
 
 Three tests, beside the in-distribution split of `training.evaluation.dataset`:
 
