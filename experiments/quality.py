@@ -41,18 +41,17 @@ from experiments.study import (
     recommended_overrides,
     record,
     router_config,
+    summarise,
     train,
     train_side,
+    validate,
 )
-from experiments.transfer_study import stage_domain, stage_unseen
+from experiments.transfer_study import stage_domain, stage_loso, stage_unseen
 from training import specs
 from training.evaluate import evaluate
 from training.evaluation import dataset as eval_data
-from training.evaluation.accuracy import common_rows, pair_metrics
-from training.evaluation.baselines import BradleyTerry
 from training.evaluation.report import write_report
-from training.evaluation.routing import routing_results
-from training.evaluation.scores import BT, ROUTER, Scores, bundle_scores
+from training.evaluation.scores import bundle_scores
 from training.export import export_bundle
 from training.specs import DEFAULT_ENCODER, LoRA, RouterConfig
 
@@ -105,38 +104,6 @@ def embedding_kind_ablations() -> list[tuple[str, dict]]:
 # --- training a router --------------------------------------------------------------------------
 
 
-def validate(model, ds: eval_data.Dataset, pair: tuple[str, str], n_boot: int = 200) -> dict:
-    """Router vs Bradley-Terry (fitted on the same training rows) on `ds`'s test side."""
-    val, fit = eval_data.side(ds, test=True), eval_data.side(ds, test=False)
-    known = set(model.llm_names)
-    val = val.take(np.array([a in known and b in known for a, b in zip(val.a, val.b, strict=True)], bool))
-    router = Scores(list(model.llm_names), model.score_matrix(val.prompts).astype(np.float64))
-    bt = BradleyTerry().fit(None, None, fit.a, fit.b, fit.label)
-    bt_models = list(bt.models_)
-    bt_scores = Scores(bt_models, bt.score(None, np.ones(len(val.prompts)), bt_models))
-    routers = {ROUTER: router, BT: bt_scores}
-    val = val.take(common_rows(val, routers))
-    out = pair_metrics(val, routers, n_boot=n_boot)
-    return {"pairs": out, "routing": routing_results(val, routers, [pair], n_boot=50)}
-
-
-def summarise(name: str, overrides: dict, result: dict, seconds: float) -> dict:
-    pooled = result["pairs"]["pooled"]["routers"][ROUTER]
-    row = {"name": name, "overrides": overrides, "seconds": round(seconds, 1),
-           "accuracy": pooled["accuracy"], "minus_bt": pooled["minus_bt"],
-           "minus_bt_ci": pooled["minus_bt_ci"],
-           "shuffle_drop": pooled["shuffle_drop"], "log_loss": pooled["log_loss"],
-           "per_source": {s: e["routers"][ROUTER]["minus_bt"] for s, e in result["pairs"].items()
-                          if s != "pooled"},
-           "n_pairs": result["pairs"]["pooled"]["n_pairs"]}
-    if result["routing"]:
-        row["apgr"] = result["routing"][0]["routers"][ROUTER]["apgr"]
-    return row
-
-
-# --- stages ---------------------------------------------------------------------------------------
-
-
 def stage_ablate(ds, cache, study: Study, extra: list[tuple[str, dict]] = (),
                  with_embedding_kinds: bool = True) -> None:
     """One run per ablation (skipping runs already recorded), then the phase-1 LLM embedding kind
@@ -177,42 +144,6 @@ def stage_lora(ds, cache, study: Study, n_prompts: int = 1000, epochs: int = 2) 
 
 # Leave-one-source-out is also run with these ablation configurations, to tell whether the
 # recommended spec's choices (loss, ties, weighting) are what costs or gains on an unseen source.
-LOSO_CONFIGS = ("base: frozen MiniLM, features, margin ranking, ties ignored, every pair x1",
-                "loss: Bradley-Terry, ties: half a win each")
-
-
-def stage_loso(ds, cache, study: Study, min_pairs: int = 1000) -> None:
-    """Leave one source out: train on the other sources' training side, test on this source's
-    test side, on the pairs whose two LLMs the training rows contain. Bradley-Terry is fitted on
-    the same rows; it is the prompt-agnostic answer for LLMs it has seen elsewhere. Run with the
-    recommended spec, then with each of LOSO_CONFIGS."""
-    configs = [("", recommended_overrides())] + [(f" with {n}", o) for n, o in ABLATIONS if n in LOSO_CONFIGS]
-    test = eval_data.side(ds, test=True)
-    runs = study.out / "runs.jsonl"
-    for suffix, overrides in configs:
-        config = router_config(overrides, study.encoder)
-        for src in sorted(np.unique(ds.source)):
-            name = f"leave out {src}{suffix}"
-            done = done_runs(runs)
-            if name in done or np.sum((test.source == src) & (test.label != 0)) < min_pairs:
-                continue
-            if suffix and done.get(f"leave out {src}", {}).get("n_pairs") == 0:
-                continue  # no test pair names two LLMs seen elsewhere: nothing to measure, whatever the spec
-            mine = ds.source == src
-            rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
-            sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
-                                    ds.prompt_idx[rows], ds.group, ds.is_test[rows])
-            model, seconds = train(config, fit_pairs(sub), cache)
-            result = validate(model, sub, study.pair)
-            if "pooled" not in result["pairs"]:
-                log.info("%s: no test pair names two LLMs seen in other sources; nothing to measure", name)
-                record(runs, {"name": name, "source": src, "n_pairs": 0, "seconds": round(seconds, 1)})
-                continue
-            row = summarise(name, overrides if suffix else {}, result, seconds)
-            row["source"], row["config"] = src, suffix.removeprefix(" with ") or "recommended"
-            record(runs, row)
-
-
 def train_with_validation(config: RouterConfig, fit: pa.Table, val: pa.Table, cache):
     """As TransformerEmbeddingModel.train, with our own near-duplicate-aware validation pairs."""
     model = cached_model(config, cache)
@@ -245,9 +176,20 @@ def stage_final(ds, cache, embed, study: Study, n_boot: int = 1000) -> dict:
     return results
 
 
+# IRT: ability - difficulty(p) + skills . loadings(p), fitted on per-model scores (pointwise) and
+# on pairs (judge pairs only, or all), a Bradley-Terry scale per source (training/model/head.py)
+IRT = {"head": {"kind": "irt", "skills": 8}, "embedding_spec": {"kind": "learned", "dim": 9},
+       "loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt", "pointwise_weight": 1.0,
+       "source_scale": True}
+TRANSFER_CANDIDATES: list[tuple[str, dict]] = [
+    ("irt8, pointwise + judge pairs", {**IRT, "pair_sources": "pairwise"}),
+    ("irt8, pointwise + all pairs", {**IRT, "pair_sources": "all"}),
+]
+
+
 def transfer_configs() -> list[tuple[str, dict]]:
     """The configurations the transfer stages compare: the recommended spec and the candidates."""
-    return [("recommended", recommended_overrides())]
+    return [("recommended", recommended_overrides()), *TRANSFER_CANDIDATES]
 
 
 STAGES = {
@@ -255,7 +197,7 @@ STAGES = {
     "unseen": lambda ds, cache, embed, study: stage_unseen(ds, cache, study, transfer_configs()),
     "ablate": lambda ds, cache, embed, study: stage_ablate(ds, cache, study),
     "lora": lambda ds, cache, embed, study: stage_lora(ds, cache, study),
-    "loso": lambda ds, cache, embed, study: stage_loso(ds, cache, study),
+    "loso": lambda ds, cache, embed, study: stage_loso(ds, cache, study, transfer_configs()),
     "final": stage_final,
 }
 

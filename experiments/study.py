@@ -15,6 +15,10 @@ import pyarrow as pa
 from training.data.splits import split_by_prompt
 from training.encoder.prompt_cache import PromptCache
 from training.evaluation import dataset as eval_data
+from training.evaluation.accuracy import common_rows, pair_metrics
+from training.evaluation.baselines import BradleyTerry
+from training.evaluation.routing import routing_results
+from training.evaluation.scores import BT, ROUTER, Scores
 from training.model import TransformerEmbeddingModel
 from training.specs import DEFAULT_TRUNCATION, RouterConfig
 
@@ -116,3 +120,35 @@ def recommended_overrides(path: Path = Path("examples/specs/router.json")) -> di
     spec = json.loads(path.read_text())
     skip = ("data", "output")  # the encoder's name is the study's (router_config): the one the cache holds
     return {k: v for k, v in spec.items() if k not in skip} | {"progress": False}
+
+
+def validate(model, ds: eval_data.Dataset, pair: tuple[str, str], n_boot: int = 200) -> dict:
+    """Router vs Bradley-Terry (fitted on the same training rows) on `ds`'s test side."""
+    val, fit = eval_data.side(ds, test=True), eval_data.side(ds, test=False)
+    known = set(model.llm_names)
+    val = val.take(np.array([a in known and b in known for a, b in zip(val.a, val.b, strict=True)], bool))
+    router = Scores(list(model.llm_names), model.score_matrix(val.prompts).astype(np.float64))
+    bt = BradleyTerry().fit(None, None, fit.a, fit.b, fit.label)
+    bt_models = list(bt.models_)
+    bt_scores = Scores(bt_models, bt.score(None, np.ones(len(val.prompts)), bt_models))
+    routers = {ROUTER: router, BT: bt_scores}
+    val = val.take(common_rows(val, routers))
+    out = pair_metrics(val, routers, n_boot=n_boot)
+    return {"pairs": out, "routing": routing_results(val, routers, [pair], n_boot=50)}
+
+
+def summarise(name: str, overrides: dict, result: dict, seconds: float) -> dict:
+    pooled = result["pairs"]["pooled"]["routers"][ROUTER]
+    row = {"name": name, "overrides": overrides, "seconds": round(seconds, 1),
+           "accuracy": pooled["accuracy"], "minus_bt": pooled["minus_bt"],
+           "minus_bt_ci": pooled["minus_bt_ci"],
+           "shuffle_drop": pooled["shuffle_drop"], "log_loss": pooled["log_loss"],
+           "per_source": {s: e["routers"][ROUTER]["minus_bt"] for s, e in result["pairs"].items()
+                          if s != "pooled"},
+           "n_pairs": result["pairs"]["pooled"]["n_pairs"]}
+    if result["routing"]:
+        row["apgr"] = result["routing"][0]["routers"][ROUTER]["apgr"]
+    return row
+
+
+# --- stages ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     python -m experiments.quality --stage domain    # domain transfer for LLM pairs, per fold
     python -m experiments.quality --stage unseen    # an LLM held out, added back from N records
+    python -m experiments.quality --stage loso      # leave one source out
 
 Each configuration (a name and RouterConfig overrides of experiments.study.BASE) is trained on
 cached frozen prompt vectors; results are appended to `transfer.jsonl` in the study's output
@@ -16,7 +17,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from experiments.study import Study, done_runs, record, router_config, train
+from experiments.study import Study, done_runs, record, router_config, summarise, train, validate
 from training.evaluation import dataset as eval_data
 from training.evaluation.accuracy import boot_weights, ratio_ci
 from training.evaluation.scores import Scores, baseline_scores
@@ -118,3 +119,31 @@ def _paired(added: dict, trained_with: dict) -> dict:
 
 def _accuracy(result: dict) -> dict:
     return {"n_pairs": result["n_pairs"], "accuracy": result["accuracy"]}
+
+
+def stage_loso(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[str, dict]],
+               min_pairs: int = 1000) -> None:
+    """Leave one source out: train on the other sources' training side, test on this source's
+    test side, on the pairs whose two LLMs the training rows contain. Bradley-Terry is fitted on
+    the same rows; it is the prompt-agnostic answer for LLMs it has seen elsewhere."""
+    test = eval_data.side(ds, test=True)
+    runs = study.out / "runs.jsonl"
+    for config_name, overrides in configs:
+        config = router_config(overrides, study.encoder)
+        for src in sorted(np.unique(ds.source)):
+            name = f"leave out {src} with {config_name}"
+            done = done_runs(runs)
+            if name in done or np.sum((test.source == src) & (test.label != 0)) < min_pairs:
+                continue
+            mine = ds.source == src
+            rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
+            sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
+                                    ds.prompt_idx[rows], ds.group, ds.is_test[rows])
+            model, seconds = train(config, _training_pairs(sub), cache)
+            result = validate(model, sub, study.pair)
+            if "pooled" not in result["pairs"]:
+                log.info("%s: no test pair names two LLMs seen in other sources; nothing to measure", name)
+                record(runs, {"name": name, "source": src, "config": config_name, "n_pairs": 0,
+                              "seconds": round(seconds, 1)})
+                continue
+            record(runs, summarise(name, overrides, result, seconds) | {"source": src, "config": config_name})
