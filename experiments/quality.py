@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         for stage in STAGES if args.stage == "all" else [args.stage]:
             log.info("stage %s", stage)
             STAGES[stage](ds, cache, embed, study)
-    write_docs(study.out / "runs.jsonl", study.out / "final.json", study.docs / "quality.md")
+    write_docs(study.out / "runs.jsonl", study.out / "final.json", study.docs / "quality.md",
+               transfer_path=study.out / "transfer.jsonl")
     return 0
 
 

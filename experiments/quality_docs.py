@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+from experiments.transfer_docs import read_rows, transfer_section
 from training.evaluation.report import (
     accuracy_table,
     cost_table,
@@ -204,49 +205,25 @@ def recommended(ablations: list[dict], lora: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def loso_by_config(rows: list[dict]) -> list[str]:
-    """Minus BT per left-out source for the recommended spec and the other LOSO configurations."""
-    measured = [r for r in rows if r.get("n_pairs")]
-    configs = list(dict.fromkeys(r.get("config", "recommended") for r in measured))
-    if len(configs) < 2:
-        return []
-    sources = sorted({r["source"] for r in measured})
-    cell = {(r.get("config", "recommended"), r["source"]): r for r in measured}
-    lines = ["The same with other configurations of the validation ablations (minus BT, points [95% CI]), "
-             "to see whether the recommended spec's loss, tie handling and weighting are what costs on an "
-             "unseen source:", "",
-             "| configuration | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
-    for c in configs:
-        cells = [f"{_pts(cell[c, s]['minus_bt'])} {interval(cell[c, s]['minus_bt_ci'], 2, True)}"
-                 if (c, s) in cell else "" for s in sources]
-        lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    means = {c: sum(cell[c, s]["minus_bt"] for s in sources) / len(sources)
-             for c in configs if all((c, s) in cell for s in sources)}
-    if means:
-        above = [c for c in means if all(cell[c, s]["minus_bt"] >= 0 for s in sources)]
-        verdict = (f"At or above Bradley-Terry on every left-out source: {', '.join(above)}." if above else
-                   "No configuration is at or above Bradley-Terry on every left-out source: the loss and tie "
-                   "handling move which unseen source loses, not whether one does.")
-        mean_text = "; ".join(f"{c} {_pts(m)}" for c, m in means.items())
-        lines += ["", f"Mean over these sources, minus BT: {mean_text}. {verdict}"]
-    return lines + [""]
+TIMING = Path("build/router/timing.json")  # written by `make router`
 
 
-def write_docs(runs_path: Path, final_path: Path, out: Path,
-               timing_path: Path = Path("build/router/timing.json")) -> Path:
+def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path = TIMING,
+               transfer_path: Path | None = None) -> Path:
     rows = _rows(runs_path)
+    transfer_rows = read_rows(transfer_path) if transfer_path is not None else []
     final = json.loads(final_path.read_text()) if final_path.is_file() else None
     ablations = [r for r in rows if not r["name"].startswith(("subsample", "leave out"))]
     lora = [r for r in rows if r["name"].startswith("subsample")]
-    loso_all = [r for r in rows if r["name"].startswith("leave out")]
-    loso = [r for r in loso_all if r.get("config", "recommended") == "recommended"]
     lines = ["# Routing quality", "",
              "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
              "(`python -m experiments.quality`; about 1 h on this 2-core CPU once the embedding cache is "
              "filled: 56 min measured, 28 of them the ablations, 16 leave-one-source-out; see `make "
              "router` below for the cache). The per-run report with every table is "
              "`docs/quality/report.md`.", ""]
+    lines += transfer_section(transfer_rows, rows, final)
     if final:
+        lines += ["## In distribution: prompts never seen, from the sources trained on", ""]
         lines += findings(final, ablations, lora)
     lines += SETUP
     if final:
@@ -255,7 +232,7 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
                   f"({final['pairs']['pooled']['n_pairs']:,} decisive). Pairwise accuracy in %, best per row "
                   "in bold.", ""]
         lines += summary_table(final["pairs"]) + [""]
-        lines += ["### Targets of the issue", ""] + targets(final) + [""]
+        lines += ["### Targets of the routing-quality issue", ""] + targets(final) + [""]
         lines += ["### With intervals, log-loss, calibration and the prompt-shuffle check", ""]
         lines += accuracy_table(final["pairs"]) + ["", INTERVALS_TEXT, ""]
         lines += ["![training curves](quality/training_curves.png)", "",
@@ -279,21 +256,6 @@ def write_docs(runs_path: Path, final_path: Path, out: Path,
     if lora:
         lines += ["## Encoder tuning: frozen vs LoRA (subsample)", "", LORA_TEXT, ""]
         lines += ablation_table(lora) + [""]
-    if loso:
-        lines += ["## Leave one source out", "", LOSO_TEXT, ""]
-        lines += ["| left-out source | decisive test pairs (LLMs seen in training) | router accuracy % "
-                  "| minus BT, points [95% CI] | shuffle drop |", "|---|---:|---:|---|---:|"]
-        lines += [f"| {r['source']} | {r['n_pairs']:,} | {100 * r['accuracy']:.2f} | {_pts(r['minus_bt'])} "
-                  f"{interval(r['minus_bt_ci'], 2, True)} | {_pts(r['shuffle_drop'])} |" if r["n_pairs"] else
-                  f"| {r['source']} | 0 (its LLMs appear in no other source) | | | |" for r in loso] + [""]
-        measured = [r for r in loso if r["n_pairs"]]
-        below = [r for r in measured if r["minus_bt"] < 0]
-        lines += [f"On a source it never saw, routerdb is below Bradley-Terry (fitted on the same rows) on "
-                  f"{len(below)} of {len(measured)} sources measured: what the head learns about prompts "
-                  "and LLMs on one source's labels (a judge's preferences, or correctness on some "
-                  "benchmarks) does not carry over to another's; a prompt-agnostic strength transfers "
-                  "better. Generalising to unseen sources is not solved by this router.", ""]
-        lines += loso_by_config(loso_all)
     lines += ["## `make router`", ""]
     if timing_path.is_file():
         t = json.loads(timing_path.read_text())
@@ -387,6 +349,3 @@ ABLATION_TEXT = ("Each run changes one thing from the base (head-only training o
 LORA_TEXT = ("LoRA runs the encoder with gradients at every step (~10 prompts/s on this CPU), so all "
              "~30,000 training prompts are out of reach for the ablation budget; both runs use the same "
              "random subsample of training prompts and the full validation side.")
-LOSO_TEXT = ("Train on every other source's training side, test on this source's test side, on the pairs "
-             "whose two LLMs appear in the training rows (an LLM never seen cannot be scored by a learned "
-             "table). Bradley-Terry is fitted on the same rows.")

@@ -107,8 +107,8 @@ def unseen_table(rows: list[dict]) -> list[str]:
         cells = []
         for n in ns:
             a = r["added"].get(str(n))
-            ci = interval(a.get("minus_trained_with_ci"), 2, True) if a else ""
-            cells.append(f"{_pts(a['minus_trained_with'])} {ci}" if a else "")
+            ci = interval(a["minus_trained_with_ci"], 2, True) if a and "minus_trained_with_ci" in a else ""
+            cells.append(f"{_pts(a['minus_trained_with'])} {ci}".strip() if a else "")
         lines.append(f"| {r['config']} | {r['llm']} | {r['trained_with']['n_pairs']:,} | "
                      f"{100 * r['trained_with']['accuracy']:.1f} % | " + " | ".join(cells) + " |")
     return lines
@@ -142,4 +142,44 @@ def targets(apgr: dict[str, list[float]], runs: list[dict], transfer_rows: list[
         met = "yes" if r["minus_bt"] >= 0.02 else "no"
         lines.append(f"| in distribution: pooled >= Bradley-Terry + 2 points (test side) | "
                      f"{_pts(r['minus_bt'])} {interval(r['minus_bt_ci'], 2, True)} | {met} |")
+    return lines
+
+
+DOMAIN_TEXT = (
+    "A task is (source, benchmark family, strong LLM, weak LLM). A fold trains once without the test "
+    "prompts (half of the near-duplicate prompt groups of each task's family, chosen by a hash) and "
+    "without any label of each task's two LLMs on that family, while every other LLM keeps its labels "
+    "there: the router must know where the strong LLM gains from the other LLMs' labels on those "
+    "prompts and from the two LLMs' labels elsewhere, as on a user's traffic. Routing by the score gap "
+    "strong - weak on the test prompts; APGR 0.5 is random (and Bradley-Terry: a constant gap), 95 % "
+    "intervals resample near-duplicate groups. *weak LLM's score low* routes by the weak LLM's own "
+    "score alone. Tasks: `experiments/transfer.json`; code: `training/evaluation/transfer.py`.")
+LOSO_TEXT = (
+    "Train on every other source's training side, test on this source's test side, on the pairs whose "
+    "two LLMs the training rows contain; minus Bradley-Terry fitted on the same rows, points [95 % CI].")
+UNSEEN_TEXT = (
+    "Train without an LLM (every row naming it removed), then add it back from N of its training-side "
+    "comparison records the way `python -m training.add_model` does (its row of the LLM table fitted "
+    "against the trained head, `training/llm_embeddings/row_fit.py`), and rank it on the test side's "
+    "decisive pairs that involve it; minus the same configuration trained with it, points [95 % CI], "
+    "on the same pairs.")
+
+
+def transfer_section(transfer_rows: list[dict], runs: list[dict], final: dict | None) -> list[str]:
+    """## Transfer: the targets, then domain transfer, leave one source out and unseen LLMs."""
+    domain, apgr = domain_tables(transfer_rows)
+    loso, unseen = loso_table(runs), unseen_table(transfer_rows)
+    if not (domain or loso or unseen):
+        return []
+    lines = ["## Transfer: prompts, domains, sources and LLMs never seen in training", "",
+             "### Targets (the recommended spec)", ""] + targets(apgr, runs, transfer_rows, final) + [""]
+    if domain:
+        lines += ["### Domain transfer for an LLM pair", "", DOMAIN_TEXT, "", "APGR [95 % CI]:", ""]
+        lines += domain + ["", "CPT(50 %), the share of prompts sent to the strong LLM to recover half the "
+                                "gap (lower is better; random 50 %):", ""] + cpt_table(transfer_rows) + [""]
+    if loso:
+        lines += ["### Leave one source out", "", LOSO_TEXT, ""] + loso + [""]
+    if unseen:
+        lines += ["### An LLM never seen in training, added from N of its records", "", UNSEEN_TEXT, ""]
+        lines += unseen + [""]
     return lines

@@ -33,28 +33,3 @@ def test_recommended_names_the_chosen_run_with_its_numbers():
     assert "APGR 0.637 against the base's 0.385" in text
     assert "pairs_elobench_gpt4turbo -0.76 -> +0.23" in text  # every pair x1 -> sqrt, per source
     assert qd.recommended([r for r in ROWS if r["name"] != qd.RECOMMENDED], []) == []
-
-
-def test_loso_by_config_is_a_source_by_configuration_table():
-    def loso(src, config, minus_bt, n=2000):
-        return {"name": f"leave out {src}", "source": src, "config": config, "n_pairs": n,
-                "minus_bt": minus_bt, "minus_bt_ci": [minus_bt - 0.01, minus_bt + 0.01]}
-
-    rows = [loso("a", "recommended", -0.088), loso("b", "recommended", 0.0055), loso("a", "base", -0.0206),
-            {"name": "leave out c", "source": "c", "n_pairs": 0}]
-    lines = qd.loso_by_config(rows)
-    assert lines[2:5] == ["| configuration | a | b |", "|---|---|---|",
-                          "| recommended | -8.80 [-9.80, -7.80] | +0.55 [-0.45, +1.55] |"]
-    assert lines[5] == "| base | -2.06 [-3.06, -1.06] |  |"
-    assert qd.loso_by_config(rows[:2]) == []  # one configuration: the main table says it all
-
-
-def test_loso_by_config_says_whether_any_configuration_holds_on_every_source():
-    def loso(src, config, minus_bt):
-        return {"name": f"leave out {src}", "source": src, "config": config, "n_pairs": 500,
-                "minus_bt": minus_bt, "minus_bt_ci": [minus_bt, minus_bt]}
-
-    rows = [loso("a", "recommended", -0.02), loso("b", "recommended", 0.01),
-            loso("a", "base", 0.01), loso("b", "base", 0.03)]
-    assert "Mean over these sources, minus BT: recommended -0.50; base +2.00. At or above Bradley-Terry " \
-           "on every left-out source: base." in qd.loso_by_config(rows)[-2]
