@@ -110,7 +110,7 @@ def router(args, cache: PromptCache, spec: dict) -> TransformerEmbeddingModel:
         seed=args.seed,
         progress=False,
     )
-    model.prompt_vectors = cache.vectors
+    model.frozen_vectors = cache.vectors
     return model
 
 

@@ -86,7 +86,7 @@ def cached_model(config: RouterConfig, cache: PromptCache | None):
     if cache is not None and config.finetuning.kind == "frozen":
         if cache.truncation != config.encoder.truncation:  # e.g. the truncation ablation
             cache = PromptCache(cache.directory, cache.encoder, cache.max_length, config.encoder.truncation)
-        model.prompt_vectors = cache.vectors
+        model.frozen_vectors = cache.vectors
     return model
 
 

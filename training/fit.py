@@ -44,7 +44,7 @@ def fit(spec: FitSpec, *, resume: bool = False) -> Path:
     if spec.finetuning.kind == "frozen" and spec.encoder.pooling == "auto":
         # a frozen encoder's prompt vectors never change: read them from build/cache/, encoding
         # (and storing) only the prompts not there yet
-        model.prompt_vectors = PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length,
+        model.frozen_vectors = PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length,
                                                        truncation=spec.encoder.truncation).vectors
     history = model.train(pairs, validation_split=spec.data.validation, run_dir=run_dir, resume=resume)
     (run_dir / "history.json").write_text(json.dumps(history, indent=2))

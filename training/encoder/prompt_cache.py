@@ -12,7 +12,7 @@ training run, baseline and near-duplicate split reads the vectors from here:
 The vectors are exactly what `TransformerEmbeddingModel.embed_prompts` returns for a frozen
 encoder (same tokenizer, truncation, pooling and normalisation): they are computed by a
 `training.encoder.text_encoder.TextEncoder` of the same encoder. A frozen-encoder router reads them
-through `model.prompt_vectors = cache.vectors` (`training.fit` sets it, so `make router` encodes
+through `model.frozen_vectors = cache.vectors` (`training.fit` sets it, so `make router` encodes
 nothing already cached).
 Storage: Parquet shards `part-<time>-<pid>.parquet` with columns `key` (sha256 hex) and `embedding`
 (list<float32>), under `build/cache/<encoder>-<max_length>/`; a shard is written every

@@ -8,7 +8,7 @@
 The router is a `RouterNet` (encoder -> pooling -> [prompt, features] -> head, `training.model.
 network`) scored against a table of LLM embeddings (`llm_table`, `training.llm_embeddings.tables`).
 "model" is the router; the LLMs it routes between are `llm_names` / `llm_embeddings`.
-A frozen encoder's prompt vectors can come from outside (`prompt_vectors`, e.g. a
+A frozen encoder's prompt vectors can come from outside (`frozen_vectors`, e.g. a
 `training.encoder.prompt_cache.PromptCache`), so that no prompt is encoded twice across runs.
 """
 
@@ -67,7 +67,7 @@ class TransformerEmbeddingModel:
         self.llm_table: nn.Module | None = None  # () -> LLM embeddings [M, D]; training.llm_embeddings.tables
         self.llm_embedder: LLMEmbedder | None = None  # phase 1, for kinds other than "learned"
         # prompts -> [P, H] vectors of this router's frozen encoder (read instead of running it)
-        self.prompt_vectors: TextVectors | None = None
+        self.frozen_vectors: TextVectors | None = None
         self.tokenizer: PromptTokenizer | None = None
         self.encoder_ref: EncoderRef | None = None
         self.pooling_reason = ""
@@ -198,11 +198,11 @@ class TransformerEmbeddingModel:
         self.llm_table = phase1_table(self.llm_embedder, comparison_records(train_pairs), names)
 
     def _phase1_vectors(self) -> TextVectors | None:
-        """`prompt_vectors` where phase 1 encodes texts exactly as the router does (same encoder,
+        """`frozen_vectors` where phase 1 encodes texts exactly as the router does (same encoder,
         frozen), so that record texts are read from the same cache; else None."""
         spec = self.config.embedding_spec
         same = getattr(spec, "encoder", None) in (None, self.config.encoder.name)
-        return self.prompt_vectors if same and not EMBEDDING_KINDS[spec.kind].finetunes_encoder else None
+        return self.frozen_vectors if same and not EMBEDDING_KINDS[spec.kind].finetunes_encoder else None
 
     # --- inference -------------------------------------------------------------------------
 
@@ -210,8 +210,8 @@ class TransformerEmbeddingModel:
     def embed_prompts(self, prompts: Sequence[str], batch_size: int = 32,
                       progress: bool = False) -> torch.Tensor:
         """Pooled encoder vectors [P, H] (float32, on the model's device), in input order."""
-        if self.prompt_vectors is not None and self.frozen_encoder:
-            return torch.from_numpy(self.prompt_vectors(list(prompts))).to(self.device)
+        if self.frozen_vectors is not None and self.frozen_encoder:
+            return torch.from_numpy(self.frozen_vectors(list(prompts))).to(self.device)
         self.net.eval()
         ids = self.token_ids(prompts)
         out = torch.empty(len(prompts), self._hidden_size(), device=self.device)

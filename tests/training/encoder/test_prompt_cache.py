@@ -31,7 +31,7 @@ def test_fill_lookup_reload_and_read_by_the_router(tiny_encoders, tmp_path):
     model.build(["x", "y"], None)
     direct = model.embed_prompts(prompts).cpu().numpy()
     assert np.allclose(direct, vectors, atol=1e-6)  # the cache holds what the trainer computes
-    model.prompt_vectors = again.vectors
+    model.frozen_vectors = again.vectors
     got = model.embed_prompts(prompts + ["never seen"])  # a miss is encoded and stored
     assert isinstance(got, torch.Tensor) and got.shape == (4, 32) and len(again) == 3
 
@@ -60,7 +60,19 @@ def test_phase1_reads_record_texts_through_a_cold_cache(tiny_encoders, tmp_path)
     model = TransformerEmbeddingModel(encoder={"name": str(tiny_encoders["bert"]), "max_length": 64},
                                       finetuning=Frozen(), embedding_spec={"kind": "frozen", "dim": 8},
                                       embedding_model_epochs=1, epochs=1, progress=False)
-    model.prompt_vectors = cache.vectors
+    model.frozen_vectors = cache.vectors
     data = tiny_models.synthetic_scores(n_prompts=20)
     model.train(data, ValidationSplit(0.25, 0))
     assert len(cache) == 20 and not cache.missing(data["prompt"].to_pylist())
+
+
+def test_a_router_reading_the_cache_still_gives_the_heads_inputs(tiny_encoders, tmp_path):
+    cache = PromptCache.for_encoder(str(tiny_encoders["bert"]), 64, tmp_path)
+    model = TransformerEmbeddingModel(encoder={"name": str(tiny_encoders["bert"]), "max_length": 64},
+                                      finetuning=Frozen(), progress=False)
+    model.build(["x", "y"], None)
+    direct = model.prompt_vectors(["Solve 2x + 3 = 7."])
+    model.frozen_vectors = cache.vectors
+    cached = model.prompt_vectors(["Solve 2x + 3 = 7."])
+    assert cached.shape == direct.shape == (1, 32 + 45)  # pooled vector + prompt features
+    assert np.allclose(cached, direct, atol=1e-5)
