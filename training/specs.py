@@ -143,6 +143,9 @@ class HeadSpec(Closed):
     # (training/model/head.py); an irt row is [ability, skills...]: embedding_spec.dim = skills + 1
     kind: Literal["mlp", "irt"] = "mlp"
     skills: Int = Field(8, ge=0, le=1024)  # irt: skill dimensions K beside the ability
+    # irt: an LLM's skills count only near the prompts it was measured on; its row also holds that
+    # region ([ability, K skills, K centre, 1 radius]: embedding_spec.dim = 2 K + 2)
+    coverage: bool = False
     hidden_dims: list[Annotated[Int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [256, 64],
                                                                    min_length=1, max_length=16)
     dropout: Float = Field(0.1, ge=0, lt=1)
@@ -270,10 +273,15 @@ class RouterConfig(Closed):
 
     @model_validator(mode="after")
     def _head_fits_rows(self) -> RouterConfig:
-        if self.head.kind == "irt" and self.embedding_spec.dim != self.head.skills + 1:
-            raise ValueError(f"head.kind 'irt' reads LLM rows of [ability, {self.head.skills} skills], "
-                             f"but embedding_spec.dim is {self.embedding_spec.dim}; set embedding_spec.dim "
-                             f"to {self.head.skills + 1} (or head.skills to {self.embedding_spec.dim - 1})")
+        k = self.head.skills
+        width = 2 * k + 2 if self.head.coverage else k + 1
+        if self.head.kind == "irt" and self.embedding_spec.dim != width:
+            row = f"[ability, {k} skills" + (f", {k} centre, 1 radius]" if self.head.coverage else "]")
+            raise ValueError(f"head.kind 'irt' reads LLM rows of {row}, but embedding_spec.dim is "
+                             f"{self.embedding_spec.dim}; set embedding_spec.dim to {width}")
+        if self.head.coverage and (self.head.kind != "irt" or self.embedding_spec.kind != "learned"):
+            raise ValueError("head.coverage gates the irt head's skills on learned LLM rows; set head.kind "
+                             "'irt' and embedding_spec.kind 'learned', or drop coverage")
         if self.head.kind == "irt" and self.head.llm_strength:
             raise ValueError("head.llm_strength adds an ability to the mlp head; the irt head has one "
                              "(the row's first coordinate): drop llm_strength")

@@ -42,6 +42,11 @@ def fit_llm_row(head: nn.Module, prompt_vectors: np.ndarray, records: Records, k
         opponent = head(u, rows)  # [P, M]: the known LLMs' scores, fixed
     s_o = opponent[p, o]
     e = nn.Parameter(mean.clone())
+    fitted = torch.ones_like(e)  # which coordinates the likelihood fits
+    if getattr(head, "coverage", False):  # the measured region comes from the records' prompts
+        with torch.no_grad():
+            e[1 + head.skills:] = head.coverage_of(u[torch.unique(p)])
+        fitted[1 + head.skills:] = 0.0
     optim = torch.optim.Adam([e], lr=LR)
     for _ in range(STEPS):
         s_new = head(u, e.unsqueeze(0))[:, 0][p]
@@ -49,6 +54,7 @@ def fit_llm_row(head: nn.Module, prompt_vectors: np.ndarray, records: Records, k
         prior = 0.5 * ((e - mean) ** 2 / var).sum() / w.sum()
         optim.zero_grad()
         (nll + prior).backward()
+        e.grad *= fitted
         optim.step()
     return e.detach().numpy()[None, :]
 

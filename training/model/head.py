@@ -75,18 +75,55 @@ class ScoringHead(nn.Module):
 
 
 class IRTHead(nn.Module):
-    """kind "irt": difficulty and skills from the prompt, ability and skills per LLM row."""
+    """kind "irt": difficulty and skills from the prompt, ability and skills per LLM row.
+
+    With `coverage`, an LLM's row also says where its labels were: the mean mu and the radius
+    exp(rho) of the skill loadings z(p) over the prompts it was measured on (filled after training by
+    `set_coverage`, not learned). Its skills then count only near there:
+
+        raw = theta - d(p) + g(p) * b . z(p),   g(p) = exp(-max(0, |z(p) - mu|^2 / (K exp(2 rho)) - 1))
+
+    so on prompts unlike any it was measured on (another domain, another source) an LLM keeps its
+    ability and the prompt's difficulty, and its learned skills do not extrapolate. Row:
+    [theta, b (K), mu (K), rho]."""
 
     def __init__(self, prompt_dim: int, llm_dim: int, hidden_dims: list[int], dropout: float,
-                 negative_slope: float = 0.01):
+                 negative_slope: float = 0.01, coverage: bool = False):
         super().__init__()
         self.prompt_dim = prompt_dim
-        self.skills = llm_dim - 1  # the row is [theta, b_1..b_K]
-        self.trunk = _mlp([prompt_dim, *hidden_dims, llm_dim], dropout, negative_slope)
+        self.coverage = coverage
+        self.skills = (llm_dim - 2) // 2 if coverage else llm_dim - 1
+        self.trunk = _mlp([prompt_dim, *hidden_dims, 1 + self.skills], dropout, negative_slope)
+        # the gate is on once set_coverage has filled the rows' mu and rho (after training)
+        self.register_buffer("gate_on", torch.zeros((), dtype=torch.bool))
+
+    def loadings(self, prompt: torch.Tensor) -> torch.Tensor:
+        """[P, 1 + K]: each prompt's difficulty and skill loadings."""
+        return self.trunk(prompt)
 
     def raw(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(prompt)  # [P, 1 + K]: difficulty, skill loadings
-        return llms[:, 0].unsqueeze(0) - h[:, :1] + h[:, 1:] @ llms[:, 1:].T  # [P, M]
+        h = self.loadings(prompt)
+        k = self.skills
+        skill = h[:, 1:] @ llms[:, 1:1 + k].T  # [P, M]
+        if self.coverage:
+            skill = skill * self.gate(h[:, 1:], llms)
+        return llms[:, 0].unsqueeze(0) - h[:, :1] + skill  # [P, M]
+
+    def gate(self, z: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
+        """[P, M] in (0, 1]: 1 within an LLM's measured region of skill space, falling outside it."""
+        k = self.skills
+        mu, rho = llms[:, 1 + k:1 + 2 * k], llms[:, 1 + 2 * k]
+        dist2 = ((z.unsqueeze(1) - mu.unsqueeze(0)) ** 2).sum(-1) / (max(k, 1) * torch.exp(2 * rho))
+        gated = torch.exp(-torch.relu(dist2 - 1.0))
+        return torch.where(self.gate_on, gated, torch.ones_like(gated))
+
+    @torch.no_grad()
+    def coverage_of(self, prompt: torch.Tensor) -> torch.Tensor:
+        """[K + 1]: the mu and rho of a row measured on these prompts [P, H + F]."""
+        z = self.loadings(prompt)[:, 1:]
+        mu = z.mean(0)
+        spread = ((z - mu) ** 2).sum(-1).mean() / max(self.skills, 1)
+        return torch.cat([mu, 0.5 * torch.log(spread.clamp(min=1e-8)).reshape(1)])
 
     def forward(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
         return self.squash(self.raw(prompt, llms))
@@ -107,6 +144,7 @@ def build_head(config, prompt_dim: int, llm_dim: int) -> nn.Module:
     from a bundle's manifest to fit a new LLM's row."""
     head = config.head
     if head.kind == "irt":
-        return IRTHead(prompt_dim, llm_dim, list(head.hidden_dims), head.dropout, head.negative_slope)
+        return IRTHead(prompt_dim, llm_dim, list(head.hidden_dims), head.dropout, head.negative_slope,
+                       coverage=head.coverage)
     return ScoringHead(prompt_dim, llm_dim, list(head.hidden_dims), head.dropout, head.negative_slope,
                        llm_strength=head.llm_strength)

@@ -204,6 +204,27 @@ class TransformerEmbeddingModel:
         same = getattr(spec, "encoder", None) in (None, self.config.encoder.name)
         return self.frozen_vectors if same and not EMBEDDING_KINDS[spec.kind].finetunes_encoder else None
 
+    @torch.no_grad()
+    def finish_training(self, train_pairs: pa.Table) -> None:
+        """After the last epoch: with `head.coverage`, write each LLM's measured region of skill
+        space (the prompts of its training pairs and scores) into its row and turn the gate on."""
+        head = self.net.head
+        if not getattr(head, "coverage", False):
+            return
+        prompt_codes, prompts = np.unique(np.asarray(train_pairs["prompt"].to_pylist(), dtype=object),
+                                          return_inverse=True)[::-1]
+        vectors = torch.as_tensor(self.prompt_vectors(list(prompts)), device=self.device)
+        column = {name: j for j, name in enumerate(self.llm_names)}
+        a = np.array([column[x] for x in train_pairs["model_a"].to_pylist()])
+        b = np.array([column[x] for x in train_pairs["model_b"].to_pylist()])
+        rows = self.llm_table.weight.data
+        for j in range(len(self.llm_names)):
+            mine = np.unique(prompt_codes[(a == j) | (b == j)])
+            if len(mine):
+                measured = vectors[torch.as_tensor(mine, device=self.device)]
+                rows[j, 1 + head.skills:] = head.coverage_of(measured)
+        head.gate_on.fill_(True)
+
     # --- inference -------------------------------------------------------------------------
 
     @torch.no_grad()

@@ -81,6 +81,8 @@ def fit_loop(model, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         losses = _epoch(model, optim, generator, train, weights, inputs, epoch)
+        if epoch + 1 == cfg.epochs:
+            model.finish_training(train_pairs)  # e.g. the LLMs' measured regions (head.coverage)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                **evaluate_pairs(model, val, inputs), "seconds": time.perf_counter() - t0}
         history.append(row)

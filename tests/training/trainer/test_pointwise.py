@@ -102,3 +102,40 @@ def test_irt_bundle_matches_torch_and_takes_a_new_llm(tiny_encoders, data, tmp_p
     added = Router(add_model(bundle, tmp_path / "records.parquet", "oracle", tmp_path / "added"))
     best = added.best(prompts)
     assert added.models[-1] == "oracle" and best.count("oracle") >= 10, best
+
+
+COVERAGE = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16], "coverage": True},
+            "embedding_spec": {"kind": "learned", "dim": 6}}
+
+
+def test_coverage_rows_hold_where_each_llm_was_measured(tiny_encoders, data, tmp_path):
+    model = _model(tiny_encoders["bert"], **COVERAGE)
+    model.train(data, ValidationSplit(0.25, 0))
+    head = model.net.head
+    assert bool(head.gate_on)  # turned on after the last epoch
+    rows = model.llm_embeddings.detach()
+    prompts = sorted(set(data["prompt"].to_pylist()))
+    z = head.loadings(torch.as_tensor(model.prompt_vectors(prompts)))[:, 1:]
+    gate = head.gate(z, rows)
+    assert gate.shape == (len(prompts), 3) and float(gate.mean()) > 0.5  # measured here: mostly open
+    far = z + 100.0  # loadings unlike any measured prompt: every LLM falls back to ability - difficulty
+    assert float(head.gate(far, rows).max()) < 1e-6
+    bundle = export_bundle(model, tmp_path / "bundle", prompts[:8])
+    np.testing.assert_allclose(Router(bundle).score(prompts[:8]), model.score_matrix(prompts[:8]), atol=1e-4)
+
+
+def test_a_new_llm_row_takes_its_region_from_its_records(tiny_encoders, data):
+    from training.llm_embeddings.records import comparison_records
+    from training.llm_embeddings.row_fit import fit_llm_row
+
+    without = data.filter(pa.array([a != "coder" and b != "coder" for a, b in zip(
+        data["model_a"].to_pylist(), data["model_b"].to_pylist(), strict=True)]))
+    model = _model(tiny_encoders["bert"], **COVERAGE)
+    model.train(without, ValidationSplit(0.25, 0))
+    records = comparison_records(data).of("coder")
+    vectors = model.prompt_vectors(list(records.prompts))
+    rows = model.llm_embeddings.detach().numpy()
+    row = fit_llm_row(model.net.head, vectors, records, list(model.llm_names), rows)
+    want = model.net.head.coverage_of(torch.as_tensor(vectors)[torch.as_tensor(np.unique(records.prompt))])
+    np.testing.assert_allclose(row[0, 3:], want.numpy(), atol=1e-6)  # region: computed, not fitted
+    assert np.all(np.isfinite(row))
