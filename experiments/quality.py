@@ -181,7 +181,8 @@ def stage_final(ds, cache, embed, study: Study, n_boot: int = 1000) -> dict:
 IRT = {"head": {"kind": "irt", "skills": 8}, "embedding_spec": {"kind": "learned", "dim": 9},
        "loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt", "pointwise_weight": 1.0,
        "source_scale": True}
-COVERAGE = {"head": {"kind": "irt", "skills": 8, "coverage": True}, "embedding_spec": {"kind": "learned", "dim": 18}}
+COVERAGE = {"head": {"kind": "irt", "skills": 8, "coverage": True},
+            "embedding_spec": {"kind": "learned", "dim": 18}}
 TRANSFER_CANDIDATES: list[tuple[str, dict]] = [
     ("irt8, pointwise + judge pairs", {**IRT, "pair_sources": "pairwise"}),
     ("irt8, pointwise + all pairs", {**IRT, "pair_sources": "all"}),
