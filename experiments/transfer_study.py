@@ -92,9 +92,10 @@ def _unseen(config, train_pairs: pa.Table, test, llm: str, full: Scores, cache, 
     involves = (a == llm) | (b == llm)
     without, _ = train(config, train_pairs.filter(pa.array(~involves)), cache)
     records = comparison_records(train_pairs.filter(pa.array(involves))).of(llm)
-    trained_with = unseen_llm_accuracy(test, llm, full)
-    out = {"records": len(records), "trained_with": _accuracy(trained_with), "added": {}}
     known = list(without.llm_names)
+    among = {*known, llm}  # the pairs both routers can score
+    trained_with = unseen_llm_accuracy(test, llm, full, among)
+    out = {"records": len(records), "trained_with": _accuracy(trained_with), "added": {}}
     rng = np.random.default_rng(0)
     for n in spec.unseen_records:
         sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
@@ -103,7 +104,7 @@ def _unseen(config, train_pairs: pa.Table, test, llm: str, full: Scores, cache, 
                               without.llm_embeddings.detach().cpu().numpy())
         table = np.vstack([without.llm_embeddings.detach().cpu().numpy(), new_row])
         scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=table).astype(float))
-        added = unseen_llm_accuracy(test, llm, scores)
+        added = unseen_llm_accuracy(test, llm, scores, among)
         out["added"][str(n)] = _accuracy(added) | _paired(added, trained_with)
     return out
 

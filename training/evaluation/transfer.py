@@ -135,11 +135,12 @@ def routing_numbers(s_q: np.ndarray, w_q: np.ndarray, d: np.ndarray, group: np.n
             "cpt50": metrics.cpt(s_q, w_q, d, 0.5, n_points=N_POINTS)}
 
 
-def unseen_llm_accuracy(test: Side, llm: str, scores: Scores) -> dict:
-    """Pairwise accuracy (equal scores half) on the test side's decisive pairs that involve `llm`."""
+def unseen_llm_accuracy(test: Side, llm: str, scores: Scores, among: set[str] | None = None) -> dict:
+    """Pairwise accuracy (equal scores half) on the test side's decisive pairs that involve `llm`
+    (and whose other LLM is in `among`, where given, so that two routers compare on one set)."""
     rows = (test.label != 0) & ((test.a == llm) | (test.b == llm))
     t = test.take(rows)
-    known = set(scores.models)
+    known = set(scores.models) & (set(scores.models) if among is None else among)
     t = t.take(np.array([x in known and y in known for x, y in zip(t.a, t.b, strict=True)], bool))
     credit = pair_credit(scores.diff(t.p, t.a, t.b), t.label)
     return {"n_pairs": int(len(t.label)), "accuracy": float(credit.mean()) if len(credit) else float("nan"),
