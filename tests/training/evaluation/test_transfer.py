@@ -108,6 +108,8 @@ def test_unseen_llm_accuracy_counts_its_decisive_pairs():
     # W's decisive pairs: p1 S>W, p1 O=W (tie: no), p2 W>O, p3 S>W, p3 O>W -> S>W right twice,
     # W>O right once, O>W wrong once: 3 of 4
     assert got["n_pairs"] == 4 and got["accuracy"] == pytest.approx(0.75)
+    among = unseen_llm_accuracy(test, "W", scores, among={"S", "W"})  # only W's pairs with S: both right
+    assert among["n_pairs"] == 2 and among["accuracy"] == 1.0
 
 
 def test_the_shipped_transfer_tasks_load():
