@@ -31,7 +31,7 @@ from training.evaluation.transfer import (
     unseen_llm_accuracy,
 )
 from training.llm_embeddings.records import comparison_records
-from training.llm_embeddings.row_fit import fit_llm_row
+from training.llm_embeddings.row_fit import fit_llm_row, own_scores
 
 log = logging.getLogger("experiments.transfer")
 
@@ -91,7 +91,8 @@ def _unseen(config, train_pairs: pa.Table, test, llm: str, full: Scores, cache, 
     b = np.asarray(train_pairs["model_b"].to_pylist(), dtype=object)
     involves = (a == llm) | (b == llm)
     without, _ = train(config, train_pairs.filter(pa.array(~involves)), cache)
-    records = comparison_records(train_pairs.filter(pa.array(involves))).of(llm)
+    mine = train_pairs.filter(pa.array(involves))
+    records = comparison_records(mine).of(llm)
     known = list(without.llm_names)
     among = {*known, llm}  # the pairs both routers can score
     trained_with = unseen_llm_accuracy(test, llm, full, among)
@@ -100,8 +101,12 @@ def _unseen(config, train_pairs: pa.Table, test, llm: str, full: Scores, cache, 
     for n in spec.unseen_records:
         sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
         vectors = without.prompt_vectors(list(sub.prompts))
+        rows, values = own_scores(mine, llm, sub.prompts)
+        sampled = np.isin(rows, np.unique(sub.prompt))  # its scores on the sampled records' prompts only
+        scores = (rows[sampled], values[sampled])
         new_row = fit_llm_row(without.net.head.cpu(), vectors, sub, known,
-                              without.llm_embeddings.detach().cpu().numpy())
+                              without.llm_embeddings.detach().cpu().numpy(), own_scores=scores,
+                              pointwise_weight=config.pointwise_weight)
         table = np.vstack([without.llm_embeddings.detach().cpu().numpy(), new_row])
         scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=table).astype(float))
         added = unseen_llm_accuracy(test, llm, scores, among)

@@ -42,7 +42,7 @@ from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.data import load_aliases, load_pairs
 from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.records import Records, comparison_records
-from training.llm_embeddings.row_fit import fit_llm_row
+from training.llm_embeddings.row_fit import fit_llm_row, own_scores
 from training.model.head import build_head
 from training.specs import RouterConfig
 
@@ -83,15 +83,15 @@ def add_model(source: str | Path, records_path, name: str, out: str | Path, *, b
     if name in loaded.model_names:
         raise ValueError(f"LLM {name!r} is already in {loaded.path} ({len(loaded.model_names)} LLMs); "
                          "pick another --name, or add it to the original bundle without it.")
-    records = comparison_records(load_pairs(records_path, aliases=load_aliases(aliases)
-                                            if aliases else None)).of(name)
+    pairs = load_pairs(records_path, aliases=load_aliases(aliases) if aliases else None)
+    records = comparison_records(pairs).of(name)
     if len(records) < MIN_RECORDS:
         log.warning("only %d comparison records of %s; its row will be noisy (a few hundred are "
                     "recommended)", len(records), name)
     if embedder is not None:
         vector, how = _embed(embedder, records, name, loaded.model_embeddings.shape[1]), "embedded"
     else:
-        vector, how = fitted_row(loaded, records), "fitted against the head"
+        vector, how = fitted_row(loaded, records, pairs), "fitted against the head"
     entry = _added_entry(loaded, embedder, records, name, str(records_path)) | {"row": how}
     manifest = {k: v for k, v in loaded.manifest.items()
                 if k not in ("format", "format_version", "files", "manifest_sha256")}
@@ -105,7 +105,7 @@ def add_model(source: str | Path, records_path, name: str, out: str | Path, *, b
                         verify=lambda tmp: _verify(loaded, tmp, check_prompts))
 
 
-def fitted_row(loaded: Bundle, records: Records) -> np.ndarray:
+def fitted_row(loaded: Bundle, records: Records, pairs=None) -> np.ndarray:
     """[1, D]: the new LLM's row fitted against the bundle's head (`training.llm_embeddings.row_fit`)."""
     head_entry = loaded.manifest.get("head")
     if not head_entry or head_entry.get("file") not in loaded.manifest["files"]:
@@ -118,7 +118,9 @@ def fitted_row(loaded: Bundle, records: Records) -> np.ndarray:
     head.load_state_dict(load_file(str(loaded.path / loaded.manifest["files"][head_entry["file"]]["path"])))
     router = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0)
     vectors = router.prompt_vectors(list(records.prompts))
-    return fit_llm_row(head, vectors, records, list(loaded.model_names), loaded.model_embeddings)
+    scores = own_scores(pairs, records.llms[records.llm[0]], records.prompts) if pairs is not None else None
+    return fit_llm_row(head, vectors, records, list(loaded.model_names), loaded.model_embeddings,
+                       own_scores=scores, pointwise_weight=config.pointwise_weight)
 
 
 def _embed(embedder: LLMEmbedder, records: Records, name: str, width: int) -> np.ndarray:

@@ -1,11 +1,13 @@
 """A new LLM's row of the LLM table, fitted against a trained head from its comparison records.
 
-For a router whose LLM vectors were learned with the head (`embedding_spec.kind` "learned"),
-nothing can embed an LLM it never saw; but the head is fixed and the new LLM is one vector e
-[D]. Its comparison records against known LLMs (prompt, opponent, outcome) are a Bradley-Terry
-likelihood of e, with the known LLMs' rows and the prompts' vectors held fixed:
+For a router whose LLM rows were learned with the head (`embedding_spec.kind` "learned"), nothing
+can embed an LLM it never saw; but the head is fixed and the new LLM is one row e [D]. Its records
+are a likelihood of e, with the known LLMs' rows and the prompts' vectors held fixed, in the head's
+own terms (`training.model.head`), as in training:
 
-    P(new beats o on p) = sigmoid(5 * (s(p, e) - s(p, e_o)))        (the training loss's scale)
+    its comparisons with known LLMs:  P(new beats o on p) = sigmoid(head.pair_logit(raw(p, e), raw(p, e_o)))
+    its own scores, where the data has them (per-model scores) and the router was trained on them
+    (`pointwise_weight`):  score(p) ~ Bernoulli(head.probability(raw(p, e)))
 
 and e is its maximum a posteriori under a Gaussian prior fitted to the known LLMs' rows (mean and
 per-coordinate variance): with few records e stays near the average LLM, with many it follows
@@ -20,15 +22,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.llm_embeddings.records import Records
+from training.trainer.losses import point_loss
 
-BT_SCALE = 5.0  # as training.trainer.losses.ranking_loss("bradley_terry")
 STEPS, LR = 400, 0.05
 
 
 def fit_llm_row(head: nn.Module, prompt_vectors: np.ndarray, records: Records, known: list[str],
-                known_rows: np.ndarray, *, seed: int = 0) -> np.ndarray:
+                known_rows: np.ndarray, *, own_scores: tuple[np.ndarray, np.ndarray] | None = None,
+                pointwise_weight: float = 0.0, seed: int = 0) -> np.ndarray:
     """[1, D]: the MAP row of the LLM whose `records` these are. `prompt_vectors` [len(records.prompts),
-    H + F] are the head's inputs for `records.prompts`; `known` / `known_rows` [M, D] the table."""
+    H + F] are the head's inputs for `records.prompts`; `known` / `known_rows` [M, D] the table;
+    `own_scores` (rows of records.prompts, scores in [0, 1]) its per-model scores, used with
+    `pointwise_weight` > 0 as the router's training used them."""
     p, o, y, w = _outcomes_against_known(records, known)
     if not len(p):
         raise ValueError(f"no comparison record of this LLM against an LLM the router knows ({len(known)} "
@@ -39,24 +44,47 @@ def fit_llm_row(head: nn.Module, prompt_vectors: np.ndarray, records: Records, k
     u = torch.as_tensor(prompt_vectors, dtype=torch.float32)
     head = head.eval().requires_grad_(False)
     with torch.no_grad():
-        opponent = head(u, rows)  # [P, M]: the known LLMs' scores, fixed
-    s_o = opponent[p, o]
-    e = nn.Parameter(mean.clone())
-    fitted = torch.ones_like(e)  # which coordinates the likelihood fits
-    if getattr(head, "coverage", False):  # the measured region comes from the records' prompts
-        with torch.no_grad():
-            e[1 + head.skills:] = head.coverage_of(u[torch.unique(p)])
-        fitted[1 + head.skills:] = 0.0
+        raw_o = head.raw(u, rows)[p, o]  # the opponents' raw values, fixed
+    e, fitted = _initial_row(head, mean, u, p)
+    points = None if own_scores is None or pointwise_weight <= 0 else (
+        torch.as_tensor(own_scores[0], dtype=torch.long), torch.as_tensor(own_scores[1], dtype=torch.float32))
     optim = torch.optim.Adam([e], lr=LR)
     for _ in range(STEPS):
-        s_new = head(u, e.unsqueeze(0))[:, 0][p]
-        nll = (w * F.softplus(-y * BT_SCALE * (s_new - s_o))).sum() / w.sum()
-        prior = 0.5 * ((e - mean) ** 2 / var).sum() / w.sum()
+        raw = head.raw(u, e.unsqueeze(0))[:, 0]
+        loss = (w * F.softplus(-y * head.pair_logit(raw[p], raw_o))).sum() / w.sum()
+        if points is not None:
+            loss = loss + pointwise_weight * point_loss(head, raw[points[0]], points[1])
+        loss = loss + 0.5 * ((e - mean) ** 2 / var).sum() / w.sum()  # the prior
         optim.zero_grad()
-        (nll + prior).backward()
+        loss.backward()
         e.grad *= fitted
         optim.step()
     return e.detach().numpy()[None, :]
+
+
+def _initial_row(head: nn.Module, mean: torch.Tensor, u: torch.Tensor, p: torch.Tensor):
+    """(the row to fit, starting at the average LLM; 1 on the coordinates the likelihood fits).
+    With `coverage` the measured region is the records' prompts', computed, not fitted."""
+    e = nn.Parameter(mean.clone())
+    fitted = torch.ones_like(e)
+    if getattr(head, "coverage", False):
+        with torch.no_grad():
+            e[1 + head.skills:] = head.coverage_of(u[torch.unique(p)])
+        fitted[1 + head.skills:] = 0.0
+    return e, fitted
+
+
+def own_scores(pairs, llm: str, prompts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of `prompts`, scores) of `llm`'s own per-model scores in a pairs table (each prompt once)."""
+    index = {q: i for i, q in enumerate(prompts)}
+    seen: dict[int, float] = {}
+    for side, score in (("model_a", "score_a"), ("model_b", "score_b")):
+        for q, m, v in zip(pairs["prompt"].to_pylist(), pairs[side].to_pylist(), pairs[score].to_pylist(),
+                           strict=True):
+            if m == llm and v is not None and q in index:
+                seen.setdefault(index[q], float(v))
+    rows = np.array(sorted(seen), dtype=np.int64)
+    return rows, np.array([seen[r] for r in rows], dtype=np.float32)
 
 
 def _outcomes_against_known(records: Records, known: list[str]):
