@@ -58,34 +58,14 @@ from training.specs import DEFAULT_ENCODER, LoRA, RouterConfig
 log = logging.getLogger("experiments.quality")
 
 # Each ablation changes one thing from experiments.study.BASE.
+# The previous recommended spec: the mlp head, Bradley-Terry loss, ties half, sqrt(pairs) per prompt.
+TIE_AWARE = {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt"}
 ABLATIONS: list[tuple[str, dict]] = [
     ("base: frozen MiniLM, features, margin ranking, ties ignored, every pair x1", {}),
     ("truncation: head (the first 128 tokens)", {"encoder": {"truncation": "head"}}),
-    ("head: + linear LLM strength", {"head": {"llm_strength": True}}),
-    ("epochs: 6", {"epochs": 6}),
     ("no prompt features", {"use_prompt_features": False}),
-    ("loss: Bradley-Terry", {"loss": "bradley_terry"}),
-    ("ties: half a win each", {"ties": "half"}),
-    ("weighting: sqrt(pairs) per prompt", {"prompt_weighting": "sqrt"}),
-    ("weighting: every prompt x1", {"prompt_weighting": "prompts"}),
-    ("head: [512, 128]", {"head": {"hidden_dims": [512, 128]}}),
-    ("loss: Bradley-Terry, ties: half a win each", {"loss": "bradley_terry", "ties": "half"}),
-    ("LLM strength, 6 epochs", {"head": {"llm_strength": True}, "epochs": 6}),
-    ("Bradley-Terry, ties half, LLM strength, 6 epochs",
-     {"loss": "bradley_terry", "ties": "half", "head": {"llm_strength": True}, "epochs": 6}),
-    ("Bradley-Terry, ties half, LLM strength", {"loss": "bradley_terry", "ties": "half",
-                                                "head": {"llm_strength": True}}),
-    ("Bradley-Terry, ties half, 6 epochs", {"loss": "bradley_terry", "ties": "half", "epochs": 6}),
-    ("Bradley-Terry, ties half, sqrt(pairs) per prompt",
-     {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt"}),
-    # capacity and optimisation around the tie-aware spec
-    ("tie-aware sqrt, head [512, 128], LLM embedding 64",
-     {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt",
-      "head": {"hidden_dims": [512, 128]}, "embedding_spec": {"kind": "learned", "dim": 64}}),
-    ("tie-aware sqrt, lr 3e-3", {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt",
-                                 "finetuning": {"kind": "frozen", "lr": 3e-3}}),
-    ("tie-aware sqrt, dropout 0.3", {"loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt",
-                                     "head": {"dropout": 0.3}}),
+    ("Bradley-Terry, ties half, sqrt(pairs) per prompt", TIE_AWARE),
+    ("mlp, tie-aware, + pointwise loss", {**TIE_AWARE, "pointwise_weight": 1.0}),
 ]
 
 
@@ -105,15 +85,16 @@ def embedding_kind_ablations() -> list[tuple[str, dict]]:
 
 
 def stage_ablate(ds, cache, study: Study, extra: list[tuple[str, dict]] = (),
-                 with_embedding_kinds: bool = True) -> None:
-    """One run per ablation (skipping runs already recorded), then the phase-1 LLM embedding kind
-    "frozen" where this checkout has it (~10 min: it trains an embedding model first)."""
+                 with_embedding_kinds: bool = False) -> None:
+    """One run per ablation and transfer candidate (skipping runs already recorded); with
+    `with_embedding_kinds`, also the phase-1 LLM embedding kind "frozen" (~10 min: it trains an
+    embedding model first; docs/embeddings.md has its numbers)."""
     tv = train_side(ds)
     pairs = fit_pairs(tv)
     runs = study.out / "runs.jsonl"
     done = done_runs(runs)
     kinds = embedding_kind_ablations() if with_embedding_kinds else []
-    for name, overrides in [*ABLATIONS, *kinds, *extra]:
+    for name, overrides in [*ablations(), *kinds, *extra]:
         if name in done:
             continue
         model, seconds = train(router_config(overrides, study.encoder), pairs, cache)
@@ -188,6 +169,11 @@ TRANSFER_CANDIDATES: list[tuple[str, dict]] = [
     ("irt8, pointwise + all pairs", {**IRT, "pair_sources": "all"}),
     ("irt8 coverage, pointwise + all pairs", {**IRT, **COVERAGE, "pair_sources": "all"}),
 ]
+
+
+def ablations() -> list[tuple[str, dict]]:
+    """The validation-side runs: the ablations, then every transfer candidate (in distribution)."""
+    return [*ABLATIONS, *TRANSFER_CANDIDATES]
 
 
 def transfer_configs() -> list[tuple[str, dict]]:
