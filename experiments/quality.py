@@ -167,7 +167,7 @@ COVERAGE = {"head": {"kind": "irt", "skills": 8, "coverage": True},
 TRANSFER_CANDIDATES: list[tuple[str, dict]] = [
     ("irt8, pointwise + judge pairs", {**IRT, "pair_sources": "pairwise"}),
     ("irt8, pointwise + all pairs", {**IRT, "pair_sources": "all"}),
-    ("irt8 coverage, pointwise + all pairs", {**IRT, **COVERAGE, "pair_sources": "all"}),
+    ("irt8 coverage (measured level), pointwise + all pairs", {**IRT, **COVERAGE, "pair_sources": "all"}),
 ]
 
 

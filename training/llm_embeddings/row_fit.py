@@ -41,7 +41,12 @@ def fit_llm_row(head: nn.Module, prompt_vectors: np.ndarray, records: Records, k
     torch.manual_seed(seed)
     rows = torch.as_tensor(known_rows, dtype=torch.float32)
     mean, var = rows.mean(0), rows.var(0, unbiased=False).clamp(min=1e-4)
-    u = torch.as_tensor(prompt_vectors, dtype=torch.float32)
+    # only the prompts the records and scores use enter the fit (records share a larger prompt list)
+    used = np.union1d(p.numpy(), [] if own_scores is None else own_scores[0]).astype(np.int64)
+    p = torch.as_tensor(np.searchsorted(used, p.numpy()))
+    if own_scores is not None:
+        own_scores = (np.searchsorted(used, own_scores[0]), own_scores[1])
+    u = torch.as_tensor(np.asarray(prompt_vectors)[used], dtype=torch.float32)
     head = head.eval().requires_grad_(False)
     with torch.no_grad():
         raw_o = head.raw(u, rows)[p, o]  # the opponents' raw values, fixed

@@ -79,13 +79,15 @@ class IRTHead(nn.Module):
 
     With `coverage`, an LLM's row also says where its labels were: the mean mu and the radius
     exp(rho) of the skill loadings z(p) over the prompts it was measured on (filled after training by
-    `set_coverage`, not learned). Its skills then count only near there:
+    `TransformerEmbeddingModel.finish_training`, not learned). Its skills then follow the prompt only
+    near there, and elsewhere stay at their mean over its measured prompts:
 
-        raw = theta - d(p) + g(p) * b . z(p),   g(p) = exp(-max(0, |z(p) - mu|^2 / (K exp(2 rho)) - 1))
+        raw = theta - d(p) + b . (mu + g(p) (z(p) - mu)),
+        g(p) = exp(-max(0, |z(p) - mu|^2 / (K exp(2 rho)) - 1))
 
     so on prompts unlike any it was measured on (another domain, another source) an LLM keeps its
-    ability and the prompt's difficulty, and its learned skills do not extrapolate. Row:
-    [theta, b (K), mu (K), rho]."""
+    measured level, theta + b . mu, against the prompt's difficulty: a prompt-agnostic prior that the
+    prompt corrects only where the LLM's labels say how. Row: [theta, b (K), mu (K), rho]."""
 
     def __init__(self, prompt_dim: int, llm_dim: int, hidden_dims: list[int], dropout: float,
                  negative_slope: float = 0.01, coverage: bool = False):
@@ -104,9 +106,11 @@ class IRTHead(nn.Module):
     def raw(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
         h = self.loadings(prompt)
         k = self.skills
-        skill = h[:, 1:] @ llms[:, 1:1 + k].T  # [P, M]
-        if self.coverage:
-            skill = skill * self.gate(h[:, 1:], llms)
+        b = llms[:, 1:1 + k]
+        skill = h[:, 1:] @ b.T  # [P, M]
+        if self.coverage:  # b . (mu + g (z - mu)) = g b . z + (1 - g) b . mu
+            g = self.gate(h[:, 1:], llms)
+            skill = g * skill + (1.0 - g) * (b * llms[:, 1 + k:1 + 2 * k]).sum(-1).unsqueeze(0)
         return llms[:, 0].unsqueeze(0) - h[:, :1] + skill  # [P, M]
 
     def gate(self, z: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:

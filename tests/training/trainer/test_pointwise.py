@@ -118,8 +118,18 @@ def test_coverage_rows_hold_where_each_llm_was_measured(tiny_encoders, data, tmp
     z = head.loadings(torch.as_tensor(model.prompt_vectors(prompts)))[:, 1:]
     gate = head.gate(z, rows)
     assert gate.shape == (len(prompts), 3) and float(gate.mean()) > 0.5  # measured here: mostly open
-    far = z + 100.0  # loadings unlike any measured prompt: every LLM falls back to ability - difficulty
+    far = z + 100.0  # loadings unlike any measured prompt: every LLM falls back to its measured level
     assert float(head.gate(far, rows).max()) < 1e-6
+    u = torch.as_tensor(model.prompt_vectors(prompts[:3]))
+    k = head.skills
+    with torch.no_grad():
+        head.trunk[-1].bias[1:] += 100.0  # push every prompt's loadings far away
+        h = head.loadings(u)
+        raw = head.raw(u, rows)
+    level = rows[:, 0] + (rows[:, 1:1 + k] * rows[:, 1 + k:1 + 2 * k]).sum(-1)  # theta + b . mu
+    np.testing.assert_allclose(raw, level.unsqueeze(0) - h[:, :1], atol=1e-4)
+    with torch.no_grad():
+        head.trunk[-1].bias[1:] -= 100.0
     bundle = export_bundle(model, tmp_path / "bundle", prompts[:8])
     np.testing.assert_allclose(Router(bundle).score(prompts[:8]), model.score_matrix(prompts[:8]), atol=1e-4)
 
