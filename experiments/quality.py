@@ -168,6 +168,8 @@ TRANSFER_CANDIDATES: list[tuple[str, dict]] = [
     ("irt8, pointwise + judge pairs", {**IRT, "pair_sources": "pairwise"}),
     ("irt8, pointwise + all pairs", {**IRT, "pair_sources": "all"}),
     ("irt8 coverage (measured level), pointwise + all pairs", {**IRT, **COVERAGE, "pair_sources": "all"}),
+    ("irt8 coverage, Bradley-Terry level, pointwise + all pairs",
+     {**IRT, **COVERAGE, "head": {**COVERAGE["head"], "bradley_terry_level": True}, "pair_sources": "all"}),
 ]
 
 

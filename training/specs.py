@@ -146,6 +146,10 @@ class HeadSpec(Closed):
     # irt: an LLM's skills count only near the prompts it was measured on; its row also holds that
     # region ([ability, K skills, K centre, 1 radius]: embedding_spec.dim = 2 K + 2)
     coverage: bool = False
+    # coverage: each LLM's measured level (ability + skills at its region's centre) is set after
+    # training on a linear map of its Bradley-Terry strength on the training pairs: the prompt-agnostic
+    # prior that the prompt only corrects, inside the LLM's measured region
+    bradley_terry_level: bool = False
     hidden_dims: list[Annotated[Int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [256, 64],
                                                                    min_length=1, max_length=16)
     dropout: Float = Field(0.1, ge=0, lt=1)
@@ -279,6 +283,9 @@ class RouterConfig(Closed):
             row = f"[ability, {k} skills" + (f", {k} centre, 1 radius]" if self.head.coverage else "]")
             raise ValueError(f"head.kind 'irt' reads LLM rows of {row}, but embedding_spec.dim is "
                              f"{self.embedding_spec.dim}; set embedding_spec.dim to {width}")
+        if self.head.bradley_terry_level and not self.head.coverage:
+            raise ValueError("head.bradley_terry_level sets the level that coverage falls back to; set "
+                             "head.coverage too")
         if self.head.coverage and (self.head.kind != "irt" or self.embedding_spec.kind != "learned"):
             raise ValueError("head.coverage gates the irt head's skills on learned LLM rows; set head.kind "
                              "'irt' and embedding_spec.kind 'learned', or drop coverage")

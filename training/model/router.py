@@ -43,6 +43,7 @@ from training.encoder.finetuning import count_parameters, prepare_encoder
 from training.encoder.pooling import Pooling, detect_pooling
 from training.encoder.pretrained import EncoderRef, load_config, load_tokenizer, resolve_encoder
 from training.encoder.text_encoder import TextVectors
+from training.evaluation.baselines import BradleyTerry
 from training.llm_embeddings.embedder import KINDS as EMBEDDING_KINDS
 from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.phase1 import phase1_embedder
@@ -223,7 +224,23 @@ class TransformerEmbeddingModel:
             if len(mine):
                 measured = vectors[torch.as_tensor(mine, device=self.device)]
                 rows[j, 1 + head.skills:] = head.coverage_of(measured)
+        if self.config.head.bradley_terry_level:
+            rows[:, 0] += torch.as_tensor(self._level_shift(train_pairs, rows.cpu().numpy(), head.skills),
+                                          dtype=rows.dtype, device=rows.device)
         head.gate_on.fill_(True)
+
+    def _level_shift(self, train_pairs: pa.Table, rows: np.ndarray, k: int) -> np.ndarray:
+        """[M] what moves each LLM's measured level, ability + b . mu, onto the least-squares line
+        through its Bradley-Terry strengths (fitted on the training pairs, ties half)."""
+        bt = BradleyTerry(ties="half").fit(None, None, train_pairs["model_a"].to_numpy(zero_copy_only=False),
+                                           train_pairs["model_b"].to_numpy(zero_copy_only=False),
+                                           train_pairs["label"].to_numpy())
+        beta = np.array([bt.strengths.get(name, 0.0) for name in self.llm_names])
+        level = rows[:, 0] + (rows[:, 1:1 + k] * rows[:, 1 + k:1 + 2 * k]).sum(1)
+        basis = np.stack([beta, np.ones_like(beta)], 1)
+        coef, *_ = np.linalg.lstsq(basis, level, rcond=None)
+        log.info("measured levels on Bradley-Terry strengths: level = %.3f x strength %+.3f", *coef)
+        return basis @ coef - level
 
     # --- inference -------------------------------------------------------------------------
 

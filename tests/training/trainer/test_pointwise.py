@@ -149,3 +149,20 @@ def test_a_new_llm_row_takes_its_region_from_its_records(tiny_encoders, data):
     want = model.net.head.coverage_of(torch.as_tensor(vectors)[torch.as_tensor(np.unique(records.prompt))])
     np.testing.assert_allclose(row[0, 3:], want.numpy(), atol=1e-6)  # region: computed, not fitted
     assert np.all(np.isfinite(row))
+
+
+def test_bradley_terry_level_puts_measured_levels_on_a_line_of_strengths(tiny_encoders, data):
+    from training.data.splits import split_by_prompt
+    from training.evaluation.baselines import BradleyTerry
+
+    cfg = {**COVERAGE, "head": {**COVERAGE["head"], "bradley_terry_level": True}}
+    model = _model(tiny_encoders["bert"], **cfg)
+    model.train(data, ValidationSplit(0.25, 0))
+    rows, k = model.llm_embeddings.detach().numpy(), model.net.head.skills
+    level = rows[:, 0] + (rows[:, 1:1 + k] * rows[:, 1 + k:1 + 2 * k]).sum(1)
+    train, _ = split_by_prompt(data, 0.25, 0)
+    a, b = (train[c].to_numpy(zero_copy_only=False) for c in ("model_a", "model_b"))
+    bt = BradleyTerry(ties="half").fit(None, None, a, b, train["label"].to_numpy())
+    beta = np.array([bt.strengths[name] for name in model.llm_names])
+    assert abs(np.corrcoef(level, beta)[0, 1]) > 0.999
+    assert list(np.argsort(level)) == list(np.argsort(beta))  # the prior's order, LLM by LLM
