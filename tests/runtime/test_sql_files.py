@@ -181,11 +181,12 @@ def test_cost_routing_budget_that_needs_a_large_cost_weight(tiny_bundle, scores)
     grid = [0.05 * i for i in range(41)] + [2 * 1.25 ** k for k in range(1, 41)]
     means = [cost_routing_expected(tiny_bundle, prompts, w, table)[1].mean() for w in grid]
     beyond = next(i for i in range(41, len(grid)) if means[i] < means[40] and means[i] > min(means))
-    budget = means[beyond]
+    budget = means[beyond] * (1 + 1e-9)  # just above: DuckDB's AVG may sum in another order than numpy
+    assert means[beyond - 1] > budget
     cols, rows = run_file(tiny_bundle, "cost_routing.sql", prompts_table=pa.table({"prompt": prompts}),
                           prices_table=table, budget_usd=budget)
     got = [dict(zip(cols, r, strict=True)) for r in rows]
-    weight = next(w for w, m in zip(grid, means, strict=True) if m <= budget + 1e-15)
+    weight = next(w for w, m in zip(grid, means, strict=True) if m <= budget)
     assert 2 < got[0]["cost_weight"] < 1e9 and got[0]["cost_weight"] == pytest.approx(weight)
     assert len({r["routed_to"] for r in got}) > 1 and all(r["within_budget"] for r in got)
 
