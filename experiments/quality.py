@@ -168,14 +168,15 @@ TRANSFER_CANDIDATES: list[tuple[str, dict]] = [
     ("irt8, pointwise + judge pairs", {**IRT, "pair_sources": "pairwise"}),
     ("irt8, pointwise + all pairs", {**IRT, "pair_sources": "all"}),
     ("irt8 coverage (measured level), pointwise + all pairs", {**IRT, **COVERAGE, "pair_sources": "all"}),
+    ("irt8 coverage (measured level), pointwise + judge pairs", {**IRT, **COVERAGE, "pair_sources": "pairwise"}),
     ("irt8 coverage, Bradley-Terry level, pointwise + all pairs",
      {**IRT, **COVERAGE, "head": {**COVERAGE["head"], "bradley_terry_level": True}, "pair_sources": "all"}),
 ]
 
 
 def ablations() -> list[tuple[str, dict]]:
-    """The validation-side runs: the ablations, then every transfer candidate (in distribution)."""
-    return [*ABLATIONS, *TRANSFER_CANDIDATES]
+    """The validation-side runs: every transfer candidate (in distribution), then the ablations."""
+    return [*TRANSFER_CANDIDATES, *ABLATIONS]
 
 
 def transfer_configs() -> list[tuple[str, dict]]:

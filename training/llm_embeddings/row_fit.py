@@ -11,10 +11,15 @@ own terms (`training.model.head`), as in training:
 
 and e is its maximum a posteriori under a Gaussian prior fitted to the known LLMs' rows (mean and
 per-coordinate variance): with few records e stays near the average LLM, with many it follows
-the data. Ties count as half a win for each side. Full-batch Adam on a vector: a second or two.
+the data. The known rows' spread understates how far a new LLM may lie (training shrinks rows
+it has little data for), so the prior's weight is chosen among PRIOR_SCALES by cross-validation
+over the records' prompts (held-out likelihood, FOLDS folds), then e is fitted on every record.
+Ties count as half a win for each side. Full-batch Adam on a vector: seconds.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,46 +30,109 @@ from training.llm_embeddings.records import Records
 from training.trainer.losses import point_loss
 
 STEPS, LR = 400, 0.05
+PRIOR_SCALES = (1.0, 0.25, 0.05)  # weights of the prior tried; 1 is the known rows' own spread
+FOLDS = 3
+
+
+@dataclass
+class _Problem:
+    """The fit's tensors: the head's inputs for the prompts used, the comparisons (prompt row,
+    opponent's fixed raw value, outcome, weight) and the LLM's own scores (prompt row, score)."""
+
+    head: nn.Module
+    u: torch.Tensor
+    p: torch.Tensor
+    raw_o: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor
+    points: tuple[torch.Tensor, torch.Tensor] | None
+    mean: torch.Tensor
+    var: torch.Tensor
+    pointwise_weight: float
+
+    def subset(self, prompt_rows: torch.Tensor) -> _Problem:
+        """The same problem on the records and scores of the prompts `prompt_rows` (a bool mask)."""
+        keep = prompt_rows[self.p]
+        points = None if self.points is None else tuple(x[prompt_rows[self.points[0]]] for x in self.points)
+        return _Problem(self.head, self.u, self.p[keep], self.raw_o[keep], self.y[keep], self.w[keep], points,
+                        self.mean, self.var, self.pointwise_weight)
+
+    def nll(self, e: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of the records (and, weighted, the scores) under row e."""
+        raw = self.head.raw(self.u, e.unsqueeze(0))[:, 0]
+        logit = self.head.pair_logit(raw[self.p], self.raw_o)
+        loss = (self.w * F.softplus(-self.y * logit)).sum() / self.w.sum()
+        if self.points is not None and len(self.points[0]):
+            loss = loss + self.pointwise_weight * point_loss(self.head, raw[self.points[0]], self.points[1])
+        return loss
 
 
 def fit_llm_row(head: nn.Module, prompt_vectors: np.ndarray, records: Records, known: list[str],
                 known_rows: np.ndarray, *, own_scores: tuple[np.ndarray, np.ndarray] | None = None,
-                pointwise_weight: float = 0.0, seed: int = 0) -> np.ndarray:
+                pointwise_weight: float = 0.0, seed: int = 0,
+                prior_scales: tuple[float, ...] = PRIOR_SCALES) -> np.ndarray:
     """[1, D]: the MAP row of the LLM whose `records` these are. `prompt_vectors` [len(records.prompts),
     H + F] are the head's inputs for `records.prompts`; `known` / `known_rows` [M, D] the table;
     `own_scores` (rows of records.prompts, scores in [0, 1]) its per-model scores, used with
-    `pointwise_weight` > 0 as the router's training used them."""
+    `pointwise_weight` > 0 as the router's training used them; the prior's weight is the one of
+    `prior_scales` with the best cross-validated likelihood."""
+    torch.manual_seed(seed)
+    problem = _problem(head.eval().requires_grad_(False), prompt_vectors, records, known, known_rows,
+                       own_scores, pointwise_weight)
+    scale = _cross_validated_scale(problem, prior_scales, seed)
+    return _fit(problem, scale).detach().numpy()[None, :]
+
+
+def _problem(head, prompt_vectors, records, known, known_rows, own_scores, pointwise_weight) -> _Problem:
     p, o, y, w = _outcomes_against_known(records, known)
     if not len(p):
         raise ValueError(f"no comparison record of this LLM against an LLM the router knows ({len(known)} "
                          "known); add records against some of them")
-    torch.manual_seed(seed)
     rows = torch.as_tensor(known_rows, dtype=torch.float32)
-    mean, var = rows.mean(0), rows.var(0, unbiased=False).clamp(min=1e-4)
     # only the prompts the records and scores use enter the fit (records share a larger prompt list)
     used = np.union1d(p.numpy(), [] if own_scores is None else own_scores[0]).astype(np.int64)
     p = torch.as_tensor(np.searchsorted(used, p.numpy()))
-    if own_scores is not None:
-        own_scores = (np.searchsorted(used, own_scores[0]), own_scores[1])
     u = torch.as_tensor(np.asarray(prompt_vectors)[used], dtype=torch.float32)
-    head = head.eval().requires_grad_(False)
     with torch.no_grad():
         raw_o = head.raw(u, rows)[p, o]  # the opponents' raw values, fixed
-    e, fitted = _initial_row(head, mean, u, p)
     points = None if own_scores is None or pointwise_weight <= 0 else (
-        torch.as_tensor(own_scores[0], dtype=torch.long), torch.as_tensor(own_scores[1], dtype=torch.float32))
+        torch.as_tensor(np.searchsorted(used, own_scores[0]), dtype=torch.long),
+        torch.as_tensor(own_scores[1], dtype=torch.float32))
+    var = rows.var(0, unbiased=False).clamp(min=1e-4)
+    return _Problem(head, u, p, raw_o, y, w, points, rows.mean(0), var, pointwise_weight)
+
+
+def _cross_validated_scale(problem: _Problem, scales: tuple[float, ...], seed: int) -> float:
+    """The prior weight of `scales` whose fits on FOLDS - 1 folds of the prompts best predict the
+    held-out fold's records (summed over folds); the first scale when there is nothing to choose."""
+    prompts = torch.unique(problem.p)
+    if len(scales) == 1 or len(prompts) < 2 * FOLDS:
+        return scales[0]
+    fold = torch.full((len(problem.u),), -1, dtype=torch.long)
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))
+    fold[prompts[order]] = torch.arange(len(prompts)) % FOLDS
+    held_out = []
+    for scale in scales:
+        total = 0.0
+        for k in range(FOLDS):
+            e = _fit(problem.subset(fold != k), scale)
+            with torch.no_grad():
+                total += float(problem.subset(fold == k).nll(e)) * int((fold == k).sum())
+        held_out.append(total)
+    return scales[int(np.argmin(held_out))]
+
+
+def _fit(problem: _Problem, scale: float) -> torch.Tensor:
+    """Row e minimising the records' loss plus `scale` x the prior's, Adam from the average LLM."""
+    e, fitted = _initial_row(problem.head, problem.mean, problem.u, problem.p)
     optim = torch.optim.Adam([e], lr=LR)
     for _ in range(STEPS):
-        raw = head.raw(u, e.unsqueeze(0))[:, 0]
-        loss = (w * F.softplus(-y * head.pair_logit(raw[p], raw_o))).sum() / w.sum()
-        if points is not None:
-            loss = loss + pointwise_weight * point_loss(head, raw[points[0]], points[1])
-        loss = loss + 0.5 * ((e - mean) ** 2 / var).sum() / w.sum()  # the prior
+        loss = problem.nll(e) + scale * 0.5 * ((e - problem.mean) ** 2 / problem.var).sum() / problem.w.sum()
         optim.zero_grad()
         loss.backward()
         e.grad *= fitted
         optim.step()
-    return e.detach().numpy()[None, :]
+    return e.detach()
 
 
 def _initial_row(head: nn.Module, mean: torch.Tensor, u: torch.Tensor, p: torch.Tensor):
