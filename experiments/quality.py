@@ -168,7 +168,8 @@ TRANSFER_CANDIDATES: list[tuple[str, dict]] = [
     ("irt8, pointwise + judge pairs", {**IRT, "pair_sources": "pairwise"}),
     ("irt8, pointwise + all pairs", {**IRT, "pair_sources": "all"}),
     ("irt8 coverage (measured level), pointwise + all pairs", {**IRT, **COVERAGE, "pair_sources": "all"}),
-    ("irt8 coverage (measured level), pointwise + judge pairs", {**IRT, **COVERAGE, "pair_sources": "pairwise"}),
+    ("irt8 coverage (measured level), pointwise + judge pairs",
+     {**IRT, **COVERAGE, "pair_sources": "pairwise"}),
     ("irt8 coverage, Bradley-Terry level, pointwise + all pairs",
      {**IRT, **COVERAGE, "head": {**COVERAGE["head"], "bradley_terry_level": True}, "pair_sources": "all"}),
 ]
@@ -231,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("stage %s", stage)
             STAGES[stage](ds, cache, embed, study)
     write_docs(study.out / "runs.jsonl", study.out / "final.json", study.docs / "quality.md",
-               transfer_path=study.out / "transfer.jsonl")
+               transfer_path=study.out / "transfer.jsonl", recommended_name=RECOMMENDED,
+               candidates=tuple(name for name, _ in TRANSFER_CANDIDATES))
     return 0
 
 

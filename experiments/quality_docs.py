@@ -145,48 +145,49 @@ def findings(final: dict, ablations: list[dict], lora: list[dict]) -> list[str]:
     return lines + [""]
 
 
-RECOMMENDED = "Bradley-Terry, ties half, sqrt(pairs) per prompt"  # the run examples/specs/router.json is
-TIED = "loss: Bradley-Terry, ties: half a win each"  # the same with every pair x1
+PREVIOUS_RUN = "Bradley-Terry, ties half, sqrt(pairs) per prompt"  # the mlp spec before the transfer work
+IRT_TEXT = ("the IRT head of `training/model/head.py`: from the frozen prompt vector and the prompt "
+            "features, a difficulty and 8 skill loadings per prompt; per LLM an ability and 8 skills; "
+            "score = 2 sigmoid(ability - difficulty + skills . loadings) - 1. It is trained with the "
+            "Bradley-Terry loss on every pair (ties half a win, sqrt(pairs) per prompt, one learned "
+            "Bradley-Terry scale per source, `source_scale`) and a pointwise loss on the per-model "
+            "scores (`pointwise_weight`)")
 
 
-def recommended(ablations: list[dict], lora: list[dict]) -> list[str]:
-    """Why examples/specs/router.json is what it is, from the validation runs."""
+def recommended(ablations: list[dict], lora: list[dict], chosen_name: str,
+                candidates: tuple[str, ...] = ()) -> list[str]:
+    """Why examples/specs/router.json is what it is: the validation runs beside the transfer tables."""
     base = next((r for r in ablations if r["name"].startswith("base")), None)
-    chosen = next((r for r in ablations if r["name"] == RECOMMENDED), None)
+    chosen = next((r for r in ablations if r["name"] == chosen_name), None)
     if base is None or chosen is None:
         return []
     deltas = "; ".join(f"{r['name']} {_pts(r['accuracy'] - base['accuracy'])}"
                        for r in ablations if r is not base)
-    best = max(ablations, key=lambda r: r["accuracy"])
+    tried = [r for r in ablations if r["name"] in candidates]
+    measured = "; ".join(f"*{r['name']}* {100 * r['accuracy']:.2f} % ({_pts(r['minus_bt'])} vs BT, APGR "
+                         f"{r.get('apgr', math.nan):.3f})" for r in tried)
+    clear = [r["name"] for r in tried if r["minus_bt"] >= 0.02]
     lines = ["### The recommended spec (`examples/specs/router.json`)", "",
              "The base run: frozen all-MiniLM-L6-v2 (max 128 tokens, head_tail truncation), prompt features "
-             "on, learned LLM vectors (dim 32), head [256, 64], margin ranking loss, ties left out of the "
-             "loss, every decisive pair x1, 3 epochs of 256-pair steps at lr 1e-3. Changes against it, "
+             "on, learned LLM vectors (dim 32), mlp head [256, 64], margin ranking loss, ties left out of "
+             "the loss, every decisive pair x1, 3 epochs of 256-pair steps at lr 1e-3. Changes against it, "
              f"pooled accuracy points: {deltas}.", "",
-             f"The recommended spec is the base with *{RECOMMENDED}* (the Bradley-Terry loss with ties as "
-             "half a win each, prompts weighted by the square root of their pair count): pooled accuracy "
-             f"{100 * chosen['accuracy']:.2f} % ({_pts(chosen['accuracy'] - base['accuracy'])} against the "
-             f"base; the best run, *{best['name']}*, is {_pts(best['accuracy'] - chosen['accuracy'])} above "
-             "it, inside one run's interval) with the gpt-4 vs Mixtral APGR "
-             f"{chosen.get('apgr', math.nan):.3f} against the base's {base.get('apgr', math.nan):.3f}: "
-             "a router must rank by the expected quality gap to route well, and only a loss that sees the "
-             "ties learns it (summary). Larger heads, more epochs and the linear LLM strength change "
-             "accuracy by about one run's noise and were left out (decided on the validation side, before "
-             "the test side was scored).",
-             "", "**Source weighting, on purpose.** Decisive pairs per source in all of the data: RouterDC "
-             "51 %, AlpacaEval 23 % (from only 805 prompts, each compared across up to 112 LLMs), "
-             "LLMRouter 14 %, RouterBench 10 %, EloBench 1.8 %, PandaLM 0.2 %. The trainer weights them "
-             "by `prompt_weighting` (pairs | sqrt | prompts) and `source_weights` per source "
-             "(`training/sampling.py::pair_weights`). Counting every pair once lets AlpacaEval's 805 "
-             "prompts teach the head what chat prompts look like; the square root of a prompt's pair "
-             "count keeps a many-LLM prompt worth more than a one-pair prompt without letting it swamp "
-             "the rest, and every prompt x1 over-corrects (AlpacaEval and PandaLM fall)."]
-    tied = next((r for r in ablations if r["name"] == TIED), None)
-    if tied is not None:
-        moved = "; ".join(f"{s} {_pts(tied['per_source'][s])} -> {_pts(chosen['per_source'][s])}"
-                          for s in chosen["per_source"] if s in tied["per_source"])
-        lines[-1] += (f" Minus BT per source on the validation side, every pair x1 -> sqrt: {moved}; "
-                      f"pooled {_pts(tied['accuracy'])[1:]} -> {_pts(chosen['accuracy'])[1:]} %.")
+             f"The recommended spec is *{chosen_name}*, {IRT_TEXT}. It was chosen by transfer (the tables "
+             "above), among the candidates that stay at least 2 points above Bradley-Terry in distribution. "
+             f"On the validation side: {measured}; at or above +2 points: "
+             f"{', '.join(f'*{n}*' for n in clear) or 'none'}."]
+    previous = next((r for r in ablations if r["name"] == PREVIOUS_RUN), None)
+    if previous is not None:
+        lines[-1] += (f" The previous spec (the mlp head with *{PREVIOUS_RUN}*) scored "
+                      f"{100 * previous['accuracy']:.2f} % ({_pts(previous['minus_bt'])} vs BT, APGR "
+                      f"{previous.get('apgr', math.nan):.3f}) here; in distribution the two are about one "
+                      "run's interval apart, and the difference is off the training distribution.")
+    lines += ["", "**Source weighting, on purpose.** Decisive pairs per source in all of the data: RouterDC "
+              "51 %, AlpacaEval 23 % (from only 805 prompts, each compared across up to 112 LLMs), "
+              "LLMRouter 14 %, RouterBench 10 %, EloBench 1.8 %, PandaLM 0.2 %. The trainer weights them "
+              "by `prompt_weighting` (pairs | sqrt | prompts) and `source_weights` per source "
+              "(`training/trainer/sampling.py`); the square root of a prompt's pair count keeps a many-LLM "
+              "prompt worth more than a one-pair prompt without letting it swamp the rest."]
     kind = next((r for r in ablations if r["name"].startswith("LLM embedding")), None)
     if kind is not None:
         lines += ["", f"**LLM embedding kind.** *{kind['name']}* scored "
@@ -209,7 +210,10 @@ TIMING = Path("build/router/timing.json")  # written by `make router`
 
 
 def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path = TIMING,
-               transfer_path: Path | None = None) -> Path:
+               transfer_path: Path | None = None, recommended_name: str = PREVIOUS_RUN,
+               candidates: tuple[str, ...] = ()) -> Path:
+    """docs/quality.md from the recorded runs; `recommended_name` is the run (and transfer
+    configuration) examples/specs/router.json is, `candidates` the transfer candidates."""
     rows = _rows(runs_path)
     transfer_rows = read_rows(transfer_path) if transfer_path is not None else []
     final = json.loads(final_path.read_text()) if final_path.is_file() else None
@@ -221,7 +225,7 @@ def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path =
              "filled: 56 min measured, 28 of them the ablations, 16 leave-one-source-out; see `make "
              "router` below for the cache). The per-run report with every table is "
              "`docs/quality/report.md`.", ""]
-    lines += transfer_section(transfer_rows, rows, final)
+    lines += transfer_section(transfer_rows, rows, final, recommended_name)
     if final:
         lines += ["## In distribution: prompts never seen, from the sources trained on", ""]
         lines += findings(final, ablations, lora)
@@ -249,7 +253,7 @@ def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path =
                     lines += [f"![cost curve](quality/cost_{slug(e['source'])}.png)", ""]
     if ablations:
         lines += ["## Ablations (validation side)", "", ABLATION_TEXT, ""] + ablation_table(ablations) + [""]
-        lines += recommended(ablations, lora)
+        lines += recommended(ablations, lora, recommended_name, candidates)
         lines += ["Minus Bradley-Terry per source, points (PandaLM's validation side has a few dozen "
                   "pairs: its column is noise):", ""]
         lines += per_source_ablation(ablations) + [""]
@@ -310,7 +314,7 @@ def truncation_finding(final: dict, ablations: list[dict]) -> list[str]:
                       f"{_pts(base['accuracy'] - head['accuracy'])} points (minus BT, head -> head_tail: "
                       f"{_pts(head['minus_bt'])} -> {_pts(base['minus_bt'])}{rb_text})")
     lines[-1] += "."
-    tied = next((r for r in ablations if r["name"].startswith("loss: Bradley-Terry, ties")), None)
+    tied = next((r for r in ablations if r["name"] == PREVIOUS_RUN), None)
     if base and tied and "apgr" in base and "apgr" in tied:
         lines.append(
             "- **Why the gpt-4 vs Mixtral routing curve was below random**: the margin-ranking base "

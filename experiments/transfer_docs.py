@@ -165,14 +165,16 @@ UNSEEN_TEXT = (
     "on the same pairs.")
 
 
-def transfer_section(transfer_rows: list[dict], runs: list[dict], final: dict | None) -> list[str]:
+def transfer_section(transfer_rows: list[dict], runs: list[dict], final: dict | None,
+                     config: str = "recommended") -> list[str]:
     """## Transfer: the targets, then domain transfer, leave one source out and unseen LLMs."""
     domain, apgr = domain_tables(transfer_rows)
     loso, unseen = loso_table(runs), unseen_table(transfer_rows)
     if not (domain or loso or unseen):
         return []
     lines = ["## Transfer: prompts, domains, sources and LLMs never seen in training", "",
-             "### Targets (the recommended spec)", ""] + targets(apgr, runs, transfer_rows, final) + [""]
+             f"### Targets (the recommended spec, *{config}*)", ""]
+    lines += targets(apgr, runs, transfer_rows, final, config) + [""]
     if domain:
         lines += ["### Domain transfer for an LLM pair", "", DOMAIN_TEXT, "", "APGR [95 % CI]:", ""]
         lines += domain + ["", "CPT(50 %), the share of prompts sent to the strong LLM to recover half the "

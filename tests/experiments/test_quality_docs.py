@@ -14,9 +14,11 @@ def run(name: str, accuracy: float, apgr: float, alpaca: float, elo: float) -> d
 ROWS = [
     run("base: frozen MiniLM", 0.7480, 0.385, 0.001, -0.007),
     run("truncation: head (the first 128 tokens)", 0.7470, 0.410, 0.002, -0.009),
-    run(qd.TIED, 0.7488, 0.631, 0.0004, -0.0076),
-    run(qd.RECOMMENDED, 0.7483, 0.637, -0.0021, 0.0023),
+    run(qd.PREVIOUS_RUN, 0.7488, 0.631, 0.0004, -0.0076),
+    run("irt, judge pairs", 0.7100, 0.550, 0.0, 0.002),
+    run("irt, all pairs", 0.7493, 0.684, 0.001, 0.0),
 ]
+CANDIDATES = ("irt, judge pairs", "irt, all pairs")
 
 
 def test_truncation_finding_reads_the_runs_and_the_groups():
@@ -28,8 +30,9 @@ def test_truncation_finding_reads_the_runs_and_the_groups():
 
 
 def test_recommended_names_the_chosen_run_with_its_numbers():
-    text = " ".join(qd.recommended(ROWS, []))
-    assert f"*{qd.RECOMMENDED}*" in text and "pooled accuracy 74.83 %" in text
-    assert "APGR 0.637 against the base's 0.385" in text
-    assert "pairs_elobench_gpt4turbo -0.76 -> +0.23" in text  # every pair x1 -> sqrt, per source
-    assert qd.recommended([r for r in ROWS if r["name"] != qd.RECOMMENDED], []) == []
+    text = " ".join(qd.recommended(ROWS, [], "irt, all pairs", CANDIDATES))
+    assert "The recommended spec is *irt, all pairs*" in text
+    assert "*irt, judge pairs* 71.00 % (-1.00 vs BT, APGR 0.550)" in text  # 0.7100 - 0.72
+    assert "at or above +2 points: *irt, all pairs*." in text
+    assert f"*{qd.PREVIOUS_RUN}*) scored 74.88 % (+2.88 vs BT, APGR 0.631)" in text
+    assert qd.recommended(ROWS, [], "not a run", CANDIDATES) == []
