@@ -209,6 +209,21 @@ def recommended(ablations: list[dict], lora: list[dict], chosen_name: str,
 TIMING = Path("build/router/timing.json")  # written by `make router`
 
 
+def stage_minutes(rows: list[dict], transfer_rows: list[dict], final: dict | None) -> str:
+    """Minutes per stage on this CPU, summed over the recorded runs' own `seconds` (training and
+    scoring; loading the data and filling the embedding cache are not in them)."""
+    stages = {"ablations": [r for r in rows if not r["name"].startswith(("subsample", "leave out"))],
+              "LoRA": [r for r in rows if r["name"].startswith("subsample")],
+              "leave-one-source-out": [r for r in rows if r["name"].startswith("leave out")]}
+    for stage in ("domain", "unseen"):
+        stages[stage] = [r for r in transfer_rows if r.get("stage") == stage]
+    minutes = {k: sum(r.get("seconds", 0.0) for r in v) / 60 for k, v in stages.items() if v}
+    if final:
+        minutes["final"] = (final.get("train_seconds", 0.0) + final.get("score_seconds", 0.0)) / 60
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in minutes.items())
+    return f"{sum(minutes.values()):.0f} min of runs recorded on this 2-core CPU ({parts})"
+
+
 def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path = TIMING,
                transfer_path: Path | None = None, recommended_name: str = PREVIOUS_RUN,
                candidates: tuple[str, ...] = ()) -> Path:
@@ -221,9 +236,8 @@ def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path =
     lora = [r for r in rows if r["name"].startswith("subsample")]
     lines = ["# Routing quality", "",
              "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
-             "(`python -m experiments.quality`; about 1 h on this 2-core CPU once the embedding cache is "
-             "filled: 56 min measured, 28 of them the ablations, 16 leave-one-source-out; see `make "
-             "router` below for the cache). The per-run report with every table is "
+             f"(`python -m experiments.quality`; {stage_minutes(rows, transfer_rows, final)}; see `make "
+             "router` below for the embedding cache). The per-run report with every table is "
              "`docs/quality/report.md`.", ""]
     lines += transfer_section(transfer_rows, rows, final, recommended_name)
     if final:

@@ -36,3 +36,13 @@ def test_recommended_names_the_chosen_run_with_its_numbers():
     assert "at or above +2 points: *irt, all pairs*." in text
     assert f"*{qd.PREVIOUS_RUN}*) scored 74.88 % (+2.88 vs BT, APGR 0.631)" in text
     assert qd.recommended(ROWS, [], "not a run", CANDIDATES) == []
+
+
+def test_stage_minutes_sum_the_recorded_runs():
+    rows = ROWS + [{"name": "leave out s with x", "seconds": 120.0},
+                   {"name": "subsample lora", "seconds": 600.0}]
+    transfer = [{"stage": "domain", "seconds": 30.0}, {"stage": "unseen", "seconds": 90.0}]
+    text = qd.stage_minutes(rows, transfer, {"train_seconds": 60.0, "score_seconds": 60.0})
+    # 5 ablation rows x 60 s; domain 0.5 and unseen 1.5 min, printed rounded to even
+    assert text == ("21 min of runs recorded on this 2-core CPU (ablations 5, LoRA 10, "
+                    "leave-one-source-out 2, domain 0, unseen 2, final 2)")
