@@ -161,8 +161,9 @@ UNSEEN_TEXT = (
     "Train without an LLM (every row naming it removed), then add it back from N of its training-side "
     "comparison records the way `python -m training.add_model` does (its row of the LLM table fitted "
     "against the trained head, `training/llm_embeddings/row_fit.py`), and rank it on the test side's "
-    "decisive pairs that involve it; minus the same configuration trained with it, points [95 % CI], "
-    "on the same pairs.")
+    "decisive pairs that involve it, each pair's credit averaged over `unseen_draws` random draws of "
+    "the N records (`experiments/transfer.json`); minus the same configuration trained with it, points "
+    "[95 % CI], on the same pairs.")
 
 
 def transfer_section(transfer_rows: list[dict], runs: list[dict], final: dict | None,

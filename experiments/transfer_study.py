@@ -27,6 +27,7 @@ from training.evaluation.transfer import (
     families_of,
     fold_dataset,
     load_transfer_spec,
+    mean_over_draws,
     task_side,
     unseen_llm_accuracy,
 )
@@ -97,21 +98,30 @@ def _unseen(config, train_pairs: pa.Table, test, llm: str, full: Scores, cache, 
     among = {*known, llm}  # the pairs both routers can score
     trained_with = unseen_llm_accuracy(test, llm, full, among)
     out = {"records": len(records), "trained_with": _accuracy(trained_with), "added": {}}
-    rng = np.random.default_rng(0)
     for n in spec.unseen_records:
-        sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
-        vectors = without.prompt_vectors(list(sub.prompts))
-        rows, values = own_scores(mine, llm, sub.prompts)
-        sampled = np.isin(rows, np.unique(sub.prompt))  # its scores on the sampled records' prompts only
-        scores = (rows[sampled], values[sampled])
-        new_row = fit_llm_row(without.net.head.cpu(), vectors, sub, known,
-                              without.llm_embeddings.detach().cpu().numpy(), own_scores=scores,
-                              pointwise_weight=config.pointwise_weight)
-        table = np.vstack([without.llm_embeddings.detach().cpu().numpy(), new_row])
-        scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=table).astype(float))
-        added = unseen_llm_accuracy(test, llm, scores, among)
-        out["added"][str(n)] = _accuracy(added) | _paired(added, trained_with)
+        draws = [_added(without, config, mine, records, llm, n, test, among, seed)
+                 for seed in range(spec.unseen_draws)]
+        added = mean_over_draws(draws)
+        out["added"][str(n)] = _accuracy(added) | _paired(added, trained_with) | {"draws": len(draws)}
     return out
+
+
+def _added(without, config, mine: pa.Table, records, llm: str, n: int, test, among: set[str],
+           seed: int) -> dict:
+    """Accuracy on `llm`'s test pairs once its row is fitted from n of its records (draw `seed`)."""
+    rng = np.random.default_rng(seed)
+    sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
+    vectors = without.prompt_vectors(list(sub.prompts))
+    rows, values = own_scores(mine, llm, sub.prompts)
+    sampled = np.isin(rows, np.unique(sub.prompt))  # its scores on the sampled records' prompts
+    known = list(without.llm_names)
+    table = without.llm_embeddings.detach().cpu().numpy()
+    own = (rows[sampled], values[sampled])
+    new_row = fit_llm_row(without.net.head.cpu(), vectors, sub, known, table, own_scores=own,
+                          pointwise_weight=config.pointwise_weight)
+    with_new = np.vstack([table, new_row])
+    scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=with_new).astype(float))
+    return unseen_llm_accuracy(test, llm, scores, among)
 
 
 def _paired(added: dict, trained_with: dict) -> dict:

@@ -55,12 +55,14 @@ class TransferSpec:
     folds: dict[str, tuple[DomainTask, ...]]
     unseen_llms: tuple[str, ...]
     unseen_records: tuple[int, ...]
+    unseen_draws: int = 1  # random draws of the N records, averaged (pair by pair)
 
 
 def load_transfer_spec(path: str | Path) -> TransferSpec:
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     folds = {name: tuple(DomainTask(*task) for task in tasks) for name, tasks in raw["domain_folds"].items()}
-    return TransferSpec(dict(raw["families"]), folds, tuple(raw["unseen_llms"]), tuple(raw["unseen_records"]))
+    return TransferSpec(dict(raw["families"]), folds, tuple(raw["unseen_llms"]), tuple(raw["unseen_records"]),
+                        int(raw.get("unseen_draws", 1)))
 
 
 def families_of(ds: Dataset, families: dict[str, str]) -> np.ndarray:
@@ -133,6 +135,13 @@ def routing_numbers(s_q: np.ndarray, w_q: np.ndarray, d: np.ndarray, group: np.n
     return {"apgr": apgr(s_q, w_q, d),
             "apgr_ci": metrics.bootstrap_ci(apgr, group, s_q, w_q, d, n_boot=n_boot, seed=seed),
             "cpt50": metrics.cpt(s_q, w_q, d, 0.5, n_points=N_POINTS)}
+
+
+def mean_over_draws(results: list[dict]) -> dict:
+    """One unseen_llm_accuracy result from several on the same pairs (e.g. rows fitted from
+    different random draws of records): each pair's credit averaged over them."""
+    credit = np.mean([r["credit"] for r in results], axis=0)
+    return {**results[0], "accuracy": float(credit.mean()) if len(credit) else float("nan"), "credit": credit}
 
 
 def unseen_llm_accuracy(test: Side, llm: str, scores: Scores, among: set[str] | None = None) -> dict:

@@ -20,6 +20,7 @@ from training.evaluation.transfer import (
     families_of,
     fold_dataset,
     load_transfer_spec,
+    mean_over_draws,
     task_side,
     unseen_llm_accuracy,
 )
@@ -112,9 +113,23 @@ def test_unseen_llm_accuracy_counts_its_decisive_pairs():
     assert among["n_pairs"] == 2 and among["accuracy"] == 1.0
 
 
+def test_draws_are_averaged_pair_by_pair():
+    ds = _dataset(n_prompts=4)
+    ds.is_test[:] = True
+    test = eval_data.side(ds, test=True)
+    right = unseen_llm_accuracy(test, "W", Scores(["O", "S", "W"], np.tile([0.0, 1.0, 0.5], (4, 1))))
+    flipped = unseen_llm_accuracy(test, "W", Scores(["O", "S", "W"], np.tile([1.0, 0.0, 0.5], (4, 1))))
+    # flipped: O > W > S everywhere -> S>W pairs wrong twice, W>O wrong, O>W right: 1 of 4
+    assert flipped["accuracy"] == pytest.approx(0.25)
+    both = mean_over_draws([right, flipped])
+    np.testing.assert_allclose(both["credit"], [0.5, 0.5, 0.5, 0.5])  # each pair right in one draw of two
+    assert both["accuracy"] == pytest.approx(0.5) and both["n_pairs"] == 4
+    assert list(both["group"]) == list(right["group"])
+
+
 def test_the_shipped_transfer_tasks_load():
     spec = load_transfer_spec(REPO / "experiments" / "transfer.json")
     tasks = [t for fold in spec.folds.values() for t in fold]
     assert len(tasks) >= 8 and all(t.strong != t.weak for t in tasks)
-    assert set(spec.unseen_records) >= {50, 200, 1000}
+    assert set(spec.unseen_records) >= {50, 200, 1000} and spec.unseen_draws >= 3
     assert json.loads((REPO / "experiments" / "transfer.json").read_text())["families"]["gsm8k"] == "math"
