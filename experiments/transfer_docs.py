@@ -100,17 +100,18 @@ def unseen_table(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     ns = sorted({int(n) for r in rows for n in r["added"]})
-    lines = ["| configuration | LLM | its test pairs | trained with it | "
+    lines = ["| configuration | LLM | its test pairs | trained with it | draws of records | "
              + " | ".join(f"added from {n} records, minus trained-with [95% CI]" for n in ns) + " |",
-             "|---|---|---:|---:|" + "---|" * len(ns)]
+             "|---|---|---:|---:|---:|" + "---|" * len(ns)]
     for r in rows:
+        draws = max(a.get("draws", 1) for a in r["added"].values())
         cells = []
         for n in ns:
             a = r["added"].get(str(n))
             ci = interval(a["minus_trained_with_ci"], 2, True) if a and "minus_trained_with_ci" in a else ""
             cells.append(f"{_pts(a['minus_trained_with'])} {ci}".strip() if a else "")
         lines.append(f"| {r['config']} | {r['llm']} | {r['trained_with']['n_pairs']:,} | "
-                     f"{100 * r['trained_with']['accuracy']:.1f} % | " + " | ".join(cells) + " |")
+                     f"{100 * r['trained_with']['accuracy']:.1f} % | {draws} | " + " | ".join(cells) + " |")
     return lines
 
 

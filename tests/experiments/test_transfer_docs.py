@@ -60,5 +60,9 @@ def test_loso_and_unseen_tables():
                "trained_with": {"n_pairs": 1234, "accuracy": 0.7},
                "added": {"50": {"minus_trained_with": -0.05, "minus_trained_with_ci": [-0.07, -0.03]},
                          "200": {"minus_trained_with": -0.01}}}]
+    unseen.append({"stage": "unseen", "config": "irt", "llm": "x",
+                   "trained_with": {"n_pairs": 1234, "accuracy": 0.7},
+                   "added": {"50": {"minus_trained_with": 0.0, "draws": 3}}})
     table = td.unseen_table(unseen)
-    assert table[2] == "| rec | x | 1,234 | 70.0 % | -5.00 [-7.00, -3.00] | -1.00 |"
+    assert table[2] == "| rec | x | 1,234 | 70.0 % | 1 | -5.00 [-7.00, -3.00] | -1.00 |"  # before draws
+    assert table[3] == "| irt | x | 1,234 | 70.0 % | 3 | +0.00 |  |"
