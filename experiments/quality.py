@@ -180,14 +180,9 @@ def ablations() -> list[tuple[str, dict]]:
     return [*TRANSFER_CANDIDATES, *ABLATIONS]
 
 
-# examples/specs/router.json before the transfer work: an mlp head over learned LLM vectors.
-PREVIOUS = ("mlp head (the spec before the transfer work)", {
-    "encoder": {"name": DEFAULT_ENCODER, "max_length": 128, "truncation": "head_tail", "pooling": "auto"},
-    "finetuning": {"kind": "frozen", "lr": 0.001}, "embedding_spec": {"kind": "learned", "dim": 32},
-    "head": {"hidden_dims": [256, 64], "dropout": 0.1}, "use_prompt_features": True,
-    "optimizer": {"kind": "adamw", "weight_decay": 0.01}, "schedule": {"kind": "cosine", "warmup_ratio": 0.1},
-    "loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt", "epochs": 3, "batch_size": 256,
-    "seed": 42, "progress": False})
+# examples/specs/router.json before the transfer work: the mlp head with TIE_AWARE (the same
+# RouterConfig; tests/experiments/test_quality.py checks it against that spec's fields).
+PREVIOUS = ("mlp head (the spec before the transfer work)", TIE_AWARE)
 # The candidate examples/specs/router.json is (tests/experiments/test_quality.py holds them equal).
 RECOMMENDED = "irt8, pointwise + all pairs"
 

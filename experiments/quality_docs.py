@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from experiments.transfer_docs import read_rows, transfer_section
+from experiments.transfer_docs import pts, read_rows, transfer_section
 from training.evaluation.report import (
     accuracy_table,
     cost_table,
@@ -24,26 +24,16 @@ BASELINES = ("random", "bradley_terry", "prompt_length", "knn", "matrix_factoriz
 PROMPT_BASELINES = ("knn", "matrix_factorization")  # the frozen-embedding baselines
 
 
-def _rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _pts(x: float) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:+.2f}"
-
-
 def ablation_table(rows: list[dict]) -> list[str]:
     base = next((r for r in rows if r["name"].startswith("base")), None)
     lines = ["| run | pooled accuracy % | vs base, points | minus BT, points [95% CI] | shuffle drop, points "
              "| APGR gpt-4 vs Mixtral | train time |",
              "|---|---:|---:|---|---:|---:|---:|"]
     for r in rows:
-        vs = _pts(r["accuracy"] - base["accuracy"]) if base else ""
+        vs = pts(r["accuracy"] - base["accuracy"]) if base else ""
         apgr = f"{r['apgr']:.3f}" if "apgr" in r else ""
-        lines.append(f"| {r['name']} | {100 * r['accuracy']:.2f} | {vs} | {_pts(r['minus_bt'])} "
-                     f"{interval(r['minus_bt_ci'], 2, True)} | {_pts(r['shuffle_drop'])} | {apgr} | "
+        lines.append(f"| {r['name']} | {100 * r['accuracy']:.2f} | {vs} | {pts(r['minus_bt'])} "
+                     f"{interval(r['minus_bt_ci'], 2, True)} | {pts(r['shuffle_drop'])} | {apgr} | "
                      f"{r['seconds']:.0f} s |")
     return lines
 
@@ -52,7 +42,7 @@ def per_source_ablation(rows: list[dict]) -> list[str]:
     sources = sorted({s for r in rows for s in r["per_source"]})
     lines = ["| run | " + " | ".join(sources) + " |", "|---|" + "---:|" * len(sources)]
     for r in rows:
-        cells = [_pts(r["per_source"].get(s, float("nan"))) for s in sources]
+        cells = [pts(r["per_source"].get(s, float("nan"))) for s in sources]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -64,15 +54,15 @@ def targets(final: dict) -> list[str]:
     best_frozen = max(PROMPT_BASELINES, key=lambda b: pooled[b]["accuracy"])
     lines = ["| target | measured | met? |", "|---|---|---|"]
     ok = r["minus_bt_ci"][0] >= 0.03
-    lines.append(f"| pooled accuracy >= 3 points above Bradley-Terry (95% CI) | {_pts(r['minus_bt'])} points "
+    lines.append(f"| pooled accuracy >= 3 points above Bradley-Terry (95% CI) | {pts(r['minus_bt'])} points "
                  f"{interval(r['minus_bt_ci'], 2, True)} | {'yes' if ok else 'no'} |")
     beat = r["accuracy"] - pooled[best_frozen]["accuracy"]
-    lines.append(f"| above the best frozen-embedding baseline ({best_frozen}) | {_pts(beat)} points | "
+    lines.append(f"| above the best frozen-embedding baseline ({best_frozen}) | {pts(beat)} points | "
                  f"{'yes' if beat > 0 else 'no'} |")
     big = {s: e for s, e in final["pairs"].items() if s != "pooled" and e["n_pairs"] >= 1000}
     below = [s for s, e in big.items() if e["routers"][ROUTER]["minus_bt"] < 0]
     lines.append(f"| at or above BT on every source with >= 1,000 test pairs ({len(big)} sources) | "
-                 + "; ".join(f"{s} {_pts(e['routers'][ROUTER]['minus_bt'])}" for s, e in big.items())
+                 + "; ".join(f"{s} {pts(e['routers'][ROUTER]['minus_bt'])}" for s, e in big.items())
                  + f" | {'yes' if not below else 'no: ' + ', '.join(below)} |")
     for entry in final["routing"]:
         rs = entry["routers"]
@@ -93,7 +83,7 @@ def targets(final: dict) -> list[str]:
     counts = ", ".join(f"{e['source']}: {len(e['models'])} LLMs" for e in cost)
     lines.append(f"| cost curve across the RouterBench LLMs | {counts} | {'yes' if cost else 'no'} |")
     drop = r["shuffle_drop"]
-    lines.append(f"| prompt shuffle costs >= 1 point pooled | {_pts(drop)} points | "
+    lines.append(f"| prompt shuffle costs >= 1 point pooled | {pts(drop)} points | "
                  f"{'yes' if drop >= 0.01 else 'no'} |")
     return lines
 
@@ -107,15 +97,15 @@ def findings(final: dict, ablations: list[dict], lora: list[dict],
     lines = ["## Summary", "",
              f"- **Pooled**: routerdb {100 * r['accuracy']:.2f} % vs Bradley-Terry "
              f"{100 * bt['accuracy']:.2f} %: "
-             f"{_pts(r['minus_bt'])} points {interval(r['minus_bt_ci'], 2, True)}; the best frozen-embedding "
-             f"baseline ({best_base}) is {_pts(pooled[best_base]['accuracy'] - bt['accuracy'])} points over "
+             f"{pts(r['minus_bt'])} points {interval(r['minus_bt_ci'], 2, True)}; the best frozen-embedding "
+             f"baseline ({best_base}) is {pts(pooled[best_base]['accuracy'] - bt['accuracy'])} points over "
              "Bradley-Terry."]
     src = {s: e["routers"][ROUTER]["minus_bt"] for s, e in final["pairs"].items() if s != "pooled"}
-    per = "; ".join(f"{s} {_pts(v)}" for s, v in src.items())
+    per = "; ".join(f"{s} {pts(v)}" for s, v in src.items())
     lines.append(f"- **Per source**, minus Bradley-Terry: {per}. The prompt helps most on correctness data "
                  "(LLMRouter, RouterDC) and adds little on the judge-labelled chat data.")
     lines.append(f"- **Prompt shuffle**: permuting the test prompts within each source costs routerdb "
-                 f"{_pts(r['shuffle_drop'])} points pooled (Bradley-Terry: 0 by construction); it uses the "
+                 f"{pts(r['shuffle_drop'])} points pooled (Bradley-Terry: 0 by construction); it uses the "
                  "prompt.")
     for e in final["routing"]:
         rs = e["routers"]
@@ -141,7 +131,7 @@ def findings(final: dict, ablations: list[dict], lora: list[dict],
         lines.append(f"- **LoRA vs frozen** on a 1,000-prompt subsample: LoRA "
                      f"{100 * lora[1]['accuracy']:.2f} % vs "
                      f"frozen {100 * lora[0]['accuracy']:.2f} % on the validation side "
-                     f"({_pts(lora[1]['accuracy'] - lora[0]['accuracy'])} points), at "
+                     f"({pts(lora[1]['accuracy'] - lora[0]['accuracy'])} points), at "
                      f"{lora[1]['seconds'] / max(lora[0]['seconds'], 1):.0f}x the training time.")
     return lines + [""]
 
@@ -162,10 +152,10 @@ def recommended(ablations: list[dict], lora: list[dict], chosen_name: str,
     chosen = next((r for r in ablations if r["name"] == chosen_name), None)
     if base is None or chosen is None:
         return []
-    deltas = "; ".join(f"{r['name']} {_pts(r['accuracy'] - base['accuracy'])}"
+    deltas = "; ".join(f"{r['name']} {pts(r['accuracy'] - base['accuracy'])}"
                        for r in ablations if r is not base)
     tried = [r for r in ablations if r["name"] in candidates]
-    measured = "; ".join(f"*{r['name']}* {100 * r['accuracy']:.2f} % ({_pts(r['minus_bt'])} vs BT, APGR "
+    measured = "; ".join(f"*{r['name']}* {100 * r['accuracy']:.2f} % ({pts(r['minus_bt'])} vs BT, APGR "
                          f"{r.get('apgr', math.nan):.3f})" for r in tried)
     clear = [r["name"] for r in tried if r["minus_bt"] >= 0.02]
     lines = ["### The recommended spec (`examples/specs/router.json`)", "",
@@ -180,7 +170,7 @@ def recommended(ablations: list[dict], lora: list[dict], chosen_name: str,
     previous = next((r for r in ablations if r["name"] == PREVIOUS_RUN), None)
     if previous is not None:
         lines[-1] += (f" The previous spec (the mlp head with *{PREVIOUS_RUN}*) scored "
-                      f"{100 * previous['accuracy']:.2f} % ({_pts(previous['minus_bt'])} vs BT, APGR "
+                      f"{100 * previous['accuracy']:.2f} % ({pts(previous['minus_bt'])} vs BT, APGR "
                       f"{previous.get('apgr', math.nan):.3f}) here; in distribution the two are about one "
                       "run's interval apart, and the difference is off the training distribution.")
     lines += ["", "**Source weighting, on purpose.** Decisive pairs per source in all of the data: RouterDC "
@@ -192,14 +182,14 @@ def recommended(ablations: list[dict], lora: list[dict], chosen_name: str,
     kind = next((r for r in ablations if r["name"].startswith("LLM embedding")), None)
     if kind is not None:
         lines += ["", f"**LLM embedding kind.** *{kind['name']}* scored "
-                  f"{_pts(kind['accuracy'] - base['accuracy'])} points against learned vectors on the "
+                  f"{pts(kind['accuracy'] - base['accuracy'])} points against learned vectors on the "
                   "validation side. It can embed an LLM the head never saw (docs/embeddings.md), which "
                   "learned vectors cannot; for ranking the LLMs it was trained with, the spec keeps learned "
                   "vectors. The attention kind was not run (its phase 1 is several times slower on this "
                   "CPU)."]
     if len(lora) == 2:
         lines += ["", f"**Encoder tuning.** LoRA (rank 8) vs the frozen encoder on a 1,000-prompt subsample: "
-                  f"{_pts(lora[1]['accuracy'] - lora[0]['accuracy'])} points, "
+                  f"{pts(lora[1]['accuracy'] - lora[0]['accuracy'])} points, "
                   f"at {lora[1]['seconds'] / max(lora[0]['seconds'], 1):.0f}x the training time "
                   f"({lora[1]['seconds'] / 60:.0f} min for 2 epochs of 1,000 prompts): all ~30,000 training "
                   "prompts would take hours on this CPU, far over `make router`'s 90 minutes, so the spec "
@@ -230,7 +220,7 @@ def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path =
                candidates: tuple[str, ...] = ()) -> Path:
     """docs/quality.md from the recorded runs; `recommended_name` is the run (and transfer
     configuration) examples/specs/router.json is, `candidates` the transfer candidates."""
-    rows = _rows(runs_path)
+    rows = read_rows(runs_path)
     transfer_rows = read_rows(transfer_path) if transfer_path is not None else []
     final = json.loads(final_path.read_text()) if final_path.is_file() else None
     ablations = [r for r in rows if not r["name"].startswith(("subsample", "leave out"))]
@@ -323,11 +313,11 @@ def truncation_finding(final: dict, ablations: list[dict]) -> list[str]:
                       f"groups, the largest of {groups['largest'][0]:,}")
     if base and head:
         rb = [k for k in base["per_source"] if "routerbench" in k]
-        rb_text = "".join(f", RouterBench {_pts(head['per_source'][k])} -> {_pts(base['per_source'][k])}"
+        rb_text = "".join(f", RouterBench {pts(head['per_source'][k])} -> {pts(base['per_source'][k])}"
                           for k in rb if k in head["per_source"])
         lines[-1] += (f". On the validation side it moved pooled accuracy by "
-                      f"{_pts(base['accuracy'] - head['accuracy'])} points (minus BT, head -> head_tail: "
-                      f"{_pts(head['minus_bt'])} -> {_pts(base['minus_bt'])}{rb_text})")
+                      f"{pts(base['accuracy'] - head['accuracy'])} points (minus BT, head -> head_tail: "
+                      f"{pts(head['minus_bt'])} -> {pts(base['minus_bt'])}{rb_text})")
     lines[-1] += "."
     tied = next((r for r in ablations if r["name"] == PREVIOUS_RUN), None)
     if base and tied and "apgr" in base and "apgr" in tied:
@@ -340,7 +330,7 @@ def truncation_finding(final: dict, ablations: list[dict]) -> list[str]:
             f"reverse of the measured gaps (APGR {base['apgr']:.3f}). With ties in the loss as half a "
             "win each under the Bradley-Terry loss, P(a beats b) - 1/2 is half the expected score gap "
             f"for 0/1 correctness, and APGR became {tied['apgr']:.3f} "
-            f"(pooled accuracy {_pts(tied['accuracy'] - base['accuracy'])} points against the base).")
+            f"(pooled accuracy {pts(tied['accuracy'] - base['accuracy'])} points against the base).")
     return lines
 
 

@@ -23,7 +23,8 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _pts(x: float) -> str:
+def pts(x: float) -> str:
+    """A fraction as signed points with two decimals (n/a for None or NaN)."""
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:+.2f}"
 
 
@@ -87,9 +88,9 @@ def loso_table(runs: list[dict]) -> list[str]:
              "| *decisive test pairs* | " + " | ".join(f"{pairs[s]:,}" for s in sources) + " | |"]
     for c in configs:
         have = [cell[c, s]["minus_bt"] for s in sources if (c, s) in cell]
-        cells = [f"{_pts(cell[c, s]['minus_bt'])} {interval(cell[c, s]['minus_bt_ci'], 2, True)}"
+        cells = [f"{pts(cell[c, s]['minus_bt'])} {interval(cell[c, s]['minus_bt_ci'], 2, True)}"
                  if (c, s) in cell else "" for s in sources]
-        mean = _pts(float(np.mean(have))) if len(have) == len(sources) else ""
+        mean = pts(float(np.mean(have))) if len(have) == len(sources) else ""
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {mean} |")
     return lines
 
@@ -109,7 +110,7 @@ def unseen_table(rows: list[dict]) -> list[str]:
         for n in ns:
             a = r["added"].get(str(n))
             ci = interval(a["minus_trained_with_ci"], 2, True) if a and "minus_trained_with_ci" in a else ""
-            cells.append(f"{_pts(a['minus_trained_with'])} {ci}".strip() if a else "")
+            cells.append(f"{pts(a['minus_trained_with'])} {ci}".strip() if a else "")
         lines.append(f"| {r['config']} | {r['llm']} | {r['trained_with']['n_pairs']:,} | "
                      f"{100 * r['trained_with']['accuracy']:.1f} % | {draws} | " + " | ".join(cells) + " |")
     return lines
@@ -129,7 +130,7 @@ def targets(apgr: dict[str, list[float]], runs: list[dict], transfer_rows: list[
             and r.get("n_pairs")]
     if loso:
         below = [r["source"] for r in loso if r["minus_bt"] < 0]
-        text = "; ".join(f"{r['source']} {_pts(r['minus_bt'])}" for r in loso)
+        text = "; ".join(f"{r['source']} {pts(r['minus_bt'])}" for r in loso)
         lines.append(f"| every left-out source at or above Bradley-Terry | {text} | "
                      f"{'yes' if not below else 'no: ' + ', '.join(below)} |")
     unseen = [r for r in transfer_rows if r.get("stage") == "unseen" and r["config"] == config]
@@ -137,12 +138,12 @@ def targets(apgr: dict[str, list[float]], runs: list[dict], transfer_rows: list[
         gaps = {r["llm"]: r["added"].get("200", {}).get("minus_trained_with", math.nan) for r in unseen}
         ok = all(g >= -0.02 for g in gaps.values())
         lines.append("| a new LLM from 200 records within 2 points of trained-with | "
-                     + "; ".join(f"{k} {_pts(g)}" for k, g in gaps.items()) + f" | {'yes' if ok else 'no'} |")
+                     + "; ".join(f"{k} {pts(g)}" for k, g in gaps.items()) + f" | {'yes' if ok else 'no'} |")
     if final is not None:
         r = final["pairs"]["pooled"]["routers"]["routerdb"]
         met = "yes" if r["minus_bt"] >= 0.02 else "no"
         lines.append(f"| in distribution: pooled >= Bradley-Terry + 2 points (test side) | "
-                     f"{_pts(r['minus_bt'])} {interval(r['minus_bt_ci'], 2, True)} | {met} |")
+                     f"{pts(r['minus_bt'])} {interval(r['minus_bt_ci'], 2, True)} | {met} |")
     return lines
 
 

@@ -76,7 +76,6 @@ def fit_llm_row(head: nn.Module, prompt_vectors: np.ndarray, records: Records, k
     `own_scores` (rows of records.prompts, scores in [0, 1]) its per-model scores, used with
     `pointwise_weight` > 0 as the router's training used them; the prior's weight is the one of
     `prior_scales` with the best cross-validated likelihood."""
-    torch.manual_seed(seed)
     problem = _problem(head.eval().requires_grad_(False), prompt_vectors, records, known, known_rows,
                        own_scores, pointwise_weight)
     scale = _cross_validated_scale(problem, prior_scales, seed)
