@@ -38,13 +38,14 @@ from safetensors.torch import load_file
 
 from routerdb.bundle import Bundle, models_table, write_bundle
 from routerdb.scorer import Router
-from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.data import load_aliases, load_pairs
+from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.records import Records, comparison_records
 from training.llm_embeddings.row_fit import fit_llm_row, own_scores
 from training.model.head import build_head
 from training.specs import RouterConfig
+from training.verification import bundle_scores, max_gap
 
 log = logging.getLogger("training.add_model")
 
@@ -160,9 +161,8 @@ def _write_files(loaded: Bundle, embedder: LLMEmbedder, table, tmp: Path) -> dic
 
 def _verify(loaded: Bundle, tmp: Path, prompts: list[str]) -> dict:
     """The known LLMs score as before; the new one scores finite."""
-    before = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
-    after = Router(tmp, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
-    diff = float(np.abs(after[:, :-1] - before).max())
+    before, after = bundle_scores(loaded, prompts), bundle_scores(tmp, prompts)
+    diff = max_gap(after[:, :-1], before)
     if diff > 1e-5 or not np.isfinite(after).all():
         raise RuntimeError(f"the new bundle changes the known LLMs' scores by {diff:.3g}; not written")
     return {"add_model_check": {"prompts": len(prompts), "max_abs_diff_known_llms": diff}}

@@ -28,11 +28,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from routerdb.bundle import models_table, write_bundle
-from routerdb.scorer import Router
-from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS, ExportError, library_versions
 from training.encoder.finetuning import export_encoder
+from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS, library_versions
 from training.model.network import RouterNet
 from training.quantize import quantize_bundle, quantize_int8
+from training.verification import ExportError, bundle_scores, max_gap
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], 
     graph = merged_graph(model)
     expected = model.score_matrix(prompts)  # the model as trained (adapters unmerged, maybe 4-bit)
     merged_scores = _torch_scores(model, graph, prompts)
-    merge_gap = float(np.abs(merged_scores - expected).max())
+    merge_gap = max_gap(merged_scores, expected)
     quantized_base = model.config.finetuning.kind == "qlora"
     reference = merged_scores if quantized_base else expected
     log.info("merged vs trained model: max |diff| %.2e over %d prompts", merge_gap, len(prompts))
@@ -101,8 +101,7 @@ def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], 
         return files
 
     def verify(tmp: Path) -> dict:
-        got = Router(tmp, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
-        diff = float(np.abs(got - reference).max())
+        diff = max_gap(bundle_scores(tmp, prompts), reference)
         limit = tolerance if quantize == "none" else 0.25
         if not np.isfinite(diff) or diff > limit:
             raise ExportError(

@@ -21,12 +21,12 @@ import pyarrow as pa
 from routerdb.atomic import check_writable, os_reason
 from routerdb.bundle import check_replaceable
 from training import preflight
-from training.artifacts import ExportError
 from training.data import concat_pairs, load_aliases, load_pairs
 from training.encoder.prompt_cache import PromptCache
 from training.export import export_bundle
 from training.model import TransformerEmbeddingModel
 from training.specs import FitSpec, SpecError, load_spec
+from training.verification import ExportError
 
 log = logging.getLogger("training.fit")
 

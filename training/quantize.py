@@ -11,8 +11,7 @@ import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from routerdb.bundle import Bundle, write_bundle
-from routerdb.scorer import Router
-from training.artifacts import ExportError
+from training.verification import ExportError, bundle_scores, max_gap
 
 
 def quantize_int8(path: Path) -> None:
@@ -45,10 +44,7 @@ def quantize_bundle(source: str | Path, target: str | Path, verify_prompts: Sequ
         return files
 
     def verify(tmp: Path) -> dict:
-        cpu = ["CPUExecutionProvider"]
-        prompts = list(verify_prompts)
-        want = Router(src, providers=cpu, cache_size=0).score(prompts)
-        diff = float(np.abs(Router(tmp, providers=cpu, cache_size=0).score(prompts) - want).max())
+        diff = max_gap(bundle_scores(tmp, verify_prompts), bundle_scores(src, verify_prompts))
         if not np.isfinite(diff) or diff > tolerance:
             raise ExportError(f"int8 scores differ from the full-precision bundle's by up to {diff:.3g} "
                               f"(allowed {tolerance:g}); the quantised bundle was not written.")

@@ -39,17 +39,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from training.artifacts import (
+from training.device import is_quantized, pick_device
+from training.encoder.pretrained import resolve_encoder
+from training.encoder.text_encoder import TextEncoder, TextVectors
+from training.formats import (
     EMBEDDER_CONFIG,
     EMBEDDER_FORMAT,
     EMBEDDER_FORMAT_VERSION,
     EMBEDDER_WEIGHTS,
-    is_quantized,
     library_versions,
-    pick_device,
 )
-from training.encoder.pretrained import resolve_encoder
-from training.encoder.text_encoder import TextEncoder, TextVectors
 from training.llm_embeddings import records as rec
 from training.specs import EmbeddingSpec
 

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from training.artifacts import pick_device
+from training.device import pick_device
 from training.encoder.pretrained import resolve_encoder
 from training.encoder.text_encoder import TextEncoder, TextVectors
 from training.llm_embeddings import records as rec

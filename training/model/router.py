@@ -29,21 +29,15 @@ from tqdm.auto import tqdm
 
 from routerdb.features import FEATURE_NAMES, FeatureStats, compute_features
 from routerdb.tokenizer import PromptTokenizer, length_batches
-from training.artifacts import (
-    CHECKPOINT_CONFIG,
-    CHECKPOINT_VERSION,
-    CHECKPOINT_WEIGHTS,
-    TOKENIZER_FILE,
-    is_quantized,
-    pick_device,
-)
 from training.data.read import PAIR_COLUMNS, concat_pairs, load_pairs
 from training.data.splits import drop_rare_models, split_by_prompt
+from training.device import is_quantized, pick_device
 from training.encoder.finetuning import count_parameters, prepare_encoder
 from training.encoder.pooling import Pooling, detect_pooling
 from training.encoder.pretrained import EncoderRef, load_config, load_tokenizer, resolve_encoder
 from training.encoder.text_encoder import TextVectors
 from training.evaluation.baselines import BradleyTerry
+from training.formats import CHECKPOINT_CONFIG, CHECKPOINT_VERSION, CHECKPOINT_WEIGHTS, TOKENIZER_FILE
 from training.llm_embeddings.embedder import KINDS as EMBEDDING_KINDS
 from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.phase1 import phase1_embedder

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.artifacts import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, sha256_file
+from routerdb.bundle import sha256_file
+from training.formats import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
 
 
 def _flatten(obj, tensors: dict[str, torch.Tensor], prefix: str = "t"):

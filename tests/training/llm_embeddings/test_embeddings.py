@@ -16,11 +16,11 @@ import torch
 from pydantic import TypeAdapter
 
 from training import specs
-from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.data import read as data_mod
 from training.data.splits import model_counts, split_by_prompt
 from training.encoder.pretrained import resolve_encoder
 from training.encoder.text_encoder import TextEncoder
+from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.llm_embeddings import embedder as embeddings
 from training.llm_embeddings import phase1, records
 from training.model.router import TransformerEmbeddingModel
