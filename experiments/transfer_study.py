@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from experiments.study import Study, done_runs, record, router_config, summarise, train, validate
 from training.evaluation import dataset as eval_data
-from training.evaluation.accuracy import boot_weights, ratio_ci
+from training.evaluation.metrics import boot_weights, ratio_ci
 from training.evaluation.scores import Scores, baseline_scores
 from training.evaluation.transfer import (
     TransferSpec,

@@ -10,6 +10,7 @@ import numpy as np
 
 from training.evaluation import metrics
 from training.evaluation.dataset import Side
+from training.evaluation.metrics import boot_weights, ratio_ci
 from training.evaluation.scores import BT, Scores
 
 
@@ -20,25 +21,6 @@ def common_rows(test: Side, routers: dict[str, Scores]) -> np.ndarray:
         known = set(scores.models)
         keep &= np.array([x in known and y in known for x, y in zip(test.a, test.b, strict=True)], dtype=bool)
     return keep
-
-
-def boot_weights(groups: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(group code per row, [n_boot, G] draw counts): the resamples of `metrics.bootstrap_ci`."""
-    _, code = np.unique(groups, return_inverse=True)
-    n = int(code.max()) + 1
-    rng = np.random.default_rng(seed)
-    draws = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)])
-    return code, draws
-
-
-def ratio_ci(values: np.ndarray, code: np.ndarray, draws: np.ndarray, alpha: float = 0.05):
-    """Percentile interval of mean(values) under group resampling, from per-group sums."""
-    n_groups = draws.shape[1]
-    sums = np.bincount(code, weights=values, minlength=n_groups)
-    counts = np.bincount(code, minlength=n_groups).astype(np.float64)
-    stats = (draws @ sums) / np.maximum(draws @ counts, 1e-12)
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
 
 
 def credit(diff: np.ndarray, label: np.ndarray) -> np.ndarray:

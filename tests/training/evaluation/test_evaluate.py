@@ -12,7 +12,8 @@ from tests import tiny_models
 from training import evaluate as ev
 from training.evaluation import dataset as eval_data
 from training.evaluation import metrics
-from training.evaluation.accuracy import boot_weights, credit, pair_metrics, ratio_ci, shuffled_prompts
+from training.evaluation.accuracy import credit, pair_metrics, shuffled_prompts
+from training.evaluation.metrics import boot_weights, ratio_ci
 from training.evaluation.routing import routing_results
 from training.evaluation.scores import Scores
 
