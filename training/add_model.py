@@ -1,4 +1,4 @@
-"""`python -m training.add_model RUN_OR_BUNDLE records.parquet --name NEW --out NEW_BUNDLE`
+"""`routerdb-train add-model RUN_OR_BUNDLE records.parquet --name NEW --out NEW_BUNDLE`
 
 Adds an LLM to a trained router without retraining its encoder or head. LLMs are rows of the
 bundle's LLM table; the new LLM's row comes from its comparison records, one of two ways:
@@ -14,7 +14,7 @@ A new bundle is written with the same `model.onnx` and `tokenizer.json`, the LLM
 row, and a manifest that records where the row came from; the known LLMs' scores are checked
 unchanged before it is written.
 
-    python -m training.add_model build/router/bundle new_llm.parquet --name my-llm --out build/with-my-llm
+    routerdb-train add-model build/router/bundle new_llm.parquet --name my-llm --out build/with-my-llm
 
 RUN_OR_BUNDLE is a bundle directory or a run directory (`output.run_dir` of the spec: the
 embedder from `checkpoint/`, the bundle from the spec's `output.bundle_dir`, or `--bundle`).
@@ -38,6 +38,7 @@ from safetensors.torch import load_file
 
 from routerdb.bundle import Bundle, models_table, write_bundle
 from routerdb.scorer import Router
+from training import command
 from training.data import load_aliases, load_pairs
 from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.llm_embeddings.embedder import LLMEmbedder
@@ -168,25 +169,28 @@ def _verify(loaded: Bundle, tmp: Path, prompts: list[str]) -> dict:
     return {"add_model_check": {"prompts": len(prompts), "max_abs_diff_known_llms": diff}}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.add_model", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a bundle directory, or a run directory (output.run_dir)")
     parser.add_argument("records", help="pairwise or per-model-scores data comparing NEW with known LLMs")
     parser.add_argument("--name", required=True, help="the new LLM, as spelled in the records")
     parser.add_argument("--out", required=True, help="directory of the new bundle")
     parser.add_argument("--bundle", help="with a run directory: its bundle, if not the spec's bundle_dir")
     parser.add_argument("--aliases", help="model_aliases.json mapping spellings to one name")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        out = add_model(args.source, args.records, args.name, args.out, bundle=args.bundle,
-                        aliases=args.aliases)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    out = add_model(args.source, args.records, args.name, args.out, bundle=args.bundle, aliases=args.aliases)
     print(f"wrote {out}: {args.name} added")
-    return 0
+    return command.OK
+
+
+COMMAND = command.Command("add-model", "add an LLM to a trained router from its comparison records",
+                          add_arguments, run, description=__doc__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.add_model`: the same as `routerdb-train add-model`."""
+    return command.main(COMMAND, argv, prog="python -m training.add_model")
 
 
 if __name__ == "__main__":

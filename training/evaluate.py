@@ -1,6 +1,6 @@
-"""`python -m training.evaluate BUNDLE DATA...`: how well a router ranks LLMs on unseen prompts.
+"""`routerdb-train evaluate BUNDLE DATA...`: how well a router ranks LLMs on unseen prompts.
 
-    python -m training.evaluate build/quality/bundle DATA/*.parquet \\
+    routerdb-train evaluate build/quality/bundle DATA/*.parquet \\
         --aliases DATA/model_aliases.json --split 0.2:0 --out build/quality/report \\
         --pair gpt-4-1106-preview:mixtral-8x7b-instruct-v0.1
 
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from routerdb.tokenizer import TRUNCATIONS
+from training import command
 from training.encoder.prompt_cache import PromptCache
 from training.evaluation.accuracy import calibration_tables, common_rows, pair_metrics, per_pair_rows
 from training.evaluation.dataset import Dataset, build_dataset, load_files, parse_split, side
@@ -74,17 +75,16 @@ def evaluate(ds: Dataset, router: Scores | None, embed=None, *, pairs: Sequence[
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="a routerdb bundle directory")
     parser.add_argument("data", nargs="+", help="pairwise or per-model score files")
     parser.add_argument("--aliases", help="model_aliases.json")
-    parser.add_argument("--split", default="0.2:0", 
+    parser.add_argument("--split", default="0.2:0",
                         help="test FRACTION:SEED of near-duplicate groups, or none")
     parser.add_argument("--out", default="build/evaluate", help="report directory")
     parser.add_argument("--pair", action="append", default=[], metavar="STRONG:WEAK",
                         help="strong / weak LLMs for routing curves (default: per score source, best:worst)")
-    parser.add_argument("--encoder", default=DEFAULT_ENCODER, 
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER,
                         help="frozen encoder for the split and baselines")
     parser.add_argument("--cache-dir", default="build/cache", help="embedding cache root")
     parser.add_argument("--truncation", choices=TRUNCATIONS, default=DEFAULT_TRUNCATION,
@@ -92,30 +92,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.95, help="near-duplicate cosine")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--mf-epochs", type=int, default=10)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        split = parse_split(args.split)
-        pairs = [tuple(p.split(":", 1)) for p in args.pair]
-        if any(len(p) != 2 for p in pairs):
-            raise ValueError(f"--pair {args.pair}; allowed: STRONG:WEAK LLM names")
-        table, source = load_files(args.data, args.aliases)
-        cache = PromptCache.for_encoder(args.encoder, 128, args.cache_dir, truncation=args.truncation)
 
-        embed = cache.vectors
-        ds = build_dataset(table, source, embed, split, args.threshold)
-        test_prompts = side(ds, test=True).prompts
-        results = evaluate(ds, bundle_scores(args.bundle, test_prompts), embed, pairs=pairs,
-                           n_boot=args.n_boot, mf_epochs=args.mf_epochs)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    given = argv if argv is not None else sys.argv[1:]
-    results["command"] = " ".join(["python -m training.evaluate", *given])
+
+def run(args: argparse.Namespace) -> int:
+    """Split, score the test side with the bundle and the baselines, write the report."""
+    split = parse_split(args.split)
+    pairs = [tuple(p.split(":", 1)) for p in args.pair]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(f"--pair {args.pair}; allowed: STRONG:WEAK LLM names")
+    table, source = load_files(args.data, args.aliases)
+    embed = PromptCache.for_encoder(args.encoder, 128, args.cache_dir, truncation=args.truncation).vectors
+    ds = build_dataset(table, source, embed, split, args.threshold)
+    test_prompts = side(ds, test=True).prompts
+    results = evaluate(ds, bundle_scores(args.bundle, test_prompts), embed, pairs=pairs,
+                       n_boot=args.n_boot, mf_epochs=args.mf_epochs)
+    results["command"] = args.command_line
     results["split"] = args.split
     report = write_report(results, Path(args.out), bundle=Path(args.bundle))
     print(f"report written to {report}")
-    return 0
+    return command.OK
+
+
+COMMAND = command.Command("evaluate", "how well a router ranks LLMs on unseen prompts, against baselines",
+                          add_arguments, run, description=__doc__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.evaluate`: the same as `routerdb-train evaluate`."""
+    return command.main(COMMAND, argv, prog="python -m training.evaluate")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import copy
 import datetime as dt
 import logging
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from routerdb.bundle import models_table, write_bundle
+from training import command
 from training.encoder.finetuning import export_encoder
 from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS, library_versions
 from training.model.network import RouterNet
@@ -172,26 +172,40 @@ def _manifest(model, spec, opset, quantize, merge_gap, quantized_base) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m training.export BUNDLE OUT --quantize int8`: an int8 copy of a trained bundle."""
-    parser = argparse.ArgumentParser(prog="python -m training.export", description=main.__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="a full-precision bundle (e.g. build/demo/bundle)")
     parser.add_argument("out", help="where to write the quantised bundle")
     parser.add_argument("--quantize", choices=["int8"], required=True)
     parser.add_argument("--prompts", default="data/sample/llmrouter_sample.parquet",
                         help="Parquet or CSV with a `prompt` column, to verify the copy against the bundle")
     parser.add_argument("--verify-prompts", type=int, default=64, help="how many distinct prompts")
-    args = parser.parse_args(argv)
-    try:
-        prompts = [r[0] for r in duckdb.sql("SELECT DISTINCT prompt FROM query_table(?) WHERE prompt "
-                                            "IS NOT NULL ORDER BY prompt LIMIT ?",
-                                            params=[args.prompts, args.verify_prompts]).fetchall()]
-        out = quantize_bundle(args.bundle, args.out, prompts)
-    except (ValueError, duckdb.Error, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """An int8 copy of a trained bundle, verified on `--verify-prompts` prompts of `--prompts`."""
+    prompts = distinct_prompts(args.prompts, args.verify_prompts)
+    out = quantize_bundle(args.bundle, args.out, prompts)
     print(f"wrote {out} (int8, verified on {len(prompts)} prompts)")
-    return 0
+    return command.OK
+
+
+def distinct_prompts(path: str, limit: int) -> list[str]:
+    """The first `limit` distinct prompts (sorted) of a Parquet or CSV file's `prompt` column."""
+    try:
+        return [r[0] for r in duckdb.sql("SELECT DISTINCT prompt FROM query_table(?) WHERE prompt IS NOT "
+                                         "NULL ORDER BY prompt LIMIT ?", params=[path, limit]).fetchall()]
+    except duckdb.Error as exc:  # a bad input file, not a failure of the export
+        raise ValueError(f"--prompts {path!r}: {exc}. Pass a Parquet or CSV file with a `prompt` "
+                         "column.") from None
+
+
+COMMAND = command.Command("export", "an int8 copy of a trained bundle (export BUNDLE OUT --quantize int8)",
+                          add_arguments, run, description=run.__doc__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.export`: the same as `routerdb-train export`."""
+    return command.main(COMMAND, argv, prog="python -m training.export")
 
 
 if __name__ == "__main__":

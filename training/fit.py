@@ -1,8 +1,10 @@
-"""`python -m training.fit SPEC.json`: train a router and export its bundle, as the spec says.
+"""`routerdb-train fit SPEC.json`: train a router and export its bundle, as the spec says.
 
-    python -m training.fit examples/specs/demo.json                 # train, checkpoint, export
-    python -m training.fit examples/specs/demo.json --validate-only # check the spec, report all problems
-    python -m training.fit examples/specs/demo.json --resume        # continue an interrupted run
+    routerdb-train fit examples/specs/demo.json                 # train, checkpoint, export
+    routerdb-train fit examples/specs/demo.json --validate-only # check the spec, report all problems
+    routerdb-train fit examples/specs/demo.json --resume        # continue an interrupted run
+
+(`python -m training fit ...` and `python -m training.fit ...` run the same.)
 
 Writes `output.run_dir/` (checkpoint/ each epoch, state/, train.log, spec.json, history.json)
 and the verified ONNX bundle to `output.bundle_dir/`.
@@ -20,13 +22,12 @@ import pyarrow as pa
 
 from routerdb.atomic import check_writable, os_reason
 from routerdb.bundle import check_replaceable
-from training import preflight
+from training import command, preflight
 from training.data import concat_pairs, load_aliases, load_pairs
 from training.encoder.prompt_cache import PromptCache
 from training.export import export_bundle
 from training.model import TransformerEmbeddingModel
 from training.specs import FitSpec, SpecError, load_spec
-from training.verification import ExportError
 
 log = logging.getLogger("training.fit")
 
@@ -86,58 +87,33 @@ def check_outputs(spec) -> None:
     check_replaceable(Path(spec.output.bundle_dir))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="path to a JSON spec (see examples/specs/)")
     parser.add_argument("--validate-only", action="store_true", help="check the spec and stop")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    args = parser.parse_args(argv)
-    try:
-        spec = load_spec(args.spec)
-        check(spec, args.spec)
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the spec (every problem at once), then train and export, logging into the run's train.log."""
+    spec = load_spec(args.spec)
+    check(spec, args.spec)
     if args.validate_only:
         print(f"{args.spec}: valid ({spec.finetuning.kind} fine-tuning of {spec.encoder.name}, "
               f"{spec.epochs} epoch(s), {len(spec.data.train)} data file(s))")
-        return 0
-    try:
-        check_outputs(spec)
-        _setup_logging(Path(spec.output.run_dir))
-        fit(spec, resume=args.resume)
-    except (ValueError, OSError, ExportError, MemoryError) as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        _remove_handlers()
-    return 0
+        return command.OK
+    check_outputs(spec)
+    command.log_to_file(Path(spec.output.run_dir) / "train.log")
+    fit(spec, resume=args.resume)
+    return command.OK
 
 
-_HANDLERS: list[logging.Handler] = []  # the handlers _setup_logging added to the root logger
+COMMAND = command.Command("fit", "train a router from a JSON spec and export its verified bundle",
+                          add_arguments, run, description=__doc__)
 
 
-def _remove_handlers() -> None:
-    """Take main()'s handlers off the root logger, so a second main() in one process gets fresh ones."""
-    for handler in _HANDLERS:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-    _HANDLERS.clear()
-
-
-def _setup_logging(run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    _remove_handlers()
-    _HANDLERS[:] = [logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")]
-    for handler in _HANDLERS:
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.fit`: the same as `routerdb-train fit`."""
+    return command.main(COMMAND, argv, prog="python -m training.fit")
 
 
 if __name__ == "__main__":
