@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python -m training.fit examples/specs/demo.json
+	$(BIN)/routerdb-train fit examples/specs/demo.json
 	$(BIN)/routerdb info build/demo/bundle
 	$(BIN)/routerdb sql build/demo/bundle -f sql/demo.sql
 
@@ -37,7 +37,7 @@ test: install
 # applied, from scratch: build/router/bundle/. Time measured on the 2-core CPU in docs/quality.md.
 router: install
 	@mkdir -p build/router
-	@start=$$(date +%s); $(BIN)/python -m training.fit examples/specs/router.json && \
+	@start=$$(date +%s); $(BIN)/routerdb-train fit examples/specs/router.json && \
 	echo "{\"seconds\": $$(( $$(date +%s) - start )), \"note\": \"make router\"}" \
 	> build/router/timing.json
 	$(BIN)/routerdb info build/router/bundle

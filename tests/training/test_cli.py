@@ -101,7 +101,8 @@ def test_fit_validates_through_both_entry_points(tmp_path, capsys):
     for main in (lambda a: cli.main(["fit", *a]), fit.main):
         assert main([str(bad), "--validate-only"]) == 2
         err = capsys.readouterr().err
-        assert err.count("error: ") == 1 and "1 problem(s):\n  - epochs: Input should be a valid integer" in err
+        assert err.count("error: ") == 1
+        assert "1 problem(s):\n  - epochs: Input should be a valid integer" in err
 
 
 def test_evaluate_bad_split_is_bad_input(tmp_path, capsys):
