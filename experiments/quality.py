@@ -70,7 +70,8 @@ ABLATIONS: list[tuple[str, dict]] = [
 
 
 def embedding_kind_ablations() -> list[tuple[str, dict]]:
-    """The phase-1 LLM embedding kinds of training/embeddings.py, where this checkout has them."""
+    """The phase-1 LLM embedding kinds (training/llm_embeddings/embedder.py), where this checkout has
+    them."""
     kinds = [typing.get_args(m.model_fields["kind"].annotation)[0]
              for m in typing.get_args(typing.get_args(specs.EmbeddingSpec)[0])]
     # "attention" is left out: its phase 1 took several times longer than "frozen" on this CPU

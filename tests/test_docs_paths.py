@@ -1,6 +1,6 @@
-"""Every dotted path into `training` or `routerdb` that the prose names still exists: in README.md,
-docs/, sql/, and the docstrings and comments of the code (and the strings of the two packages,
-which users read in error messages). A path resolves when its longest importable prefix is a
+"""Every dotted path into `training` or `routerdb`, and every file path, that the prose names still
+exists: in README.md, docs/, sql/, and the docstrings and comments of the code (and the strings of
+the two packages, which users read in error messages). A path resolves when its longest importable prefix is a
 module and the rest are attributes of it (a class's pydantic or dataclass field, or an attribute
 its methods assign to `self`, counts)."""
 
@@ -22,6 +22,13 @@ DOTTED = re.compile(r"(?<![\w./-])(?:training|routerdb)(?:\.[A-Za-z_]\w*)+")
 # dotted names that are not Python: what routerdb.register creates in DuckDB
 NOT_PYTHON = {"routerdb.router_models": "the LLM table in the DuckDB schema `routerdb`",
               "routerdb.main": "the DuckDB catalog `routerdb` and its schema `main`"}
+# a file of this repository named by its path, e.g. training/model/network.py or sql/demo.sql
+FILE_PATH = re.compile(r"(?<![\w./-])(?:routerdb|training|tests|experiments|bench|examples|sql|docs)/"
+                       r"[\w./-]*?\.(?:py|sql|md|json)\b")
+# files the other changes of issue 17 create, which docs/architecture.md already names (they exist
+# once those changes are merged; then this set can go)
+COMING = {"routerdb/router.py", "routerdb/functions.py", "training/model/heads.py",
+          "training/model/priors.py"}
 PROSE = ("README.md", "docs/**/*.md", "sql/*.sql", "examples/**/*.md")
 CODE = ("routerdb", "training", "experiments", "bench", "tests")
 PACKAGES = ("routerdb", "training")  # their string literals count too: error messages name paths
@@ -43,18 +50,19 @@ def texts_of_python(path: Path, *, strings: bool) -> list[tuple[int, str]]:
     return out
 
 
-def named_paths(root: Path = REPO) -> dict[str, list[str]]:
-    """{dotted path: [file:line, ...]} of every `training.` / `routerdb.` path named in the prose."""
+def named_paths(root: Path = REPO, pattern: re.Pattern = DOTTED) -> dict[str, list[str]]:
+    """{path: [file:line, ...]} of every match of `pattern` (by default the dotted `training.` /
+    `routerdb.` paths) in the prose, the SQL, and the docstrings and comments of the code."""
     found: dict[str, list[str]] = {}
 
     def add(where: Path, line: int, text: str) -> None:
-        for match in DOTTED.finditer(text):
+        for match in pattern.finditer(text):
             places = found.setdefault(match.group(0), [])
             if (place := f"{where.relative_to(root)}:{line}") not in places:  # a docstring is a string too
                 places.append(place)
 
-    for pattern in PROSE:
-        for path in sorted(root.glob(pattern)):
+    for files in PROSE:
+        for path in sorted(root.glob(files)):
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 add(path, n, line)
     for folder in CODE:
@@ -105,6 +113,24 @@ def resolves(path: str) -> bool:
 def stale_paths(root: Path = REPO) -> list[str]:
     return [f"{path} ({', '.join(where[:3])})" for path, where in sorted(named_paths(root).items())
             if path not in NOT_PYTHON and not resolves(path)]
+
+
+def missing_files(root: Path = REPO) -> list[str]:
+    return [f"{path} ({', '.join(where[:3])})" for path, where in sorted(named_paths(root, FILE_PATH).items())
+            if path not in COMING and not (root / path).exists()]
+
+
+def test_every_file_path_exists():
+    missing = missing_files()
+    assert not missing, "file paths that no longer exist (name the file that holds it now):\n" + \
+        "\n".join(missing)
+
+
+def test_a_missing_file_path_is_found(tmp_path):
+    (tmp_path / "training" / "data").mkdir(parents=True)
+    (tmp_path / "training" / "data" / "splits.py").write_text('"""Splits; see training/data/splits.py."""\n')
+    (tmp_path / "README.md").write_text("Read training/splits.py and training/data/splits.py.\n")
+    assert missing_files(tmp_path) == ["training/splits.py (README.md:1)"]
 
 
 def test_every_dotted_path_resolves():

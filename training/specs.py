@@ -126,7 +126,7 @@ FineTuning = Annotated[LoRA | QLoRA | LastLayers | BitFit | Full | Frozen, Field
 
 
 # "learned" is one trainable vector per LLM. The other kinds are phase-1 embedding models
-# (training/embeddings.py, docs/embeddings.md): trained before the head on triplets of an LLM's
+# (training/llm_embeddings/embedder.py, docs/embeddings.md): trained before the head on triplets of an LLM's
 # comparison records, they embed any LLM, a new one included, from a few hundred of its records.
 
 

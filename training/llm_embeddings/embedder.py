@@ -103,7 +103,7 @@ class RecordNet(nn.Module):
     A record's input places [text vector, opponent strength] in the slot of its outcome (lost /
     tie / won), so "won on this prompt against a strong LLM" and "lost on it" are linearly
     separable. The opponent enters only by its strength (its win rate in phase-1 data, centred),
-    not its identity: identity would leak "never plays itself" (see training/records.py).
+    not its identity: identity would leak "never plays itself" (see training/llm_embeddings/records.py).
     """
 
     def __init__(self, text_dim: int, spec, attention: bool):

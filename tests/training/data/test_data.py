@@ -1,4 +1,4 @@
-"""Tests for training/data.py (with aliases.py, score_pairs.py, data_errors.py): readers,
+"""Tests for training/data/read.py (with aliases.py, score_pairs.py, errors.py): readers,
 validation messages, pairs, shipped data."""
 
 from __future__ import annotations

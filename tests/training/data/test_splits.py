@@ -1,4 +1,4 @@
-"""Tests for training/splits.py: prompt-disjoint splits, near-duplicate groups, counts, filters."""
+"""Tests for training/data/splits.py: prompt-disjoint splits, near-duplicate groups, counts, filters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fine-tuning methods (training/finetuning.py): what each trains, its errors, and that every
+"""Fine-tuning methods (training/encoder/finetuning.py): what each trains, its errors, and that every
 method x encoder family trains, exports and matches its ONNX bundle."""
 
 from __future__ import annotations

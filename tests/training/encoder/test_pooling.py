@@ -1,4 +1,4 @@
-"""Pooling (training/pooling.py): padded and unpadded inputs pool identically, for every mode and
+"""Pooling (training/encoder/pooling.py): padded and unpadded inputs pool identically, for every mode and
 padding side and for tiny BERT / Llama / GPT-2; the mode is detected from the encoder's files,
 can be overridden in the spec, and is recorded with the model and in the bundle."""
 

@@ -1,4 +1,5 @@
-"""Optimisers, schedules, learning rates and gradient clipping (training/optim.py, training/loop.py)."""
+"""Optimisers, schedules, learning rates and gradient clipping (training/trainer/optim.py,
+training/trainer/loop.py)."""
 
 from __future__ import annotations
 
