@@ -46,7 +46,7 @@ from training.llm_embeddings.records import Records, comparison_records
 from training.llm_embeddings.row_fit import fit_llm_row, own_scores
 from training.model.head import build_head
 from training.specs import RouterConfig
-from training.verification import bundle_scores, max_gap
+from training.verification import ExportError, bundle_scores, max_gap
 
 log = logging.getLogger("training.add_model")
 
@@ -165,7 +165,7 @@ def _verify(loaded: Bundle, tmp: Path, prompts: list[str]) -> dict:
     before, after = bundle_scores(loaded, prompts), bundle_scores(tmp, prompts)
     diff = max_gap(after[:, :-1], before)
     if diff > 1e-5 or not np.isfinite(after).all():
-        raise RuntimeError(f"the new bundle changes the known LLMs' scores by {diff:.3g}; not written")
+        raise ExportError(f"the new bundle changes the known LLMs' scores by {diff:.3g}; not written")
     return {"add_model_check": {"prompts": len(prompts), "max_abs_diff_known_llms": diff}}
 
 

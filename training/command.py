@@ -1,6 +1,6 @@
 """What every training command shares (`routerdb-train VERB`, `python -m training VERB`, and the
 older `python -m training.fit` and the like): one logging setup, one way to show an error, one
-convention of exit codes. A leaf: it imports nothing else of `training`.
+convention of exit codes. It imports only `training.verification` (for `ExportError`).
 
 Exit codes:
 
@@ -23,14 +23,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.verification import ExportError
+
 __all__ = ["BAD_INPUT", "FAILED", "OK", "Command", "exit_code", "log_to_file", "main", "run"]
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
 # what the user fixes by changing what they pass (SpecError, DataError, BundleError, ... are
 # ValueErrors; UnknownModelError is a KeyError)
 INPUT_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
-# what went wrong while working: OSError (disk full, read-only, ...), ExportError (a RuntimeError)
-WORK_ERRORS = (OSError, RuntimeError, MemoryError)
+# what went wrong while working: OSError (disk full, read-only, ...), a bundle that does not verify;
+# any other RuntimeError is a bug (or torch's) and keeps its traceback
+WORK_ERRORS = (OSError, MemoryError, ExportError)
 QUIET = ("httpx", "urllib3", "filelock")  # libraries whose INFO lines say nothing about the run
 
 log = logging.getLogger(__name__)

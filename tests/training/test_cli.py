@@ -40,7 +40,7 @@ def _toy(raise_: BaseException | None, log_file=None) -> command.Command:
     (SpecError("spec.json: 2 problem(s)"), 2), (DataError("row 0: bad"), 2), (BundleError("no bundle"), 2),
     (UnknownModelError(["x"], ["a"]), 2), (ValueError("bad"), 2), (FileNotFoundError("missing.parquet"), 2),
     (OSError(errno.ENOSPC, "No space left on device"), 1), (PermissionError(errno.EACCES, "denied"), 1),
-    (ExportError("ONNX differs"), 1), (RuntimeError("check failed"), 1), (MemoryError("out of memory"), 1),
+    (ExportError("ONNX differs"), 1), (MemoryError("out of memory"), 1), (RuntimeError("torch"), None),
     (TypeError("a bug"), None), (AttributeError("a bug"), None),
 ])
 def test_exit_code_convention(exc, code):

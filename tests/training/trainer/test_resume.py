@@ -173,7 +173,6 @@ def test_fit_cli_resume_continues_an_interrupted_run(tiny_encoders, tmp_path, mo
         path.write_text(json.dumps(spec))
         return str(path)
 
-    monkeypatch.setattr(fit, "_setup_logging", lambda run_dir: None)  # keep pytest's log handlers
     assert fit.main([spec_file("straight")]) == 0
     resumed_spec = spec_file("resumed")
     with monkeypatch.context() as patch:
