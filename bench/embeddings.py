@@ -275,7 +275,7 @@ def _as_pairs(records, name, train: pa.Table) -> pa.Table:
 
 def _through_bundle(model, records, name: str, train: pa.Table, target: pa.Table) -> float:
     """Export, add_model from a records file, score the pairs with the ONNX runtime."""
-    from routerdb.scorer import Router
+    from routerdb.router import Router
     from training.add_model import add_model
     from training.export import export_bundle
 

@@ -23,7 +23,7 @@ from routerdb.duckdb import register
 from routerdb.inputs import llm_names
 from routerdb.prompt_column import ON_INVALID_UTF8
 from routerdb.rescore import rescore
-from routerdb.scorer import Router, UnknownModelError
+from routerdb.router import Router, UnknownModelError
 
 
 def _info(args) -> int:

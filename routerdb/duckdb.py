@@ -46,8 +46,7 @@ import duckdb
 from duckdb import sqltypes as T
 
 from routerdb.bundle import Bundle, models_table
-from routerdb.routers import shared_router
-from routerdb.scorer import Router
+from routerdb.router import Router, shared_router
 from routerdb.udfs import NAMES, RoutingFunctions, functions_by_id, functions_for
 
 CATALOG = "routerdb"  # the in-memory database attached to hold the LLM tables

@@ -40,9 +40,8 @@ from routerdb import atomic
 from routerdb.log_input import BATCH_ROWS, LogInput, RescoreError, open_input, skip_rows
 from routerdb.manifest import is_int
 from routerdb.prompt_column import ON_INVALID_UTF8, InvalidUtf8, check_prompt_column, prompt_texts
-from routerdb.routers import shared_router
+from routerdb.router import Router, shared_router
 from routerdb.score_map import SCORES_TYPE, score_map
-from routerdb.scorer import Router
 
 try:
     import fcntl

@@ -28,8 +28,7 @@ from sqlalchemy.engine import Engine
 
 from routerdb.bundle import Bundle
 from routerdb.duckdb import register
-from routerdb.routers import shared_router
-from routerdb.scorer import Router
+from routerdb.router import Router, shared_router
 
 log = logging.getLogger(__name__)
 

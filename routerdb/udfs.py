@@ -21,8 +21,8 @@ import weakref
 
 import pyarrow as pa
 
+from routerdb.router import Router
 from routerdb.score_map import score_map
-from routerdb.scorer import Router
 
 NAMES = ("route_score", "route_best", "route_best_among", "route_scores")
 

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from safetensors.torch import load_file
 
 from routerdb.bundle import Bundle, models_table, write_bundle
-from routerdb.scorer import Router
+from routerdb.router import Router
 from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.data import load_aliases, load_pairs
 from training.llm_embeddings.embedder import LLMEmbedder

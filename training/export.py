@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from routerdb.bundle import models_table, write_bundle
-from routerdb.scorer import Router
+from routerdb.router import Router
 from training.artifacts import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS, ExportError, library_versions
 from training.encoder.finetuning import export_encoder
 from training.model.network import RouterNet

@@ -11,7 +11,7 @@ import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from routerdb.bundle import Bundle, write_bundle
-from routerdb.scorer import Router
+from routerdb.router import Router
 from training.artifacts import ExportError
 
 

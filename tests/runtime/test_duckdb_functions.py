@@ -16,8 +16,7 @@ import pytest
 from routerdb.bundle import Bundle, models_table, sha256_file
 from routerdb.duckdb import RegisterError, has_functions, register
 from routerdb.manifest import manifest_text
-from routerdb.routers import shared_router
-from routerdb.scorer import Router, cache_key
+from routerdb.router import Router, cache_key, shared_router
 
 PROMPTS = [f"Question {i}: {topic}" for i in range(300) for topic in
            ("write a Python class for a queue", "what is the boiling point of water")][:300]
@@ -253,7 +252,7 @@ def test_provider_and_threads_are_logged_and_settable(tiny_bundle, caplog, monke
     import logging
 
     monkeypatch.setenv("ROUTERDB_THREADS", "1")
-    with caplog.at_level(logging.INFO, logger="routerdb.scorer"):
+    with caplog.at_level(logging.INFO, logger="routerdb.router"):
         router = Router(tiny_bundle)
     assert router.threads == 1
     assert router.session.get_session_options().intra_op_num_threads == 1
@@ -266,7 +265,7 @@ FIRST_QUERY = """
 import re, sys
 import duckdb, pyarrow as pa
 from routerdb.duckdb import register
-from routerdb.scorer import Router
+from routerdb.router import Router
 n = int(sys.argv[2])
 con = duckdb.connect()
 con.execute("SET enable_progress_bar = false")

@@ -18,7 +18,7 @@ import pytest
 
 from routerdb.cli import main
 from routerdb.rescore import RescoreError, parts_dir, rescore
-from routerdb.routers import shared_router
+from routerdb.router import shared_router
 from tests.paths import REPO
 
 TOPICS = ["Write a Python function that sorts a list.", "What is the capital of Peru?",

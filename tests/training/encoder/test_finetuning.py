@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from routerdb.scorer import Router
+from routerdb.router import Router
 from tests import tiny_models
 from tests.paths import REPO
 from training import specs

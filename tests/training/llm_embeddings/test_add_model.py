@@ -15,7 +15,7 @@ import pytest
 
 import routerdb
 from routerdb.bundle import Bundle
-from routerdb.scorer import Router
+from routerdb.router import Router
 from training.add_model import add_model, main
 from training.data import read as data_mod
 from training.data.splits import split_by_prompt

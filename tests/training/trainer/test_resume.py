@@ -156,7 +156,7 @@ def test_fit_cli_resume_continues_an_interrupted_run(tiny_encoders, tmp_path, mo
     import numpy as np
     import pyarrow.parquet as pq
 
-    from routerdb.scorer import Router
+    from routerdb.router import Router
     from training import fit
 
     pq.write_table(tiny_models.synthetic_scores(24), tmp_path / "scores.parquet")

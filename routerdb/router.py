@@ -4,6 +4,15 @@ Each distinct prompt is encoded once per call, however many LLMs it is scored ag
 scores a batch of prompts against every LLM of the bundle at once ([P, ...] x [M, D] -> [P, M]).
 Prompts are sorted by token length into batches so padding is small, and a bounded LRU cache
 keyed by prompt text (per bundle) makes a repeated query nearly free.
+
+One Router per bundle directory in this process, shared by SQL, rescoring, SQLAlchemy and Spark:
+`shared_router(path)` returns the Router of the bundle now at `path`. When the bundle there is
+re-exported (a new manifest digest), the next call loads the new one and the cache lets go of the
+old Router: it is freed once no DuckDB connection registered with it is left
+(`routerdb.duckdb` keeps a Router alive per registered connection, nothing else does). So a
+service that picks up retrained bundles holds one Router per bundle path, not one per reload.
+Checking a bundle again costs a manifest read and a few `stat` calls (`Bundle.load` verifies the
+files' checksums once per process for an unchanged bundle).
 """
 
 from __future__ import annotations
@@ -343,3 +352,20 @@ def _unique(prompts: list[str | None]) -> tuple[list[str | None], np.ndarray]:
     inverse = np.fromiter((index.setdefault(p, len(index)) for p in prompts), dtype=np.int64,
                           count=len(prompts))
     return list(index), inverse
+
+
+# --- one Router per bundle path, for the whole process -------------------------------------------
+
+_ROUTERS: dict[str, Router] = {}  # resolved bundle path -> the Router of the bundle now there
+_ROUTERS_LOCK = threading.Lock()
+
+
+def shared_router(bundle: str | os.PathLike[str] | Bundle) -> Router:
+    """The process-wide Router of the bundle at this path (loaded again when its manifest changed)."""
+    loaded = Bundle.load(bundle)
+    key = str(loaded.path.resolve())
+    with _ROUTERS_LOCK:
+        router = _ROUTERS.get(key)
+        if router is None or router.bundle.digest != loaded.digest:
+            router = _ROUTERS[key] = Router(loaded)
+        return router
