@@ -5,11 +5,8 @@
     routerdb.register(con, "build/demo/bundle")
     con.sql("SELECT model, route_score('Prove Fermat''s little theorem', model) FROM router_models")
 
-Functions (NULL prompts give NULL; an unknown LLM name is an error listing the known ones):
-    route_score(prompt VARCHAR, model VARCHAR) -> DOUBLE         score in [-1, 1]
-    route_best(prompt VARCHAR) -> VARCHAR                         best LLM of the bundle
-    route_best_among(prompt VARCHAR, candidates VARCHAR[]) -> VARCHAR   NULL for no candidates
-    route_scores(prompt VARCHAR) -> MAP(VARCHAR, DOUBLE)          every LLM's score
+Functions: those declared in `routerdb.functions` (`FUNCTIONS`: name, types, NULL handling, doc),
+registered together by `_create_functions`; the README's table lists them.
 Table (one row per LLM):
     routerdb.router_models(model VARCHAR, embedding FLOAT[])      every connection of the database
     router_models                                                  a view of it, see below
@@ -32,7 +29,7 @@ routerdb never drops or hides a table or view of yours: a name in use is an erro
 Lifetime. A registered connection holds its Router; a Router no connection holds is freed (the
 process-wide cache keeps only the newest Router per bundle path), so re-exporting a bundle and
 registering it again does not grow memory. The functions outlive the connection that registered
-them (`routerdb.udfs`), so closing it never breaks, or crashes, another connection's query.
+them (`routerdb.functions`), so closing it never breaks, or crashes, another connection's query.
 """
 
 from __future__ import annotations
@@ -43,11 +40,10 @@ import threading
 import weakref
 
 import duckdb
-from duckdb import sqltypes as T
 
 from routerdb.bundle import Bundle, models_table
+from routerdb.functions import FUNCTIONS, RoutingFunctions, functions_by_id, functions_for
 from routerdb.router import Router, shared_router
-from routerdb.udfs import NAMES, RoutingFunctions, functions_by_id, functions_for
 
 CATALOG = "routerdb"  # the in-memory database attached to hold the LLM tables
 MARK = "routerdb"  # the comment on every object routerdb creates: the only ones it replaces
@@ -85,8 +81,8 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
 def has_functions(con: duckdb.DuckDBPyConnection, prefix: str = "") -> bool:
     """Whether the routing functions are registered in `con`'s database (by any connection)."""
     found = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() "
-                        "WHERE function_name IN ?", [[prefix + n for n in NAMES]]).fetchall()[0][0]
-    return found == len(NAMES)
+                        "WHERE function_name IN ?", [[prefix + f.name for f in FUNCTIONS]]).fetchall()[0][0]
+    return found == len(FUNCTIONS)
 
 
 def _check_connection(con) -> None:
@@ -159,28 +155,22 @@ def _record(con, prefix: str, functions: RoutingFunctions) -> None:
 
 def _remove_functions(con, prefix: str) -> None:
     """Remove the functions under `prefix` that this connection registered (DuckDB's rule)."""
-    for name in NAMES:
+    for f in FUNCTIONS:
         try:
-            con.remove_function(prefix + name)
+            con.remove_function(prefix + f.name)
         except duckdb.Error:  # registered by another connection, or not at all
             pass
 
 
 def _create_functions(con, functions: RoutingFunctions, prefix: str) -> None:
-    """Create all four or none (a name already taken leaves no half set behind)."""
-    f, varchar, double = functions.callables, T.VARCHAR, T.DOUBLE
-    signatures = {
-        "route_score": ([varchar, varchar], double, {}),
-        "route_best": ([varchar], varchar, {}),
-        # "special": an empty candidate list is a row too (-> NULL), which DEFAULT handling refuses.
-        "route_best_among": ([varchar, con.list_type(varchar)], varchar, {"null_handling": "special"}),
-        "route_scores": ([varchar], con.map_type(varchar, double), {}),
-    }
+    """Create every function of `FUNCTIONS`, or none (a name already taken leaves no half set behind)."""
     created = []
     try:
-        for name, (args, result, options) in signatures.items():
-            con.create_function(prefix + name, f[name], args, result, type="arrow", **options)
-            created.append(prefix + name)
+        for f in FUNCTIONS:
+            con.create_function(prefix + f.name, functions.callables[f.name],
+                                [con.sqltype(kind) for _, kind in f.args], con.sqltype(f.returns),
+                                type="arrow", null_handling="special" if f.passes_nulls else "default")
+            created.append(prefix + f.name)
     except duckdb.Error:
         for name in created:
             con.remove_function(name)
