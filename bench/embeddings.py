@@ -286,7 +286,7 @@ def _through_bundle(model, records, name: str, train: pa.Table, target: pa.Table
     table = _as_pairs(records, name, train).select(["prompt", "model_a", "model_b"])
     pq.write_table(table.append_column("winner", pa.array(winner)), folder / "records.parquet")
     out = add_model(bundle, folder / "records.parquet", name, folder / "added")
-    scorer = Router(out, providers=["CPUExecutionProvider"])
+    scorer = Router.for_verification(out)
     return pair_accuracy(scorer.score(prompts), prompts, list(scorer.models), target)
 
 

@@ -43,7 +43,7 @@ import duckdb
 
 from routerdb.bundle import Bundle, models_table
 from routerdb.functions import FUNCTIONS, RoutingFunctions, functions_by_id, functions_for
-from routerdb.router import Router, shared_router
+from routerdb.router import Router, as_router
 
 CATALOG = "routerdb"  # the in-memory database attached to hold the LLM tables
 MARK = "routerdb"  # the comment on every object routerdb creates: the only ones it replaces
@@ -67,7 +67,7 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
     """
     _check_connection(con)
     prefix, table = _check_names(prefix, table)
-    router = bundle if isinstance(bundle, Router) else shared_router(bundle)
+    router = as_router(bundle)
     with _LOCK:
         _attach_catalog(con)
         on_file = _free_name(con, table)

@@ -116,7 +116,7 @@ def fitted_row(loaded: Bundle, records: Records, pairs=None) -> np.ndarray:
     config = RouterConfig.model_validate({k: v for k, v in spec.items() if k in RouterConfig.model_fields})
     head = build_head(config, int(head_entry["prompt_dim"]), int(head_entry["llm_dim"]))
     head.load_state_dict(load_file(str(loaded.path / loaded.manifest["files"][head_entry["file"]]["path"])))
-    router = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0)
+    router = Router.for_verification(loaded)
     vectors = router.prompt_vectors(list(records.prompts))
     scores = own_scores(pairs, records.llms[records.llm[0]], records.prompts) if pairs is not None else None
     return fit_llm_row(head, vectors, records, list(loaded.model_names), loaded.model_embeddings,
@@ -160,8 +160,8 @@ def _write_files(loaded: Bundle, embedder: LLMEmbedder, table, tmp: Path) -> dic
 
 def _verify(loaded: Bundle, tmp: Path, prompts: list[str]) -> dict:
     """The known LLMs score as before; the new one scores finite."""
-    before = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
-    after = Router(tmp, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
+    before = Router.for_verification(loaded).score(prompts)
+    after = Router.for_verification(tmp).score(prompts)
     diff = float(np.abs(after[:, :-1] - before).max())
     if diff > 1e-5 or not np.isfinite(after).all():
         raise RuntimeError(f"the new bundle changes the known LLMs' scores by {diff:.3g}; not written")

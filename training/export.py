@@ -101,7 +101,7 @@ def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], 
         return files
 
     def verify(tmp: Path) -> dict:
-        got = Router(tmp, providers=["CPUExecutionProvider"], cache_size=0).score(prompts)
+        got = Router.for_verification(tmp).score(prompts)
         diff = float(np.abs(got - reference).max())
         limit = tolerance if quantize == "none" else 0.25
         if not np.isfinite(diff) or diff > limit:

@@ -45,10 +45,9 @@ def quantize_bundle(source: str | Path, target: str | Path, verify_prompts: Sequ
         return files
 
     def verify(tmp: Path) -> dict:
-        cpu = ["CPUExecutionProvider"]
         prompts = list(verify_prompts)
-        want = Router(src, providers=cpu, cache_size=0).score(prompts)
-        diff = float(np.abs(Router(tmp, providers=cpu, cache_size=0).score(prompts) - want).max())
+        want = Router.for_verification(src).score(prompts)
+        diff = float(np.abs(Router.for_verification(tmp).score(prompts) - want).max())
         if not np.isfinite(diff) or diff > tolerance:
             raise ExportError(f"int8 scores differ from the full-precision bundle's by up to {diff:.3g} "
                               f"(allowed {tolerance:g}); the quantised bundle was not written.")

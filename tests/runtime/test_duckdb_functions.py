@@ -16,7 +16,8 @@ import pytest
 from routerdb.bundle import Bundle, models_table, sha256_file
 from routerdb.duckdb import RegisterError, has_functions, register
 from routerdb.manifest import manifest_text
-from routerdb.router import Router, cache_key, shared_router
+from routerdb.prompt_keys import digest
+from routerdb.router import Router, shared_router
 
 PROMPTS = [f"Question {i}: {topic}" for i in range(300) for topic in
            ("write a Python class for a queue", "what is the boiling point of water")][:300]
@@ -72,7 +73,7 @@ def test_cache_is_bounded_lru_keyed_by_text(tiny_bundle):
     router.score(["a", "b", "c"])
     router.score(["a"])  # a becomes the most recent
     router.score(["d"])  # evicts b, the least recent
-    assert list(router._cache) == [cache_key(t) for t in ("c", "a", "d")]
+    assert list(router._cache) == [digest(t) for t in ("c", "a", "d")]
     assert router.encoded_prompts == 4
     router.score(["b"])
     assert router.encoded_prompts == 5
