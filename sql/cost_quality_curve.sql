@@ -13,7 +13,7 @@
 --   max_weight, weight_step  the grid of cost weights lambda: 0, step, ..., max (default 2, 0.1)
 -- Uses the LLMs that both the table and the bundle know, and the prompts scored for all of them.
 -- At each lambda every prompt goes to argmax route_score(prompt, model) - lambda * cost / (largest
--- cost in the table), ties to the first model name: training.metrics.cost_quality_curve in SQL.
+-- cost in the table), ties to the first model name: training.evaluation.metrics.cost_quality_curve in SQL.
 -- Result: kind 'router' (one row per lambda), 'llm' (always calling one LLM) and 'oracle' (per
 -- prompt the best LLM, the cheapest among equals), each with mean cost and mean quality.
 

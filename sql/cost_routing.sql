@@ -17,7 +17,7 @@
 -- Cost of a call: (ceil(characters / 4) * input price + output_tokens * output price) / 1e6 USD.
 -- Choice: argmax over the priced LLMs the bundle knows of
 --   route_score(prompt, model) - cost_weight * cost / (largest cost among all candidates),
--- the rule of training.metrics.cost_quality_curve; ties go to the first model name.
+-- the rule of training.evaluation.metrics.cost_quality_curve; ties go to the first model name.
 -- Result: one row per prompt: the LLM chosen, its score and cost, the cost_weight used, the mean cost.
 
 SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');

@@ -16,7 +16,7 @@
 -- weak_score elsewhere. APGR = (area under quality over the strong-call fraction 0..1 - weak mean)
 -- / (strong mean - weak mean): random routing scores about 0.5, a perfect one the oracle's area.
 -- apgr uses the 11-point curve; apgr_exact every distinct diff as a threshold.
--- Same definitions as training.metrics.routing_curve / apgr.
+-- Same definitions as training.evaluation.metrics.routing_curve / apgr.
 -- Result: the 11 points (strong-call %, quality, threshold) with apgr and apgr_exact on each row.
 
 SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');
