@@ -117,22 +117,27 @@ def _attach_catalog(con: duckdb.DuckDBPyConnection) -> None:
                             f"another name (ATTACH '{rows[0][0]}' AS logs).")
 
 
-def _served(con, prefix: str) -> tuple[str, str, int] | None:
-    """(bundle, digest, functions id) of the functions registered under `prefix` in con's database."""
+def _served(con, prefix: str) -> tuple[tuple[str, str, int] | None, RoutingFunctions | None]:
+    """((bundle, digest, functions id) recorded for `prefix` in con's database, those functions)."""
     rows = con.execute(f"SELECT bundle, digest, functions FROM {CATALOG}.main.served WHERE prefix = ?",
                        [prefix]).fetchall()
-    return rows[0] if rows else None
+    return (rows[0], functions_by_id(rows[0][2])) if rows else (None, None)
+
+
+def _serving_on(con, prefix: str, served: tuple[str, str, int], present: RoutingFunctions) -> Router:
+    """The Router of the functions that keep serving `prefix` (having adopted the caller's bundle,
+    recorded again if that changed their bundle)."""
+    if served[1] != present.digest:
+        _record(con, prefix, present)
+    return present.router()
 
 
 def _serve(con, router: Router, prefix: str) -> Router:
     """Make the functions under `prefix` in con's database serve `router`'s bundle; returns the
     Router they run on (another Router of the same bundle if one already serves the database)."""
-    served = _served(con, prefix)
-    present = functions_by_id(served[2]) if served is not None else None
+    served, present = _served(con, prefix)
     if present is not None and present.adopt(router):  # this bundle, or the old one is unused
-        if served[1] != present.digest:
-            _record(con, prefix, present)
-        return present.router()
+        return _serving_on(con, prefix, served, present)
     functions = functions_for(router)
     _remove_functions(con, prefix)  # ours from this connection, if any; DuckDB refuses any other
     try:
@@ -179,17 +184,14 @@ def _create_functions(con, functions: RoutingFunctions, prefix: str) -> None:
 
 def _check_served(con, router: Router, prefix: str) -> Router:
     """functions=False: the functions under `prefix`, if any, must serve `router`'s bundle."""
-    served = _served(con, prefix)
-    present = functions_by_id(served[2]) if served is not None else None
+    served, present = _served(con, prefix)
     if present is None:
         return router
     if not present.adopt(router):
         raise RegisterError(f"{prefix}route_score & co. in this database serve bundle {present.bundle}, not "
                             f"{router.bundle.path}; its router_models would not match them. Register "
                             "the same bundle, or the other one under a prefix (prefix='b_').")
-    if served[1] != present.digest:
-        _record(con, prefix, present)
-    return present.router()
+    return _serving_on(con, prefix, served, present)
 
 
 def _publish_table(con, router: Router, table: str) -> None:
