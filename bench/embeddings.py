@@ -275,7 +275,7 @@ def _as_pairs(records, name, train: pa.Table) -> pa.Table:
 
 def _through_bundle(model, records, name: str, train: pa.Table, target: pa.Table) -> float:
     """Export, add_model from a records file, score the pairs with the ONNX runtime."""
-    from routerdb.scorer import Router
+    from routerdb.router import Router
     from training.add_model import add_model
     from training.export import export_bundle
 
@@ -286,7 +286,7 @@ def _through_bundle(model, records, name: str, train: pa.Table, target: pa.Table
     table = _as_pairs(records, name, train).select(["prompt", "model_a", "model_b"])
     pq.write_table(table.append_column("winner", pa.array(winner)), folder / "records.parquet")
     out = add_model(bundle, folder / "records.parquet", name, folder / "added")
-    scorer = Router(out, providers=["CPUExecutionProvider"])
+    scorer = Router.for_verification(out)
     return pair_accuracy(scorer.score(prompts), prompts, list(scorer.models), target)
 
 

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from routerdb.bundle import Bundle, models_table, write_bundle
 from routerdb.duckdb import register
 from routerdb.features import compute_features
-from routerdb.scorer import Router
+from routerdb.router import Router
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = "SELECT count(*), sum(route_score(prompt, model)) FROM prompts CROSS JOIN router_models"

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sql_throughput import REPO, ort_limit, real_prompts  # noqa: E402
 
-from routerdb.scorer import Router  # noqa: E402
+from routerdb.router import Router  # noqa: E402
 from routerdb.tokenizer import PromptTokenizer  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from routerdb.bundle import Bundle, BundleError
 from routerdb.duckdb import register
-from routerdb.scorer import Router, UnknownModelError
+from routerdb.router import Router, UnknownModelError
 
 __version__ = "0.1.0"
 __all__ = ["Bundle", "BundleError", "Router", "UnknownModelError", "register"]

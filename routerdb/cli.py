@@ -21,9 +21,10 @@ import duckdb
 from routerdb.bundle import Bundle
 from routerdb.duckdb import register
 from routerdb.inputs import llm_names
+from routerdb.log_input import BATCH_ROWS
 from routerdb.prompt_column import ON_INVALID_UTF8
-from routerdb.rescore import rescore
-from routerdb.scorer import Router, UnknownModelError
+from routerdb.rescore import PART_ROWS, RescoreJob, run_job
+from routerdb.router import Router, UnknownModelError
 
 
 def _info(args) -> int:
@@ -126,12 +127,12 @@ def parse_variable(pair: str) -> tuple[str, object]:
 
 
 def _rescore(args) -> int:
-    out = rescore(args.bundle, args.input, args.output, prompt_column=args.prompt_column,
-                  models=llm_names(args.models) if args.models else None, table=args.table,
-                  batch_rows=args.batch_rows, part_rows=args.part_rows, progress=not args.no_progress,
-                  cast_prompt=args.cast_prompt, on_invalid_utf8=args.on_invalid_utf8,
-                  overwrite=args.overwrite)
-    print(f"wrote {out}")
+    job = RescoreJob(Path(args.input), Path(args.output), prompt_column=args.prompt_column,
+                     models=tuple(llm_names(args.models)) if args.models else None, table=args.table,
+                     cast_prompt=args.cast_prompt, on_invalid_utf8=args.on_invalid_utf8,
+                     overwrite=args.overwrite, batch_rows=args.batch_rows, part_rows=args.part_rows,
+                     progress=not args.no_progress)
+    print(f"wrote {run_job(args.bundle, job)}")
     return 0
 
 
@@ -191,8 +192,8 @@ def _rescore_parser(sub) -> None:
     p.add_argument("--models", help="comma-separated LLM names to score (default: all)")
     p.add_argument("--table", help="the table to read when INPUT is a DuckDB database")
     p.add_argument("--overwrite", action="store_true", help="replace an output file rescore did not write")
-    p.add_argument("--batch-rows", type=int, default=8192, help="rows read and scored at a time")
-    p.add_argument("--part-rows", type=int, default=100_000,
+    p.add_argument("--batch-rows", type=int, default=BATCH_ROWS, help="rows read and scored at a time")
+    p.add_argument("--part-rows", type=int, default=PART_ROWS,
                    help="rows per part file (the most a resumed run redoes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_rescore)

@@ -5,11 +5,8 @@
     routerdb.register(con, "build/demo/bundle")
     con.sql("SELECT model, route_score('Prove Fermat''s little theorem', model) FROM router_models")
 
-Functions (NULL prompts give NULL; an unknown LLM name is an error listing the known ones):
-    route_score(prompt VARCHAR, model VARCHAR) -> DOUBLE         score in [-1, 1]
-    route_best(prompt VARCHAR) -> VARCHAR                         best LLM of the bundle
-    route_best_among(prompt VARCHAR, candidates VARCHAR[]) -> VARCHAR   NULL for no candidates
-    route_scores(prompt VARCHAR) -> MAP(VARCHAR, DOUBLE)          every LLM's score
+Functions: those declared in `routerdb.functions` (`FUNCTIONS`: name, types, NULL handling, doc),
+registered together by `_create_functions`; the README's table lists them.
 Table (one row per LLM):
     routerdb.router_models(model VARCHAR, embedding FLOAT[])      every connection of the database
     router_models                                                  a view of it, see below
@@ -32,7 +29,7 @@ routerdb never drops or hides a table or view of yours: a name in use is an erro
 Lifetime. A registered connection holds its Router; a Router no connection holds is freed (the
 process-wide cache keeps only the newest Router per bundle path), so re-exporting a bundle and
 registering it again does not grow memory. The functions outlive the connection that registered
-them (`routerdb.udfs`), so closing it never breaks, or crashes, another connection's query.
+them (`routerdb.functions`), so closing it never breaks, or crashes, another connection's query.
 """
 
 from __future__ import annotations
@@ -43,12 +40,10 @@ import threading
 import weakref
 
 import duckdb
-from duckdb import sqltypes as T
 
 from routerdb.bundle import Bundle, models_table
-from routerdb.routers import shared_router
-from routerdb.scorer import Router
-from routerdb.udfs import NAMES, RoutingFunctions, functions_by_id, functions_for
+from routerdb.functions import FUNCTIONS, RoutingFunctions, functions_by_id, functions_for
+from routerdb.router import Router, as_router
 
 CATALOG = "routerdb"  # the in-memory database attached to hold the LLM tables
 MARK = "routerdb"  # the comment on every object routerdb creates: the only ones it replaces
@@ -72,7 +67,7 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
     """
     _check_connection(con)
     prefix, table = _check_names(prefix, table)
-    router = bundle if isinstance(bundle, Router) else shared_router(bundle)
+    router = as_router(bundle)
     with _LOCK:
         _attach_catalog(con)
         on_file = _free_name(con, table)
@@ -86,8 +81,8 @@ def register(con: duckdb.DuckDBPyConnection, bundle: str | os.PathLike[str] | Bu
 def has_functions(con: duckdb.DuckDBPyConnection, prefix: str = "") -> bool:
     """Whether the routing functions are registered in `con`'s database (by any connection)."""
     found = con.execute("SELECT count(DISTINCT function_name) FROM duckdb_functions() "
-                        "WHERE function_name IN ?", [[prefix + n for n in NAMES]]).fetchall()[0][0]
-    return found == len(NAMES)
+                        "WHERE function_name IN ?", [[prefix + f.name for f in FUNCTIONS]]).fetchall()[0][0]
+    return found == len(FUNCTIONS)
 
 
 def _check_connection(con) -> None:
@@ -122,22 +117,27 @@ def _attach_catalog(con: duckdb.DuckDBPyConnection) -> None:
                             f"another name (ATTACH '{rows[0][0]}' AS logs).")
 
 
-def _served(con, prefix: str) -> tuple[str, str, int] | None:
-    """(bundle, digest, functions id) of the functions registered under `prefix` in con's database."""
+def _served(con, prefix: str) -> tuple[tuple[str, str, int] | None, RoutingFunctions | None]:
+    """((bundle, digest, functions id) recorded for `prefix` in con's database, those functions)."""
     rows = con.execute(f"SELECT bundle, digest, functions FROM {CATALOG}.main.served WHERE prefix = ?",
                        [prefix]).fetchall()
-    return rows[0] if rows else None
+    return (rows[0], functions_by_id(rows[0][2])) if rows else (None, None)
+
+
+def _serving_on(con, prefix: str, served: tuple[str, str, int], present: RoutingFunctions) -> Router:
+    """The Router of the functions that keep serving `prefix` (having adopted the caller's bundle,
+    recorded again if that changed their bundle)."""
+    if served[1] != present.digest:
+        _record(con, prefix, present)
+    return present.router()
 
 
 def _serve(con, router: Router, prefix: str) -> Router:
     """Make the functions under `prefix` in con's database serve `router`'s bundle; returns the
     Router they run on (another Router of the same bundle if one already serves the database)."""
-    served = _served(con, prefix)
-    present = functions_by_id(served[2]) if served is not None else None
+    served, present = _served(con, prefix)
     if present is not None and present.adopt(router):  # this bundle, or the old one is unused
-        if served[1] != present.digest:
-            _record(con, prefix, present)
-        return present.router()
+        return _serving_on(con, prefix, served, present)
     functions = functions_for(router)
     _remove_functions(con, prefix)  # ours from this connection, if any; DuckDB refuses any other
     try:
@@ -160,28 +160,22 @@ def _record(con, prefix: str, functions: RoutingFunctions) -> None:
 
 def _remove_functions(con, prefix: str) -> None:
     """Remove the functions under `prefix` that this connection registered (DuckDB's rule)."""
-    for name in NAMES:
+    for f in FUNCTIONS:
         try:
-            con.remove_function(prefix + name)
+            con.remove_function(prefix + f.name)
         except duckdb.Error:  # registered by another connection, or not at all
             pass
 
 
 def _create_functions(con, functions: RoutingFunctions, prefix: str) -> None:
-    """Create all four or none (a name already taken leaves no half set behind)."""
-    f, varchar, double = functions.callables, T.VARCHAR, T.DOUBLE
-    signatures = {
-        "route_score": ([varchar, varchar], double, {}),
-        "route_best": ([varchar], varchar, {}),
-        # "special": an empty candidate list is a row too (-> NULL), which DEFAULT handling refuses.
-        "route_best_among": ([varchar, con.list_type(varchar)], varchar, {"null_handling": "special"}),
-        "route_scores": ([varchar], con.map_type(varchar, double), {}),
-    }
+    """Create every function of `FUNCTIONS`, or none (a name already taken leaves no half set behind)."""
     created = []
     try:
-        for name, (args, result, options) in signatures.items():
-            con.create_function(prefix + name, f[name], args, result, type="arrow", **options)
-            created.append(prefix + name)
+        for f in FUNCTIONS:
+            con.create_function(prefix + f.name, functions.callables[f.name],
+                                [con.sqltype(kind) for _, kind in f.args], con.sqltype(f.returns),
+                                type="arrow", null_handling="special" if f.passes_nulls else "default")
+            created.append(prefix + f.name)
     except duckdb.Error:
         for name in created:
             con.remove_function(name)
@@ -190,17 +184,14 @@ def _create_functions(con, functions: RoutingFunctions, prefix: str) -> None:
 
 def _check_served(con, router: Router, prefix: str) -> Router:
     """functions=False: the functions under `prefix`, if any, must serve `router`'s bundle."""
-    served = _served(con, prefix)
-    present = functions_by_id(served[2]) if served is not None else None
+    served, present = _served(con, prefix)
     if present is None:
         return router
     if not present.adopt(router):
         raise RegisterError(f"{prefix}route_score & co. in this database serve bundle {present.bundle}, not "
                             f"{router.bundle.path}; its router_models would not match them. Register "
                             "the same bundle, or the other one under a prefix (prefix='b_').")
-    if served[1] != present.digest:
-        _record(con, prefix, present)
-    return present.router()
+    return _serving_on(con, prefix, served, present)
 
 
 def _publish_table(con, router: Router, table: str) -> None:

@@ -13,13 +13,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-if TYPE_CHECKING:
-    import duckdb
 
 BATCH_ROWS = 8_192  # rows read and scored at a time
 DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
@@ -93,9 +90,7 @@ def _parquet(path: Path, batch_rows: int) -> LogInput:
     return LogInput(path, reader, source.metadata.num_rows, groups)
 
 
-def _reader_connection():
-    import duckdb  # only CSV and DuckDB inputs need it: `routerdb score` starts without it
-
+def _reader_connection() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     # One thread reads in file order and keeps DuckDB's buffers small; the encoder is the cost.
     con.execute("SET threads TO 1")
@@ -106,8 +101,6 @@ def _reader_connection():
 def _duckdb_table(path: Path, table: str | None, batch_rows: int) -> LogInput:
     if not table:
         raise RescoreError(f"{str(path)!r} is a DuckDB database: name the table with --table NAME.")
-    import duckdb  # see _reader_connection
-
     con = _reader_connection()
     try:
         con.execute("ATTACH ? AS source (READ_ONLY)", [str(path)])

@@ -30,19 +30,21 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from routerdb import atomic
+from routerdb.bundle import Bundle
 from routerdb.log_input import BATCH_ROWS, LogInput, RescoreError, open_input, skip_rows
 from routerdb.manifest import is_int
 from routerdb.prompt_column import ON_INVALID_UTF8, InvalidUtf8, check_prompt_column, prompt_texts
-from routerdb.routers import shared_router
+from routerdb.router import Router, as_router
 from routerdb.score_map import SCORES_TYPE, score_map
-from routerdb.scorer import Router
 
 try:
     import fcntl
@@ -56,7 +58,49 @@ PART_ROWS = 100_000  # rows per part file: the most a killed run has to redo
 OUTPUT_SUFFIXES = (".parquet", ".pq")
 OWNER = b"routerdb.rescore"  # Parquet metadata key: this file is a rescore output (its job, as JSON)
 _PART = re.compile(r"part-(\d{6})\.parquet")
-__all__ = ["RescoreError", "output_schema", "rescore", "score_batch"]
+__all__ = ["RescoreError", "RescoreJob", "output_schema", "rescore", "run_job", "score_batch"]
+
+
+@dataclass(frozen=True)
+class RescoreJob:
+    """One rescoring run: what it reads and writes and how (the flags of `routerdb rescore`)."""
+
+    input: Path  # a Parquet or CSV file, or a DuckDB database with `table`
+    output: Path  # the Parquet file to write
+    prompt_column: str = "prompt"  # the column holding the prompt text
+    models: tuple[str, ...] | None = None  # the LLMs scored (None: every LLM of the bundle)
+    table: str | None = None  # the table to read when `input` is a DuckDB database
+    cast_prompt: bool = False  # score the text form of a prompt column that is not text
+    on_invalid_utf8: str = "error"  # a prompt whose bytes are not UTF-8: "error", or "replace" (U+FFFD)
+    overwrite: bool = False  # replace an output file that rescore did not write
+    batch_rows: int = BATCH_ROWS  # rows read and scored at a time
+    part_rows: int = PART_ROWS  # rows per part file: the most a resumed run redoes
+    progress: bool = True  # show a progress bar
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input", Path(self.input))
+        object.__setattr__(self, "output", Path(self.output))
+        if self.models is not None:
+            object.__setattr__(self, "models", tuple(self.models))
+        if not (is_int(self.batch_rows, 1) and is_int(self.part_rows, 1)):
+            raise RescoreError(f"batch_rows={self.batch_rows!r:.40}, part_rows={self.part_rows!r:.40}: both "
+                               "must be integers of at least 1.")
+        if self.on_invalid_utf8 not in ON_INVALID_UTF8:
+            raise RescoreError(f"on_invalid_utf8={self.on_invalid_utf8!r}; allowed: "
+                               f"{', '.join(ON_INVALID_UTF8)}.")
+
+    def llm_names(self, router: Router) -> list[str]:
+        """The LLMs this job scores with `router`."""
+        return list(self.models) if self.models else list(router.models)
+
+    def fingerprint(self, router: Router) -> dict:
+        """What a resumed run must share with the run that wrote the parts (kept as JSON in the
+        parts' state.json and in the output's Parquet metadata)."""
+        stat = self.input.stat()
+        return {"input": str(self.input.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                "table": self.table, "prompt_column": self.prompt_column, "models": self.llm_names(router),
+                "cast_prompt": self.cast_prompt, "on_invalid_utf8": self.on_invalid_utf8,
+                "bundle_digest": router.bundle.digest}
 
 
 # --- scoring one Arrow batch (shared with routerdb.spark) --------------------------------------
@@ -180,13 +224,6 @@ def parts_dir(output: str | os.PathLike[str]) -> Path:
     return output.with_name(output.name + ".parts")
 
 
-def _fingerprint(input_path: Path, options: dict, router: Router) -> dict:
-    """What a resumed run must share with the run that wrote the parts."""
-    stat = input_path.stat()
-    return {"input": str(input_path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            **options, "bundle_digest": router.bundle.digest}
-
-
 def _complete_parts(directory: Path, fingerprint: dict) -> list[Path]:
     """The complete parts of an earlier run of the same job (stray temporary files removed)."""
     state = directory / "state.json"
@@ -274,17 +311,17 @@ def _concatenate(parts: list[Path], schema: pa.Schema, output: Path, batch_rows:
         raise
 
 
-def _score_into_parts(router: Router, source: LogInput, writer: _PartWriter, done: int, options: dict,
-                      progress: bool) -> None:
+def _score_into_parts(router: Router, source: LogInput, writer: _PartWriter, done: int, job: RescoreJob
+                      ) -> None:
     """Score every row after the first `done` into part files; on failure keep only complete parts."""
     from tqdm.auto import tqdm  # progress bars only where a run shows one
 
-    bar = tqdm(total=source.rows, initial=done, unit="rows", desc="rescoring", disable=not progress,
+    bar = tqdm(total=source.rows, initial=done, unit="rows", desc="rescoring", disable=not job.progress,
                dynamic_ncols=True)
     row = done
     try:
         for batch in skip_rows(source.reader, done):
-            writer.write(_scored(router, batch, options, source, row))
+            writer.write(_scored(router, batch, job, source, row))
             row += batch.num_rows
             bar.update(batch.num_rows)
         writer.close()
@@ -297,12 +334,11 @@ def _score_into_parts(router: Router, source: LogInput, writer: _PartWriter, don
         bar.close()
 
 
-def _scored(router: Router, batch: pa.RecordBatch, options: dict, source: LogInput, row: int
+def _scored(router: Router, batch: pa.RecordBatch, job: RescoreJob, source: LogInput, row: int
             ) -> pa.RecordBatch:
-    column = options["prompt_column"]
+    column = job.prompt_column
     try:
-        return score_batch(router, batch, column, options["models"],
-                           on_invalid_utf8=options["on_invalid_utf8"])
+        return score_batch(router, batch, column, job.models, on_invalid_utf8=job.on_invalid_utf8)
     except InvalidUtf8 as exc:
         raise RescoreError(
             f"input {str(source.path)!r}, {source.where(row + exc.row)}, column {column!r}: bytes that are "
@@ -311,44 +347,39 @@ def _scored(router: Router, batch: pa.RecordBatch, options: dict, source: LogInp
             "as it was), or fix the file (e.g. iconv -c).") from None
 
 
-def rescore(bundle, input_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
-            prompt_column: str = "prompt", models: Sequence[str] | None = None, table: str | None = None,
-            batch_rows: int = BATCH_ROWS, part_rows: int = PART_ROWS, progress: bool = True,
-            cast_prompt: bool = False, on_invalid_utf8: str = "error", overwrite: bool = False) -> Path:
+def rescore(bundle: str | os.PathLike[str] | Bundle | Router, input_path: str | os.PathLike[str],
+            output: str | os.PathLike[str], **options: Any) -> Path:
     """Rescore a prompt log into `output` (Parquet); resumes an interrupted run of the same job.
 
-    `bundle` is a bundle path or a `Router`. `cast_prompt` scores the text form of a prompt column
-    that is not text; `on_invalid_utf8` is "error" or "replace"; `overwrite` replaces an output
-    file that rescore did not write. Returns the output path.
+    `bundle` is a bundle path or a `Router`; `options` are the other fields of `RescoreJob`
+    (`prompt_column`, `models`, `table`, `cast_prompt`, `on_invalid_utf8`, `overwrite`,
+    `batch_rows`, `part_rows`, `progress`). Returns the output path.
     """
-    if not (is_int(batch_rows, 1) and is_int(part_rows, 1)):
-        raise RescoreError(f"batch_rows={batch_rows!r:.40}, part_rows={part_rows!r:.40}: both must be "
-                           "integers of at least 1.")
-    if on_invalid_utf8 not in ON_INVALID_UTF8:
-        raise RescoreError(f"on_invalid_utf8={on_invalid_utf8!r}; allowed: {', '.join(ON_INVALID_UTF8)}.")
-    router = bundle if isinstance(bundle, Router) else shared_router(bundle)
-    names = list(models) if models else list(router.models)
-    router.model_columns(names)  # unknown LLM names fail here, before any work
-    input_path, output = Path(input_path), Path(output)
-    check_output(input_path, output, overwrite)
-    options = {"table": table, "prompt_column": prompt_column, "models": names, "cast_prompt": cast_prompt,
-               "on_invalid_utf8": on_invalid_utf8}
+    return run_job(bundle, RescoreJob(Path(input_path), Path(output), **options))
+
+
+def run_job(bundle: str | os.PathLike[str] | Bundle | Router, job: RescoreJob) -> Path:
+    """Run `job` with the Router of `bundle`; returns the output path."""
+    router = as_router(bundle)
+    router.model_columns(job.llm_names(router))  # unknown LLM names fail here, before any work
+    check_output(job.input, job.output, job.overwrite)
+    output = job.output
     with OutputLock(output):
-        source = open_input(input_path, table, batch_rows)
-        check_prompt_column(source.reader.schema, prompt_column, cast_prompt)
-        job = _fingerprint(input_path, options, router)
+        source = open_input(job.input, job.table, job.batch_rows)
+        check_prompt_column(source.reader.schema, job.prompt_column, job.cast_prompt)
+        fingerprint = job.fingerprint(router)
         schema = output_schema(source.reader.schema).with_metadata(
-            {**(source.reader.schema.metadata or {}), OWNER: json.dumps(job).encode()})
+            {**(source.reader.schema.metadata or {}), OWNER: json.dumps(fingerprint).encode()})
         for stray in output.parent.glob(f".{output.name}.tmp-*"):
             stray.unlink()  # a final file that a killed run was writing
         directory = parts_dir(output)
-        parts = _complete_parts(directory, job)
+        parts = _complete_parts(directory, fingerprint)
         done = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
         if done:
             log.info("resuming: %d rows already scored under %s", done, directory)
-        writer = _PartWriter(directory, schema, len(parts), part_rows)
-        _score_into_parts(router, source, writer, done, options, progress)
-        _concatenate(_complete_parts(directory, job), schema, output, batch_rows)
+        writer = _PartWriter(directory, schema, len(parts), job.part_rows)
+        _score_into_parts(router, source, writer, done, job)
+        _concatenate(_complete_parts(directory, fingerprint), schema, output, job.batch_rows)
         shutil.rmtree(directory, ignore_errors=True)
     log.info("wrote %s", output)
     return output

@@ -34,8 +34,7 @@ import pyarrow as pa
 
 from routerdb.bundle import Bundle, BundleError
 from routerdb.rescore import ADDED, RescoreError, score_batch
-from routerdb.routers import shared_router
-from routerdb.scorer import Router, UnknownModelError
+from routerdb.router import Router, UnknownModelError, shared_router
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,7 @@ from sqlalchemy.engine import Engine
 
 from routerdb.bundle import Bundle
 from routerdb.duckdb import register
-from routerdb.routers import shared_router
-from routerdb.scorer import Router
+from routerdb.router import Router, as_router
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def attach(engine: Engine, bundle: str | os.PathLike[str] | Bundle | Router, **r
 
     `register_options` go to `routerdb.register` (e.g. `prefix="b_"` for a second bundle).
     """
-    router = bundle if isinstance(bundle, Router) else shared_router(bundle)  # a bad bundle fails here
+    router = as_router(bundle)  # a bad bundle fails here
 
     @event.listens_for(engine, "connect")
     def _prepare(dbapi_connection, connection_record) -> None:

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from safetensors.torch import load_file
 
 from routerdb.bundle import Bundle, models_table, write_bundle
-from routerdb.scorer import Router
+from routerdb.router import Router
 from training import command
 from training.data import load_aliases, load_pairs
 from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
@@ -118,7 +118,7 @@ def fitted_row(loaded: Bundle, records: Records, pairs=None) -> np.ndarray:
     config = RouterConfig.model_validate({k: v for k, v in spec.items() if k in RouterConfig.model_fields})
     head = build_head(config, int(head_entry["prompt_dim"]), int(head_entry["llm_dim"]))
     head.load_state_dict(load_file(str(loaded.path / loaded.manifest["files"][head_entry["file"]]["path"])))
-    router = Router(loaded, providers=["CPUExecutionProvider"], cache_size=0)
+    router = Router.for_verification(loaded)
     vectors = router.prompt_vectors(list(records.prompts))
     scores = own_scores(pairs, records.llms[records.llm[0]], records.prompts) if pairs is not None else None
     return fit_llm_row(head, vectors, records, list(loaded.model_names), loaded.model_embeddings,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from routerdb.bundle import Bundle
-from routerdb.scorer import Router
+from routerdb.router import Router
 
 __all__ = ["ExportError", "bundle_scores", "max_gap"]
 
@@ -20,7 +20,7 @@ class ExportError(RuntimeError):
 
 def bundle_scores(bundle: str | Path | Bundle, prompts: Sequence[str]) -> np.ndarray:
     """[P, M] scores of a bundle by the runtime on the CPU, uncached (what a user will get)."""
-    return Router(bundle, providers=["CPUExecutionProvider"], cache_size=0).score(list(prompts))
+    return Router.for_verification(bundle).score(list(prompts))
 
 
 def max_gap(got: np.ndarray, reference: np.ndarray) -> float:

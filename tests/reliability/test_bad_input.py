@@ -29,7 +29,7 @@ from routerdb.bundle import Bundle, BundleError
 from routerdb.cli import main as cli_main
 from routerdb.duckdb import RegisterError
 from routerdb.manifest import manifest_text
-from routerdb.scorer import Router, UnknownModelError
+from routerdb.router import Router, UnknownModelError
 from tests.paths import REPO
 from training.data.errors import DataError
 from training.data.read import load_pairs

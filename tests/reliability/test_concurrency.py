@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 import routerdb
-from routerdb.routers import shared_router
-from routerdb.scorer import Router
+from routerdb.router import Router, shared_router
 
 THREADS = 8
 # Prompts of many lengths (batches are sorted by length) and repeats (shared cache entries).

@@ -156,7 +156,7 @@ WRITER = textwrap.dedent("""
     from pathlib import Path
     import routerdb.atomic as atomic
     import routerdb.bundle as rb
-    from routerdb.scorer import Router
+    from routerdb.router import Router
 
     source, target, note, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 

@@ -25,7 +25,7 @@ import routerdb
 from routerdb.bundle import Bundle, BundleError
 from routerdb.features import FEATURE_NAMES, compute_features
 from routerdb.manifest import manifest_text
-from routerdb.scorer import Router, UnknownModelError
+from routerdb.router import Router, UnknownModelError
 from training.data.errors import DataError
 from training.data.read import PAIRS_SCHEMA, load_pairs
 from training.specs import FitSpec, SpecError, load_spec, parse_spec

@@ -22,7 +22,7 @@ import gc, re, shutil, sys
 from pathlib import Path
 import duckdb, routerdb
 from routerdb.bundle import Bundle, write_bundle
-from routerdb.scorer import Router
+from routerdb.router import Router
 
 source, target, cycles = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 NAMES = ("model.onnx", "tokenizer.json", "models.parquet")
@@ -74,7 +74,7 @@ def test_fifty_reloads_keep_memory_flat(tiny_bundle, tmp_path):
 CONNECTIONS = """
 import random, sys, threading
 import duckdb, numpy as np, routerdb
-from routerdb.scorer import Router
+from routerdb.router import Router
 
 bundle, path, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 prompts = [f"prompt {i}: " + "word " * (i % 13) for i in range(24)]

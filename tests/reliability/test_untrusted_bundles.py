@@ -26,7 +26,7 @@ import pytest
 from routerdb.bundle import Bundle, BundleError
 from routerdb.manifest import manifest_text
 from routerdb.onnx_file import OnnxFileError, check_self_contained
-from routerdb.scorer import Router
+from routerdb.router import Router
 from tests.paths import REPO
 
 SOURCES = sorted([*(REPO / "routerdb").rglob("*.py"), *(REPO / "training").rglob("*.py")])

@@ -16,8 +16,8 @@ import pytest
 from routerdb.bundle import Bundle, models_table, sha256_file
 from routerdb.duckdb import RegisterError, has_functions, register
 from routerdb.manifest import manifest_text
-from routerdb.routers import shared_router
-from routerdb.scorer import Router, cache_key
+from routerdb.prompt_keys import digest
+from routerdb.router import Router, shared_router
 
 PROMPTS = [f"Question {i}: {topic}" for i in range(300) for topic in
            ("write a Python class for a queue", "what is the boiling point of water")][:300]
@@ -73,7 +73,7 @@ def test_cache_is_bounded_lru_keyed_by_text(tiny_bundle):
     router.score(["a", "b", "c"])
     router.score(["a"])  # a becomes the most recent
     router.score(["d"])  # evicts b, the least recent
-    assert list(router._cache) == [cache_key(t) for t in ("c", "a", "d")]
+    assert list(router._cache) == [digest(t) for t in ("c", "a", "d")]
     assert router.encoded_prompts == 4
     router.score(["b"])
     assert router.encoded_prompts == 5
@@ -253,7 +253,7 @@ def test_provider_and_threads_are_logged_and_settable(tiny_bundle, caplog, monke
     import logging
 
     monkeypatch.setenv("ROUTERDB_THREADS", "1")
-    with caplog.at_level(logging.INFO, logger="routerdb.scorer"):
+    with caplog.at_level(logging.INFO, logger="routerdb.router"):
         router = Router(tiny_bundle)
     assert router.threads == 1
     assert router.session.get_session_options().intra_op_num_threads == 1
@@ -266,7 +266,7 @@ FIRST_QUERY = """
 import re, sys
 import duckdb, pyarrow as pa
 from routerdb.duckdb import register
-from routerdb.scorer import Router
+from routerdb.router import Router
 n = int(sys.argv[2])
 con = duckdb.connect()
 con.execute("SET enable_progress_bar = false")

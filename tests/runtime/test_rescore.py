@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import duckdb
@@ -17,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from routerdb.cli import main
-from routerdb.rescore import RescoreError, parts_dir, rescore
-from routerdb.routers import shared_router
+from routerdb.rescore import OWNER, RescoreError, RescoreJob, parts_dir, rescore, run_job
+from routerdb.router import shared_router
 from tests.paths import REPO
 
 TOPICS = ["Write a Python function that sorts a list.", "What is the capital of Peru?",
@@ -178,6 +179,30 @@ def test_killed_run_resumes_without_losing_or_repeating_rows(tiny_bundle, log_fi
     subprocess.run(cmd, cwd=REPO, check=True)
     assert_same_output(pq.read_table(out), expected)
     assert not parts.exists()
+
+
+
+def test_job_is_one_frozen_checked_object():
+    job = RescoreJob("logs.parquet", "out.parquet", models=["coder", "chat"])
+    assert (job.input, job.output) == (Path("logs.parquet"), Path("out.parquet"))
+    assert job.models == ("coder", "chat")
+    with pytest.raises(FrozenInstanceError):
+        job.part_rows = 1
+    with pytest.raises(RescoreError, match=r"batch_rows=0, part_rows=100000: both must be integers"):
+        RescoreJob("logs.parquet", "out.parquet", batch_rows=0)
+    with pytest.raises(RescoreError, match=r"on_invalid_utf8='drop'; allowed: error, replace"):
+        RescoreJob("logs.parquet", "out.parquet", on_invalid_utf8="drop")
+
+
+def test_run_job_writes_what_rescore_writes_and_records_the_job(tiny_bundle, log_file, expected, tmp_path):
+    out = run_job(tiny_bundle, RescoreJob(log_file, tmp_path / "o.parquet", batch_rows=100, progress=False))
+    assert pq.read_table(out).equals(expected)
+    recorded = json.loads(pq.read_schema(out).metadata[OWNER])
+    assert list(recorded) == ["input", "bytes", "mtime_ns", "table", "prompt_column", "models", "cast_prompt",
+                              "on_invalid_utf8", "bundle_digest"]  # what resuming compares: kept as it was
+    assert recorded["models"] == list(shared_router(tiny_bundle).models)
+    assert (recorded["table"], recorded["prompt_column"]) == (None, "prompt")
+    assert (recorded["cast_prompt"], recorded["on_invalid_utf8"]) == (False, "error")
 
 
 def test_interrupted_concatenation_resumes(tiny_bundle, log_file, expected, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import routerdb
-from routerdb.scorer import Router, UnknownModelError
+from routerdb.router import Router, UnknownModelError
 
 
 @pytest.fixture

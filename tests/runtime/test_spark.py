@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from routerdb.rescore import RescoreError, rescore
-from routerdb.routers import shared_router
-from routerdb.scorer import UnknownModelError
+from routerdb.router import UnknownModelError, shared_router
 from routerdb.spark import rescore as spark_rescore
 
 TOPICS = ["Write a Python function that merges two lists.", "Name the largest planet.",

@@ -16,7 +16,7 @@ import pytest
 
 from routerdb.cli import main, parse_variable, statements
 from routerdb.duckdb import register
-from routerdb.routers import shared_router
+from routerdb.router import shared_router
 from tests import tiny_models
 from tests.paths import REPO
 from training.evaluation.metrics import apgr, cost_quality_curve, routing_curve

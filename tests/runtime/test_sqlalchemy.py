@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 
-from routerdb.routers import shared_router
+from routerdb.router import shared_router
 from routerdb.sqlalchemy import create_engine, duckdb_connection
 
 PROMPTS = ["Write a Python function that reverses a string.", "What is the capital of Chile?",

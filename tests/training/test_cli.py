@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from routerdb.bundle import BundleError
-from routerdb.scorer import UnknownModelError
+from routerdb.router import UnknownModelError
 from tests.paths import REPO
 from training import add_model, cli, command, evaluate, export, fit
 from training.data import DataError

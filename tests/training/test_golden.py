@@ -79,7 +79,7 @@ def scores(root: Path, specs: tuple[str, ...] = SPECS, threads: int = 1) -> dict
     for name in specs:
         torch.set_num_threads(threads)
         bundle = fit(_spec(name, encoder, data, root / name))
-        router = Router(bundle, providers=["CPUExecutionProvider"], cache_size=0)
+        router = Router.for_verification(bundle)
         out[name] = {"llms": list(router.models), "scores": router.score(prompts).tolist()}
     return out
 

@@ -3,7 +3,6 @@ numbers, each raising `training.data.errors.DataError` for the first bad value (
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from routerdb.prompt_keys import digest
 from training.data.errors import data_error, raise_first, show_value
 
 
@@ -81,7 +81,7 @@ def prompt_id_column(table: pa.Table, prompt: pa.ChunkedArray, name: str) -> pa.
 
 
 def prompt_hash(text: str) -> str:
-    return "h" + hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+    return "h" + digest(text, 8).hex()
 
 
 def map_unique(col: pa.ChunkedArray, fn) -> pa.ChunkedArray:

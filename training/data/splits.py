@@ -9,12 +9,11 @@ near-identical (cosine >= threshold, transitively) into groups to split by. ``mo
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from routerdb.prompt_keys import digest
 from training.data.columns import map_unique
 from training.data.score_pairs import dictionary_codes
 
@@ -22,10 +21,6 @@ from training.data.score_pairs import dictionary_codes
 def normalise_prompt(text: str | None) -> str:
     """The split key of a prompt: stripped, whitespace runs collapsed to one space, casefolded."""
     return " ".join((text or "").split()).casefold()
-
-
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def split_by_prompt(
@@ -57,7 +52,8 @@ def split_by_prompt(
 def held_out(keys: list[str], fraction: float, seed: int) -> np.ndarray:
     """Which of `keys` (two or more, distinct) are held out: the first round(fraction * keys), at
     least one and not all, in the order of a blake2b hash of (seed, key): the same everywhere."""
-    ranked = sorted(range(len(keys)), key=lambda k: (_hash64(f"{seed}\x1f{keys[k]}"), keys[k]))
+    # 8 digest bytes compare as the big-endian integer they spell
+    ranked = sorted(range(len(keys)), key=lambda k: (digest(f"{seed}\x1f{keys[k]}", 8), keys[k]))
     n_out = min(max(round(fraction * len(keys)), 1), len(keys) - 1)
     out = np.zeros(len(keys), bool)
     out[ranked[:n_out]] = True

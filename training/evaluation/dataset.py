@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from routerdb.prompt_keys import distinct
 from training.data import read as data_mod
 from training.data.aliases import load_aliases
 from training.data.splits import near_duplicate_groups, split_by_prompt
@@ -60,7 +61,7 @@ def build_dataset(pairs: pa.Table, source: np.ndarray, embeddings, split: tuple[
     """Index prompts, group near-duplicates and mark the test rows.
 
     `embeddings(prompts) -> [P, D]` gives frozen encoder vectors (a `PromptCache.lookup`)."""
-    prompts, prompt_idx = _index(pairs["prompt"].to_pylist())
+    prompts, prompt_idx = distinct(pairs["prompt"].to_pylist())
     if split is None:
         group = np.arange(len(prompts))
         return Dataset(pairs, source, prompts, prompt_idx, group, np.ones(pairs.num_rows, bool))
@@ -72,12 +73,6 @@ def build_dataset(pairs: pa.Table, source: np.ndarray, embeddings, split: tuple[
     is_test = np.zeros(pairs.num_rows, bool)
     is_test[test["row"].to_numpy()] = True
     return Dataset(pairs, source, prompts, prompt_idx, group, is_test)
-
-
-def _index(values: list[str]) -> tuple[list[str], np.ndarray]:
-    index: dict[str, int] = {}
-    rows = np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
-    return list(index), rows
 
 
 @dataclass

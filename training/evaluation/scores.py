@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from routerdb.scorer import Router
+from routerdb.router import Router
 from training.evaluation import metrics
 from training.evaluation.baselines import (
     BradleyTerry,

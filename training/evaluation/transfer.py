@@ -19,7 +19,6 @@ Tasks and families are data (`experiments/transfer.json`), not code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from routerdb.prompt_keys import digest
 from training.evaluation import metrics
 from training.evaluation.accuracy import credit as pair_credit
 from training.evaluation.dataset import Dataset, Side
@@ -71,10 +71,6 @@ def families_of(ds: Dataset, families: dict[str, str]) -> np.ndarray:
     return np.array([families.get(b, b) for b in bench], dtype=object)
 
 
-def _hash_half(key: str) -> bool:
-    return hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()[0] % 2 == 0
-
-
 def fold_dataset(ds: Dataset, fold: str, tasks: tuple[DomainTask, ...], families: dict[str, str]) -> Dataset:
     """`ds` for one fold: `is_test` marks the rows of the fold's test prompts, and the training
     rows that give a task's strong or weak LLM a label on its (source, family) are removed."""
@@ -86,8 +82,9 @@ def fold_dataset(ds: Dataset, fold: str, tasks: tuple[DomainTask, ...], families
     b = np.asarray(ds.pairs["model_b"].to_pylist(), dtype=object)
     for task in tasks:
         cell = (ds.source == task.source) & (family == task.family)
-        test_groups |= {int(g) for g in np.unique(row_group[cell]) if _hash_half(f"{fold}:{task.source}:"
-                                                                                  f"{task.family}:{g}")}
+        # each group of the cell is a test group or not by a hash of (fold, task, group): seeded, stable
+        test_groups |= {int(g) for g in np.unique(row_group[cell])
+                        if digest(f"{fold}:{task.source}:{task.family}:{g}", 8)[0] % 2 == 0}
         hidden |= cell & np.isin(a, [task.strong, task.weak]) | cell & np.isin(b, [task.strong, task.weak])
     is_test = np.isin(row_group, list(test_groups))
     keep = np.flatnonzero(is_test | ~hidden)

@@ -32,12 +32,13 @@ query sets used to measure top-1 identification. numpy only, no torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from routerdb.prompt_keys import distinct
 from training.data.splits import held_out, normalise_prompt
 from training.evaluation.baselines import BradleyTerry
 
@@ -85,9 +86,9 @@ def comparison_records(pairs: pa.Table) -> Records:
     index = {m: j for j, m in enumerate(llms)}
     ia = np.fromiter((index[m] for m in a), np.int64, len(a))
     ib = np.fromiter((index[m] for m in b), np.int64, len(b))
-    prompt_codes, prompts = _codes(prompt)
+    prompts, prompt_codes = distinct(prompt)
     texts_a, texts_b = _texts(pairs, prompt)
-    text_codes, texts = _codes(texts_a + texts_b)
+    texts, text_codes = distinct(texts_a + texts_b)
     return Records(texts=tuple(texts), prompts=tuple(prompts), llms=llms,
                    llm=np.concatenate([ia, ib]), text=text_codes,
                    prompt=np.concatenate([prompt_codes, prompt_codes]),
@@ -104,12 +105,6 @@ def _texts(pairs: pa.Table, prompt: list[str]) -> tuple[list[str], list[str]]:
         out.append([p if r is None else p + RESPONSE_SEPARATOR + r
                     for p, r in zip(prompt, responses, strict=True)])
     return out[0], out[1]
-
-
-def _codes(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
-    return codes, list(index)
 
 
 def split_records(records: Records, fraction: float, seed: int) -> tuple[Records, Records]:

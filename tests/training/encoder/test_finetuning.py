@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from routerdb.scorer import Router
+from routerdb.router import Router
 from tests import tiny_models
 from tests.paths import REPO
 from training import specs
@@ -66,7 +66,7 @@ def test_train_export_and_bundle_matches_torch(tiny_encoders, scores, tmp_path, 
     assert len(model.history) == 1 and np.isfinite(model.history[0]["train_loss"])
     bundle = export_bundle(model, tmp_path / "bundle", VERIFY)
 
-    onnx = Router(bundle, providers=["CPUExecutionProvider"], cache_size=0).score(VERIFY)
+    onnx = Router.for_verification(bundle).score(VERIFY)
     trained = np.stack([model.predict(VERIFY)[m] for m in model.llm_names], axis=1)
     manifest = json.loads((bundle / "manifest.json").read_text())
     gap = manifest["finetuning"]["max_abs_diff_merged_vs_trained"]

@@ -117,7 +117,7 @@ def test_cli_on_tiny_bundle(tiny_bundle, tiny_encoders, tmp_path):
     expected_bt = (2 * (15 - n_code) + n_code) / 30
     assert pooled["routers"]["bradley_terry"]["accuracy"] == pytest.approx(expected_bt)
     # the router's accuracy is exactly what its bundle's scores give on those pairs
-    from routerdb.scorer import Router
+    from routerdb.router import Router
 
     router = Router(tiny_bundle)
     scores = router.score(test_prompts)

@@ -15,7 +15,7 @@ import pytest
 
 import routerdb
 from routerdb.bundle import Bundle
-from routerdb.scorer import Router
+from routerdb.router import Router
 from training.add_model import add_model, main
 from training.data import read as data_mod
 from training.data.splits import split_by_prompt
@@ -89,7 +89,7 @@ def test_add_model_writes_a_bundle_that_scores_the_new_llm(built, split, tmp_pat
     assert added["name"] == HELD_OUT and added["records"] == 8 * 150 and added["used_records"] == 256
     assert added["unknown_opponents"] == [] and new.manifest["models"]["count"] == 9
     assert new.manifest["add_model_check"]["max_abs_diff_known_llms"] <= 1e-5
-    scores = Router(out, providers=["CPUExecutionProvider"]).score(["What is 2 + 2?"], [HELD_OUT])
+    scores = Router.for_verification(out).score(["What is 2 + 2?"], [HELD_OUT])
     assert scores.shape == (1, 1) and -1 <= scores[0, 0] <= 1
 
 

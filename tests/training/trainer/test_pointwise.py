@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import training.trainer.loop as loop
-from routerdb.scorer import Router
+from routerdb.router import Router
 from tests import tiny_models
 from training.data import concat_pairs, load_pairs
 from training.export import export_bundle

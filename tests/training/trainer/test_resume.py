@@ -156,7 +156,7 @@ def test_fit_cli_resume_continues_an_interrupted_run(tiny_encoders, tmp_path, mo
     import numpy as np
     import pyarrow.parquet as pq
 
-    from routerdb.scorer import Router
+    from routerdb.router import Router
     from training import fit
 
     pq.write_table(tiny_models.synthetic_scores(24), tmp_path / "scores.parquet")
@@ -185,6 +185,6 @@ def test_fit_cli_resume_continues_an_interrupted_run(tiny_encoders, tmp_path, mo
     runs = ("straight", "resumed")
     _assert_identical(*[load_file(tmp_path / n / "run" / "checkpoint" / "weights.safetensors") for n in runs])
     prompts = tiny_models.CORPUS[:10]
-    scores = [Router(tmp_path / n / "bundle", providers=["CPUExecutionProvider"]).score(prompts)
+    scores = [Router.for_verification(tmp_path / n / "bundle").score(prompts)
               for n in runs]
     np.testing.assert_array_equal(*scores)

@@ -4,11 +4,19 @@ Each distinct prompt is encoded once per call, however many LLMs it is scored ag
 scores a batch of prompts against every LLM of the bundle at once ([P, ...] x [M, D] -> [P, M]).
 Prompts are sorted by token length into batches so padding is small, and a bounded LRU cache
 keyed by prompt text (per bundle) makes a repeated query nearly free.
+
+One Router per bundle directory in this process, shared by SQL, rescoring, SQLAlchemy and Spark:
+`shared_router(path)` returns the Router of the bundle now at `path`. When the bundle there is
+re-exported (a new manifest digest), the next call loads the new one and the cache lets go of the
+old Router: it is freed once no DuckDB connection registered with it is left
+(`routerdb.duckdb` keeps a Router alive per registered connection, nothing else does). So a
+service that picks up retrained bundles holds one Router per bundle path, not one per reload.
+Checking a bundle again costs a manifest read and a few `stat` calls (`Bundle.load` verifies the
+files' checksums once per process for an unchanged bundle).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -22,6 +30,7 @@ from routerdb.bundle import Bundle, BundleError
 from routerdb.features import FEATURE_NAMES, FEATURES_VERSION, compute_features
 from routerdb.inputs import check_router_options, llm_list, prompt_list, threads_from_env
 from routerdb.manifest import GRAPH_INPUTS, GRAPH_OUTPUT, PROMPT_VECTORS
+from routerdb.prompt_keys import digest, distinct
 from routerdb.tokenizer import Batch, PromptTokenizer, length_batches
 
 log = logging.getLogger(__name__)
@@ -94,7 +103,7 @@ class Router:
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._outputs = [o.name for o in self.session.get_outputs()]
         self.batch_size = batch_size
-        # prompt -> scores [M_all]; keyed by a 16-byte digest of the text so a huge prompt costs
+        # prompt -> scores [M_all]; keyed by a 16-byte `digest` of the text so a huge prompt costs
         # no memory here. The cache belongs to this Router, i.e. to one bundle (path + digest).
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
@@ -102,6 +111,12 @@ class Router:
         self._encode_lock = threading.Lock()  # one encoder run at a time
         self.encoded_prompts = 0  # prompts run through the encoder, for tests and benchmarks
         self._probe()
+
+    @classmethod
+    def for_verification(cls, bundle: str | os.PathLike[str] | Bundle) -> Router:
+        """A Router on the CPU provider with no cache: the scores an export, a quantised copy or an
+        added LLM are checked with, the same on every machine whatever GPU is present."""
+        return cls(bundle, providers=["CPUExecutionProvider"], cache_size=0)
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -120,7 +135,7 @@ class Router:
         if len(cols) != len(texts):
             raise ValueError(f"score_pairs got {len(texts)} prompts and {len(cols)} LLM names; allowed: one "
                              "LLM name per prompt. Pass two lists of the same length.")
-        uniq, inverse = _unique(texts)
+        uniq, inverse = distinct(texts)
         return self.score_all(uniq)[inverse, cols]
 
     def best(self, prompts: Iterable[str | None],
@@ -151,7 +166,7 @@ class Router:
         for row, prompt in enumerate(texts):
             if prompt is not None:
                 groups.setdefault(prompt, []).append(row)
-        keys = {text: cache_key(text) for text in groups}
+        keys = {text: digest(text) for text in groups}
         missing = self._from_cache(groups, keys, out)
         if missing:
             # One encoder run at a time: DuckDB calls a UDF from several threads at once, often with
@@ -326,11 +341,6 @@ def _check_graph(session, bundle: Bundle) -> None:
                 "re-export the bundle.")
 
 
-def cache_key(text: str) -> bytes:
-    """The cache key of a prompt: a 128-bit BLAKE2b digest of its exact text."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
 def _known(name: object, index: dict[str, int]) -> bool:
     try:
         return name in index
@@ -338,8 +348,23 @@ def _known(name: object, index: dict[str, int]) -> bool:
         return False
 
 
-def _unique(prompts: list[str | None]) -> tuple[list[str | None], np.ndarray]:
-    index: dict[str | None, int] = {}
-    inverse = np.fromiter((index.setdefault(p, len(index)) for p in prompts), dtype=np.int64,
-                          count=len(prompts))
-    return list(index), inverse
+# --- one Router per bundle path, for the whole process -------------------------------------------
+
+_ROUTERS: dict[str, Router] = {}  # resolved bundle path -> the Router of the bundle now there
+_ROUTERS_LOCK = threading.Lock()
+
+
+def shared_router(bundle: str | os.PathLike[str] | Bundle) -> Router:
+    """The process-wide Router of the bundle at this path (loaded again when its manifest changed)."""
+    loaded = Bundle.load(bundle)
+    key = str(loaded.path.resolve())
+    with _ROUTERS_LOCK:
+        router = _ROUTERS.get(key)
+        if router is None or router.bundle.digest != loaded.digest:
+            router = _ROUTERS[key] = Router(loaded)
+        return router
+
+
+def as_router(bundle: str | os.PathLike[str] | Bundle | Router) -> Router:
+    """`bundle` itself when it is a Router, else the process-wide Router of that bundle path."""
+    return bundle if isinstance(bundle, Router) else shared_router(bundle)
