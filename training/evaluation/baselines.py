@@ -27,6 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
+from training.model.priors import fit_bradley_terry, winner_loser
+
 __all__ = [
     "BASELINES",
     "Baseline",
@@ -129,52 +131,6 @@ def _prompt_rows(prompt_emb, prompt, who: str) -> tuple[np.ndarray, np.ndarray]:
     return emb, prompt
 
 
-def _winner_loser(a, b, y, ties: str):
-    """Orient pairs as (winner, loser, weight); with ties="half" a tie is half a win each way."""
-    win = y > 0
-    w, loss = np.where(win, a, b)[y != 0], np.where(win, b, a)[y != 0]
-    weight = np.ones(w.size)
-    if ties == "half":
-        tie = y == 0
-        w = np.concatenate([w, a[tie], b[tie]])
-        loss = np.concatenate([loss, b[tie], a[tie]])
-        weight = np.concatenate([weight, np.full(2 * tie.sum(), 0.5)])
-    return w, loss, weight
-
-
-def _bt_objective(theta, w, loss, weight, l2):
-    return np.sum(weight * np.logaddexp(0.0, theta[loss] - theta[w])) + l2 / 2 * theta @ theta
-
-
-def _fit_bradley_terry(w, loss, weight, n_models: int, l2: float, max_iter: int = 100):
-    """Damped Newton on the L2-penalised Bradley-Terry log-likelihood; returns theta [M].
-
-    The penalty makes the problem strictly convex and, as the likelihood ignores a shift of
-    all strengths, puts the optimum at mean(theta) == 0.
-    """
-    theta = np.zeros(n_models)
-    value = _bt_objective(theta, w, loss, weight, l2)
-    for _ in range(max_iter):
-        p_loss = np.exp(-np.logaddexp(0.0, theta[w] - theta[loss]))  # P(loser wins)
-        g = l2 * theta
-        np.add.at(g, w, -weight * p_loss)
-        np.add.at(g, loss, weight * p_loss)
-        h = weight * p_loss * (1.0 - p_loss)
-        hess = l2 * np.eye(n_models)
-        np.add.at(hess, (w, w), h)
-        np.add.at(hess, (loss, loss), h)
-        np.add.at(hess, (w, loss), -h)
-        np.add.at(hess, (loss, w), -h)
-        step = np.linalg.solve(hess, g)
-        t = 1.0
-        while (new := _bt_objective(theta - t * step, w, loss, weight, l2)) > value and t > 1e-8:
-            t /= 2  # backtracking keeps every step a descent step
-        theta, value = theta - t * step, new
-        if np.max(np.abs(t * step)) < 1e-10:
-            break
-    return theta
-
-
 # --- the baselines --------------------------------------------------------------------------
 
 
@@ -212,8 +168,8 @@ class BradleyTerry(_PairBaseline):
 
     def fit(self, prompt_emb, prompt_idx, model_a, model_b, label) -> BradleyTerry:
         _, a, b, y = self._encode(prompt_idx, model_a, model_b, label)
-        w, loss, weight = _winner_loser(a, b, y, self.ties)
-        self.theta_ = _fit_bradley_terry(w, loss, weight, len(self.models_), self.l2)
+        w, loss, weight = winner_loser(a, b, y, self.ties)
+        self.theta_ = fit_bradley_terry(w, loss, weight, len(self.models_), self.l2)
         return self
 
     @property

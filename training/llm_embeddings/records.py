@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from routerdb.prompt_keys import distinct
 from training.data.splits import held_out, normalise_prompt
-from training.evaluation.baselines import BradleyTerry
+from training.model.priors import bradley_terry_strengths
 
 RESPONSE_SEPARATOR = "\n\n"
 
@@ -210,9 +210,9 @@ def bt_strengths(records: Records) -> dict[str, float]:
     names = np.array(records.llms, dtype=object)
     if not np.any(records.outcome[once] != 0):
         return dict.fromkeys(records.llms, 0.0)
-    bt = BradleyTerry().fit(None, None, names[records.llm[once]], names[records.opponent[once]],
-                            records.outcome[once])
-    return {name: bt.strengths.get(name, 0.0) for name in records.llms}
+    strengths = bradley_terry_strengths(names[records.llm[once]], names[records.opponent[once]],
+                                        records.outcome[once])
+    return {name: strengths.get(name, 0.0) for name in records.llms}
 
 
 def strength_given(records: Records, opponents: dict[str, float], l2: float = 1.0) -> float:
