@@ -48,7 +48,7 @@ from training.data.splits import split_by_prompt  # noqa: E402
 from training.encoder.prompt_cache import PromptCache  # noqa: E402
 from training.evaluation.baselines import BradleyTerry  # noqa: E402
 from training.llm_embeddings.records import comparison_records  # noqa: E402
-from training.model.router import TransformerEmbeddingModel  # noqa: E402
+from training.router import TransformerEmbeddingModel  # noqa: E402
 from training.specs import Frozen, ValidationSplit  # noqa: E402
 
 log = logging.getLogger("bench.embeddings")

@@ -69,7 +69,7 @@ def run_child(args) -> dict:
 
     import training.trainer.loop as loop
     from training.encoder.finetuning import count_parameters
-    from training.model.router import TransformerEmbeddingModel
+    from training.router import TransformerEmbeddingModel
     from training.specs import ValidationSplit
 
     if args.child == "qlora":
@@ -81,9 +81,9 @@ def run_child(args) -> dict:
     timing = {"seconds": 0.0, "cpu_seconds": 0.0, "pairs": 0, "prompts": 0, "steps": 0, "all_pairs": 0}
     real_step = loop.train_step
 
-    def timed_step(model, optim, train, rows, *rest):
+    def timed_step(model, state, train, rows, *rest):
         t, c = time.perf_counter(), time.process_time()
-        loss = real_step(model, optim, train, rows, *rest)
+        loss = real_step(model, state, train, rows, *rest)
         timing["steps"] += 1
         timing["all_pairs"] += len(rows)
         if timing["steps"] > 1:  # the first step pays one-off allocations: not timed

@@ -159,7 +159,7 @@ def stage_final(ds, cache, embed, study: Study, n_boot: int = 1000) -> dict:
 
 
 # IRT: ability - difficulty(p) + skills . loadings(p), fitted on per-model scores (pointwise) and
-# on pairs (judge pairs only, or all), a Bradley-Terry scale per source (training/model/head.py)
+# on pairs (judge pairs only, or all), a Bradley-Terry scale per source (training/model/heads.py)
 IRT = {"head": {"kind": "irt", "skills": 8}, "embedding_spec": {"kind": "learned", "dim": 9},
        "loss": "bradley_terry", "ties": "half", "prompt_weighting": "sqrt", "pointwise_weight": 1.0,
        "source_scale": True}

@@ -137,7 +137,7 @@ def findings(final: dict, ablations: list[dict], lora: list[dict],
 
 
 PREVIOUS_RUN = "Bradley-Terry, ties half, sqrt(pairs) per prompt"  # the mlp spec before the transfer work
-IRT_TEXT = ("the IRT head of `training/model/head.py`: from the frozen prompt vector and the prompt "
+IRT_TEXT = ("the IRT head of `training/model/heads.py`: from the frozen prompt vector and the prompt "
             "features, a difficulty and 8 skill loadings per prompt; per LLM an ability and 8 skills; "
             "score = 2 sigmoid(ability - difficulty + skills . loadings) - 1. It is trained with the "
             "Bradley-Terry loss on every pair (ties half a win, sqrt(pairs) per prompt, one learned "

@@ -19,8 +19,8 @@ from training.evaluation.accuracy import common_rows, pair_metrics
 from training.evaluation.baselines import BradleyTerry
 from training.evaluation.routing import routing_results
 from training.evaluation.scores import BT, ROUTER, Scores
-from training.model import TransformerEmbeddingModel
-from training.specs import DEFAULT_TRUNCATION, RouterConfig
+from training.router import TransformerEmbeddingModel
+from training.specs import DEFAULT_TRUNCATION, RouterConfig, migrate_flat_loss
 
 log = logging.getLogger("experiments.study")
 
@@ -77,7 +77,9 @@ def router_config(overrides: dict, encoder_name: str) -> RouterConfig:
     encoder = {"max_length": 128, "truncation": TRUNCATION, **overrides.get("encoder", {}),
                "name": encoder_name}
     merged = {**BASE, **overrides, "encoder": encoder}
-    return RouterConfig.model_validate(merged)
+    # configurations are flat overrides, the loss settings at the top level as when these studies
+    # were first run; they are nested into `loss` here (training.specs.migrate_flat_loss)
+    return RouterConfig.model_validate(migrate_flat_loss(merged))
 
 
 def cached_model(config: RouterConfig, cache: PromptCache | None):

@@ -118,7 +118,7 @@ def _added(without, config, mine: pa.Table, records, llm: str, n: int, test, amo
     table = without.llm_embeddings.detach().cpu().numpy()
     own = (rows[sampled], values[sampled])
     new_row = fit_llm_row(without.net.head.cpu(), vectors, sub, known, table, own_scores=own,
-                          pointwise_weight=config.pointwise_weight)
+                          pointwise_weight=config.loss.pointwise_weight)
     with_new = np.vstack([table, new_row])
     scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=with_new).astype(float))
     return unseen_llm_accuracy(test, llm, scores, among)

@@ -39,7 +39,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_router(tiny_encoders):
     """A LoRA-tuned tiny BERT router trained briefly on synthetic scores (3 LLMs)."""
-    from training.model.router import TransformerEmbeddingModel
+    from training.router import TransformerEmbeddingModel
     from training.specs import LoRA, ValidationSplit
 
     model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), finetuning=LoRA(),

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import routerdb
 from tests.paths import REPO
 from training.fit import main as fit_main
-from training.model.router import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 
 
 def test_demo_spec_end_to_end_with_packaged_minilm(tmp_path, sample_path):

@@ -9,7 +9,7 @@ import pytest
 import routerdb
 from tests import tiny_models
 from training.export import export_bundle
-from training.model.router import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import LoRA, ValidationSplit
 
 PROMPTS = [

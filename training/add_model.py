@@ -44,7 +44,7 @@ from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.records import Records, comparison_records
 from training.llm_embeddings.row_fit import fit_llm_row, own_scores
-from training.model.head import build_head
+from training.model.heads import build_head
 from training.specs import RouterConfig
 from training.verification import ExportError, bundle_scores, max_gap
 
@@ -115,14 +115,14 @@ def fitted_row(loaded: Bundle, records: Records, pairs=None) -> np.ndarray:
                          "(bundles exported before routerdb wrote head.safetensors); re-export it with "
                          "python -m training.fit to add LLMs to it.")
     spec = loaded.manifest["spec"]
-    config = RouterConfig.model_validate({k: v for k, v in spec.items() if k in RouterConfig.model_fields})
-    head = build_head(config, int(head_entry["prompt_dim"]), int(head_entry["llm_dim"]))
+    config = RouterConfig.from_stored(spec)
+    head = build_head(config.head, int(head_entry["prompt_dim"]), int(head_entry["llm_dim"]))
     head.load_state_dict(load_file(str(loaded.path / loaded.manifest["files"][head_entry["file"]]["path"])))
     router = Router.for_verification(loaded)
     vectors = router.prompt_vectors(list(records.prompts))
     scores = own_scores(pairs, records.llms[records.llm[0]], records.prompts) if pairs is not None else None
     return fit_llm_row(head, vectors, records, list(loaded.model_names), loaded.model_embeddings,
-                       own_scores=scores, pointwise_weight=config.pointwise_weight)
+                       own_scores=scores, pointwise_weight=config.loss.pointwise_weight)
 
 
 def _embed(embedder: LLMEmbedder, records: Records, name: str, width: int) -> np.ndarray:

@@ -31,6 +31,7 @@ from training import command
 from training.encoder.finetuning import export_encoder
 from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS, library_versions
 from training.model.network import RouterNet
+from training.model.seams import Exportable
 from training.quantize import quantize_bundle, quantize_int8
 from training.verification import ExportError, bundle_scores, max_gap
 
@@ -61,7 +62,7 @@ class GraphOutputs(nn.Module):
         return self.net.head(prompt, llm_embeddings), prompt  # [P, M], [P, H + F]
 
 
-def merged_graph(model) -> RouterNet:
+def merged_graph(model: Exportable) -> RouterNet:
     """A CPU, eval-mode, full-precision RouterNet with adapters merged: what ONNX gets."""
     net = model.net
     encoder = export_encoder(model.config.finetuning, model.encoder_ref, net.encoder)
@@ -69,10 +70,10 @@ def merged_graph(model) -> RouterNet:
                      copy.deepcopy(net.head)).cpu().float().eval()
 
 
-def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], *,
+def export_bundle(model: Exportable, bundle_dir: str | Path, verify_prompts: Sequence[str], *,
                   spec: dict | None = None, opset: int = 17, tolerance: float = 1e-4,
                   quantize: str = "none") -> Path:
-    """Export `model` (a trained TransformerEmbeddingModel) to a verified bundle directory."""
+    """Export `model` (a trained router, e.g. TransformerEmbeddingModel) to a verified bundle directory."""
     if not verify_prompts:
         raise ValueError("export needs at least one prompt to verify ONNX against torch")
     prompts = list(verify_prompts)
@@ -119,7 +120,7 @@ def export_bundle(model, bundle_dir: str | Path, verify_prompts: Sequence[str], 
 
 
 @torch.no_grad()
-def _torch_scores(model, graph: RouterNet, prompts: list[str]) -> np.ndarray:
+def _torch_scores(model: Exportable, graph: RouterNet, prompts: list[str]) -> np.ndarray:
     batch = model.tokenizer(prompts)
     features = model.features_tensor(prompts).cpu()
     emb = model.llm_embeddings.detach().float().cpu()
@@ -127,7 +128,7 @@ def _torch_scores(model, graph: RouterNet, prompts: list[str]) -> np.ndarray:
     return out.numpy()
 
 
-def _export_onnx(model, graph: RouterNet, prompts: list[str], path: Path, opset: int) -> None:
+def _export_onnx(model: Exportable, graph: RouterNet, prompts: list[str], path: Path, opset: int) -> None:
     sample = prompts[: max(2, min(4, len(prompts)))] * (2 if len(prompts) < 2 else 1)
     batch = model.tokenizer(sample)
     args = (torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask),
@@ -143,7 +144,7 @@ def _export_onnx(model, graph: RouterNet, prompts: list[str], path: Path, opset:
                           do_constant_folding=True)
 
 
-def _manifest(model, spec, opset, quantize, merge_gap, quantized_base) -> dict:
+def _manifest(model: Exportable, spec, opset, quantize, merge_gap, quantized_base) -> dict:
     described = model.describe()
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -26,7 +26,7 @@ from training import command, preflight
 from training.data import concat_pairs, load_aliases, load_pairs
 from training.encoder.prompt_cache import PromptCache
 from training.export import export_bundle
-from training.model import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import FitSpec, SpecError, load_spec
 
 log = logging.getLogger("training.fit")

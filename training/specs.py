@@ -2,7 +2,8 @@
 
 A spec is data; the behaviour for each `kind` lives in a registry beside the code that runs it
 (`training.encoder.finetuning.METHODS`, `training.llm_embeddings.embedder.KINDS`,
-`training.trainer.optim.OPTIMIZERS`), and a test checks that every union member here has a
+`training.model.heads.HEADS`, `training.trainer.losses.LOSSES`, `training.trainer.optim.OPTIMIZERS`
+and `SCHEDULES`), and a test checks that every union member here has a
 registry entry there.
 
 Relative paths in a spec are resolved against the current working directory.
@@ -19,8 +20,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     Strict,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -138,25 +141,58 @@ class LearnedEmbedding(Closed):
 # --- head, optimiser, schedule ----------------------------------------------------------------
 
 
-class HeadSpec(Closed):
-    # mlp: tanh(MLP([prompt, llm row])); irt: sigmoid(ability - difficulty(p) + skills . loadings(p))
-    # (training/model/head.py); an irt row is [ability, skills...]: embedding_spec.dim = skills + 1
-    kind: Literal["mlp", "irt"] = "mlp"
-    skills: Int = Field(8, ge=0, le=1024)  # irt: skill dimensions K beside the ability
-    # irt: an LLM's skills count only near the prompts it was measured on; its row also holds that
+def _kind_or(default: str):
+    """A discriminator that reads `kind`, and takes `default` where a spec leaves it out."""
+
+    def kind(value) -> str | None:
+        return value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", None)
+
+    return Discriminator(kind)
+
+
+class _Head(Closed):
+    """Fields every head has (training/model/heads.py: one class per kind, `HEADS`)."""
+
+    hidden_dims: list[Annotated[Int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [256, 64],
+                                                                   min_length=1, max_length=16)
+    dropout: Float = Field(0.1, ge=0, lt=1)
+    negative_slope: Float = Field(0.01, ge=0)  # LeakyReLU
+    lr_multiplier: Float = Field(10.0, gt=0, le=1000)  # head rate = method rate x this (encoder-relative)
+
+
+class MLPHeadSpec(_Head):
+    kind: Literal["mlp"] = "mlp"  # tanh(MLP([prompt, llm row]))
+    # add a linear, prompt-agnostic strength per LLM (w . model_embedding) beside the MLP
+    llm_strength: bool = False
+
+
+class IRTHeadSpec(_Head):
+    # sigmoid(ability - difficulty(p) + skills . loadings(p)); an LLM row is [ability, skills...]:
+    # embedding_spec.dim = skills + 1
+    kind: Literal["irt"] = "irt"
+    skills: Int = Field(8, ge=0, le=1024)  # skill dimensions K beside the ability
+    # an LLM's skills count only near the prompts it was measured on; its row also holds that
     # region ([ability, K skills, K centre, 1 radius]: embedding_spec.dim = 2 K + 2)
     coverage: bool = False
     # coverage: each LLM's measured level (ability + skills at its region's centre) is set after
     # training on a linear map of its Bradley-Terry strength on the training pairs: the prompt-agnostic
     # prior that the prompt only corrects, inside the LLM's measured region
     bradley_terry_level: bool = False
-    hidden_dims: list[Annotated[Int, Field(ge=1, le=65_536)]] = Field(default_factory=lambda: [256, 64],
-                                                                   min_length=1, max_length=16)
-    dropout: Float = Field(0.1, ge=0, lt=1)
-    negative_slope: Float = Field(0.01, ge=0)  # LeakyReLU
-    lr_multiplier: Float = Field(10.0, gt=0, le=1000)  # head rate = method rate x this (encoder-relative)
-    # add a linear, prompt-agnostic strength per LLM (w . model_embedding) beside the MLP
-    llm_strength: bool = False
+
+    @property
+    def row_width(self) -> int:
+        return 2 * self.skills + 2 if self.coverage else self.skills + 1
+
+    @model_validator(mode="after")
+    def _level_needs_coverage(self) -> IRTHeadSpec:
+        if self.bradley_terry_level and not self.coverage:
+            raise ValueError("bradley_terry_level sets the level that coverage falls back to; set "
+                             "coverage too")
+        return self
+
+
+# a head without `kind` is the mlp head
+HeadSpec = Annotated[Annotated[MLPHeadSpec, Tag("mlp")] | Annotated[IRTHeadSpec, Tag("irt")], _kind_or("mlp")]
 
 
 class AdamW(Closed):
@@ -224,9 +260,92 @@ EmbeddingSpec = Annotated[
 ]
 
 
-class Schedule(Closed):
-    kind: Literal["cosine", "linear", "constant"] = "cosine"
+class _Schedule(Closed):
+    """Learning-rate schedules (training/trainer/optim.py `SCHEDULES`): linear warm-up, then the kind's."""
+
     warmup_ratio: Float = Field(0.1, ge=0, lt=1)
+
+
+class CosineSchedule(_Schedule):
+    kind: Literal["cosine"] = "cosine"  # half a cosine from the rate down to 0
+
+
+class LinearSchedule(_Schedule):
+    kind: Literal["linear"] = "linear"  # a straight line from the rate down to 0
+
+
+class ConstantSchedule(_Schedule):
+    kind: Literal["constant"] = "constant"  # the rate, after warm-up
+
+
+Schedule = Annotated[CosineSchedule | LinearSchedule | ConstantSchedule, Field(discriminator="kind")]
+
+
+# --- losses -----------------------------------------------------------------------------------
+
+
+class _Loss(Closed):
+    """Fields every loss has: which pairs enter it, what each weighs, and the pointwise part
+    (training/trainer/losses.py: one class per kind, `LOSSES`)."""
+
+    ties: Literal["ignore", "half"] = "ignore"  # half: a tie is half a win for each side
+    prompt_weighting: Literal["pairs", "sqrt", "prompts"] = "pairs"  # what a prompt's pairs weigh in all
+    # loss multiplier per `source` value
+    source_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    # per-model scores (correctness, grades) also fit P(correct) directly (binary cross-entropy),
+    # with this weight beside the pairwise loss: it is what teaches a prompt's difficulty
+    pointwise_weight: Float = Field(0.0, ge=0, le=1000)
+    # which pairs enter the pairwise loss: all, or only those of pairwise (judge) data, leaving
+    # per-model scores to the pointwise loss
+    pair_sources: Literal["all", "pairwise"] = "all"
+
+    @model_validator(mode="after")
+    def _pairwise_needs_points(self) -> _Loss:
+        if self.pair_sources == "pairwise" and self.pointwise_weight == 0:
+            raise ValueError("pair_sources 'pairwise' leaves per-model scores to the pointwise loss, "
+                             "but pointwise_weight is 0; set pointwise_weight > 0 or pair_sources 'all'")
+        return self
+
+
+class MarginRankingSpec(_Loss):
+    kind: Literal["margin_ranking"] = "margin_ranking"  # max(0, margin - label (s_a - s_b)) on scores
+    margin: Float = Field(0.1, ge=0, le=2)  # scores live in [-1, 1]
+
+
+class BradleyTerrySpec(_Loss):
+    kind: Literal["bradley_terry"] = "bradley_terry"  # -log sigmoid(label x the head's pair logit)
+    source_scale: bool = False  # a learned Bradley-Terry scale per source (how decisive its labels are)
+
+
+# a loss without `kind` is the margin ranking loss
+LossSpec = Annotated[Annotated[MarginRankingSpec, Tag("margin_ranking")]
+                     | Annotated[BradleyTerrySpec, Tag("bradley_terry")], _kind_or("margin_ranking")]
+# the RouterConfig fields of the flat format (before issue 17) that `loss` now holds
+FLAT_LOSS_FIELDS = ("margin", "pointwise_weight", "pair_sources", "source_scale", "ties", "prompt_weighting",
+                    "source_weights")
+
+
+def migrate_flat_loss(data: dict) -> dict:
+    """A spec or stored config of the flat format (`"loss": "bradley_terry"` and the loss settings
+    at the top level) in the current one (`"loss": {"kind": "bradley_terry", ...}`); a spec of the
+    current format comes back unchanged (the same object). Flat settings beside a nested `loss`
+    are merged into it, the nested values winning. Checkpoints and bundles written before issue 17
+    load through it; a spec file of the flat format is refused with its migrated `loss` in the message."""
+    if not isinstance(data, dict):
+        return data
+    loss = data.get("loss")
+    if not (isinstance(loss, str) or set(FLAT_LOSS_FIELDS) & set(data)):
+        return data
+    nested = loss if isinstance(loss, dict) else {}
+    kind = loss if isinstance(loss, str) else nested.get("kind", "margin_ranking")
+    moved = {k: data[k] for k in FLAT_LOSS_FIELDS if k in data}
+    if kind != "margin_ranking":
+        moved.pop("margin", None)  # only the margin ranking loss has a margin
+    if kind != "bradley_terry" and not moved.get("source_scale"):
+        moved.pop("source_scale", None)  # only Bradley-Terry scales its sources
+    out = {k: v for k, v in data.items() if k not in ("loss", *FLAT_LOSS_FIELDS)}
+    out["loss"] = {"kind": kind, **moved, **nested}
+    return out
 
 
 class OutputSpec(Closed):
@@ -250,54 +369,51 @@ class RouterConfig(Closed):
     embedding_model_epochs: Int = Field(5, ge=0, le=10_000)
     min_model_comparisons: Int = Field(0, ge=0, le=1_000_000_000)  # drop LLMs with fewer comparisons (logged)
     load_embedding_model_from: str | None = None
-    head: HeadSpec = HeadSpec()
+    head: HeadSpec = MLPHeadSpec()
     use_prompt_features: bool = True
     optimizer: Optimizer = AdamW()
-    schedule: Schedule = Schedule()
-    loss: Literal["margin_ranking", "bradley_terry"] = "margin_ranking"
-    # per-model scores (correctness, grades) also fit P(correct) directly (binary cross-entropy),
-    # with this weight beside the pairwise loss: it is what teaches a prompt's difficulty
-    pointwise_weight: Float = Field(0.0, ge=0, le=1000)
-    # which pairs enter the pairwise loss: all, or only those of pairwise (judge) data, leaving
-    # per-model scores to the pointwise loss
-    pair_sources: Literal["all", "pairwise"] = "all"
-    source_scale: bool = False  # a learned Bradley-Terry scale per source (how decisive its labels are)
-    margin: Float = Field(0.1, ge=0, le=2)  # scores live in [-1, 1]
+    schedule: Schedule = CosineSchedule()
+    loss: LossSpec = MarginRankingSpec()
     epochs: Int = Field(3, ge=1, le=10_000)
     batch_size: Int = Field(64, ge=1, le=1 << 20)  # pairs per step
     grad_clip: Float | None = Field(1.0, gt=0)
     balance_model_samples: bool = False
-    ties: Literal["ignore", "half"] = "ignore"  # half: a tie is half a win for each side in the loss
-    prompt_weighting: Literal["pairs", "sqrt", "prompts"] = "pairs"  # what a prompt's pairs weigh in all
-    # loss multiplier per `source` value
-    source_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     seed: Int = Field(42, ge=0, lt=2**64)  # numpy and torch seeds: non-negative, 64-bit
     export: ExportSpec = ExportSpec()
     progress: bool = True  # progress bars
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_flat_loss(cls, data):
+        if isinstance(data, dict) and migrate_flat_loss(data) is not data:
+            loss = json.dumps(migrate_flat_loss(data)["loss"])
+            flat = sorted(set(data) & {"loss", *FLAT_LOSS_FIELDS})
+            raise ValueError(f"the loss settings moved into `loss` (issue 17): got {flat} at the top level; "
+                             f"write \"loss\": {loss} instead (training.specs.migrate_flat_loss converts "
+                             "a whole spec)")
+        return data
+
     @model_validator(mode="after")
     def _head_fits_rows(self) -> RouterConfig:
-        k = self.head.skills
-        width = 2 * k + 2 if self.head.coverage else k + 1
-        if self.head.kind == "irt" and self.embedding_spec.dim != width:
-            row = f"[ability, {k} skills" + (f", {k} centre, 1 radius]" if self.head.coverage else "]")
+        head = self.head
+        if head.kind == "irt" and self.embedding_spec.dim != head.row_width:
+            k = head.skills
+            row = f"[ability, {k} skills" + (f", {k} centre, 1 radius]" if head.coverage else "]")
             raise ValueError(f"head.kind 'irt' reads LLM rows of {row}, but embedding_spec.dim is "
-                             f"{self.embedding_spec.dim}; set embedding_spec.dim to {width}")
-        if self.head.bradley_terry_level and not self.head.coverage:
-            raise ValueError("head.bradley_terry_level sets the level that coverage falls back to; set "
-                             "head.coverage too")
-        if self.head.coverage and (self.head.kind != "irt" or self.embedding_spec.kind != "learned"):
-            raise ValueError("head.coverage gates the irt head's skills on learned LLM rows; set head.kind "
-                             "'irt' and embedding_spec.kind 'learned', or drop coverage")
-        if self.head.kind == "irt" and self.head.llm_strength:
-            raise ValueError("head.llm_strength adds an ability to the mlp head; the irt head has one "
-                             "(the row's first coordinate): drop llm_strength")
-        if self.head.kind == "irt" and self.loss == "margin_ranking":
-            raise ValueError("head.kind 'irt' is fitted by likelihood: set loss to 'bradley_terry'")
-        if self.pair_sources == "pairwise" and self.pointwise_weight == 0:
-            raise ValueError("pair_sources 'pairwise' leaves per-model scores to the pointwise loss, "
-                             "but pointwise_weight is 0; set pointwise_weight > 0 or pair_sources 'all'")
+                             f"{self.embedding_spec.dim}; set embedding_spec.dim to {head.row_width}")
+        if head.kind == "irt" and head.coverage and self.embedding_spec.kind != "learned":
+            raise ValueError("head.coverage gates the irt head's skills on learned LLM rows; set "
+                             "embedding_spec.kind 'learned', or drop coverage")
+        if head.kind == "irt" and self.loss.kind == "margin_ranking":
+            raise ValueError("head.kind 'irt' is fitted by likelihood: set loss.kind to 'bradley_terry'")
         return self
+
+    @classmethod
+    def from_stored(cls, data: dict) -> RouterConfig:
+        """The config a checkpoint's router.json or a bundle's manifest stored (a FitSpec's fields
+        beyond RouterConfig's are left out; the flat loss format of older ones is migrated)."""
+        data = migrate_flat_loss(data)
+        return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
 
     @field_validator("encoder", mode="before")
     @classmethod

@@ -210,10 +210,11 @@ json_value = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4),
                             st.dictionaries(st.text(max_size=10), inner, max_size=4)),
     max_leaves=12)
-FIELDS = ["epochs", "batch_size", "margin", "seed", "loss", "ties", "finetuning", "finetuning.kind",
-          "finetuning.rank", "finetuning.lr", "encoder", "encoder.max_length", "head.hidden_dims",
-          "optimizer", "optimizer.betas", "schedule.warmup_ratio", "export.opset", "data.train",
-          "data.validation.fraction", "output.run_dir", "embedding_spec", "source_weights", "unknown_key"]
+FIELDS = ["epochs", "batch_size", "loss.margin", "seed", "loss", "loss.kind", "loss.ties", "ties",
+          "finetuning", "finetuning.kind", "finetuning.rank", "finetuning.lr", "encoder",
+          "encoder.max_length", "head", "head.kind", "head.hidden_dims", "optimizer", "optimizer.betas",
+          "schedule", "schedule.warmup_ratio", "export.opset", "data.train", "data.validation.fraction",
+          "output.run_dir", "embedding_spec", "loss.source_weights", "unknown_key"]
 
 
 def _put(spec: dict, dotted: str, value) -> dict:

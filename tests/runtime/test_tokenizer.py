@@ -88,7 +88,7 @@ def test_the_spec_truncation_reaches_the_bundle_and_the_runtime_reads_the_end(ti
     differently, matches training's own scores, and records its truncation in the manifest."""
     from routerdb import Router
     from training.export import export_bundle
-    from training.model.router import TransformerEmbeddingModel
+    from training.router import TransformerEmbeddingModel
 
     model = TransformerEmbeddingModel(encoder={"name": str(tiny_encoders["bert"]), "max_length": MAX,
                                                "truncation": "head_tail"}, epochs=1, progress=False)

@@ -103,8 +103,9 @@ def test_a_valid_spec_passes_and_a_previous_run_directory_is_reused(tiny_encoder
     ("epochs", 1e9, "epochs: Input should be a valid integer (got 1000000000.0)"),
     ("epochs", 1_000_000, "epochs: Input should be less than or equal to 10000"),
     ("batch_size", 10**12, "batch_size: Input should be less than or equal to 1048576"),
-    ("margin", True, "margin: Value error, got true, a boolean, where a number is expected"),
-    ("head", {"hidden_dims": [True]}, "head.hidden_dims.0: Input should be a valid integer"),
+    ("loss", {"margin": True},
+     "loss.margin_ranking.margin: Value error, got true, a boolean, where a number is expected"),
+    ("head", {"hidden_dims": [True]}, "head.mlp.hidden_dims.0: Input should be a valid integer"),
 ])
 def test_numbers_are_strict_and_bounded(tiny_encoders, tmp_path, capsys, field, value, message):
     spec = _spec(tmp_path, tiny_encoders["bert"], **{field: value})

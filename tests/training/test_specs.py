@@ -13,13 +13,16 @@ from training import specs
 from training.encoder import finetuning
 from training.fit import main as fit_main
 from training.llm_embeddings import embedder
-from training.trainer import optim
+from training.model import heads
+from training.trainer import losses, optim
 
 EXAMPLE_SPECS = sorted((REPO / "examples" / "specs").glob("*.json"))
 
 
 def _tags(union) -> set[str]:
+    """The `kind` of every member of a discriminated union (members may be Tag-annotated)."""
     members = typing.get_args(typing.get_args(union)[0])
+    members = [typing.get_args(m)[0] if typing.get_origin(m) is typing.Annotated else m for m in members]
     return {m.model_fields["kind"].default for m in members}
 
 
@@ -39,6 +42,45 @@ def test_registries_match_spec_unions():
     assert _tags(specs.FineTuning) == set(finetuning.METHODS)
     assert _tags(specs.Optimizer) == set(optim.OPTIMIZERS)
     assert _tags(specs.EmbeddingSpec) == set(embedder.KINDS)
+    assert _tags(specs.HeadSpec) == set(heads.HEADS) == {"mlp", "irt"}
+    assert _tags(specs.LossSpec) == set(losses.LOSSES) == {"margin_ranking", "bradley_terry"}
+    assert _tags(specs.Schedule) == set(optim.SCHEDULES) == {"cosine", "linear", "constant"}
+
+
+def test_a_head_or_loss_without_kind_is_the_default_kind():
+    config = specs.RouterConfig(head={"hidden_dims": [8]}, loss={"ties": "half"})
+    assert isinstance(config.head, specs.MLPHeadSpec) and config.head.hidden_dims == [8]
+    assert isinstance(config.loss, specs.MarginRankingSpec) and config.loss.ties == "half"
+
+
+def test_fields_of_another_kind_are_refused_with_their_path():
+    base = {"data": {"train": ["x"]}, "output": {"run_dir": "r", "bundle_dir": "b"}}
+    with pytest.raises(specs.SpecError, match=r"head\.irt\.llm_strength: Extra inputs"):
+        specs.parse_spec({**base, "head": {"kind": "irt", "llm_strength": True}})
+    with pytest.raises(specs.SpecError, match=r"loss\.margin_ranking\.source_scale: Extra inputs"):
+        specs.parse_spec({**base, "loss": {"kind": "margin_ranking", "source_scale": True}})
+    with pytest.raises(specs.SpecError, match=r"head: Input tag 'tree' .* does not match any of the expected "
+                                              r"tags: 'mlp', 'irt'"):
+        specs.parse_spec({**base, "head": {"kind": "tree"}})
+
+
+def test_the_flat_loss_format_is_refused_with_its_migration():
+    flat = {"data": {"train": ["x"]}, "output": {"run_dir": "r", "bundle_dir": "b"},
+            "loss": "bradley_terry", "ties": "half", "pointwise_weight": 1.0, "source_scale": True,
+            "margin": 0.1}
+    want = {"kind": "bradley_terry", "pointwise_weight": 1.0, "source_scale": True, "ties": "half"}
+    with pytest.raises(specs.SpecError, match="the loss settings moved into `loss`") as err:
+        specs.parse_spec(flat)
+    assert json.dumps(want) in str(err.value)  # the `loss` to write instead, margin dropped
+    migrated = specs.migrate_flat_loss(flat)
+    assert migrated["loss"] == want and "ties" not in migrated
+    assert specs.parse_spec(migrated).loss == specs.BradleyTerrySpec(**{k: v for k, v in want.items()
+                                                                          if k != "kind"})
+    current = specs.RouterConfig().model_dump(mode="json")
+    assert specs.migrate_flat_loss(current) is current  # the current format passes through
+    stored = {**flat, "loss": "margin_ranking", "margin": 0.3, "source_scale": False}
+    assert specs.RouterConfig.from_stored(stored).loss == specs.MarginRankingSpec(
+        margin=0.3, ties="half", pointwise_weight=1.0)  # a checkpoint or manifest of the flat format
 
 
 def test_all_problems_reported_at_once():

@@ -3,7 +3,7 @@
 For a router whose LLM rows were learned with the head (`embedding_spec.kind` "learned"), nothing
 can embed an LLM it never saw; but the head is fixed and the new LLM is one row e [D]. Its records
 are a likelihood of e, with the known LLMs' rows and the prompts' vectors held fixed, in the head's
-own terms (`training.model.head`), as in training:
+own terms (`training.model.heads.Head`), as in training:
 
     its comparisons with known LLMs:  P(new beats o on p) = sigmoid(head.pair_logit(raw(p, e), raw(p, e_o)))
     its own scores, where the data has them (per-model scores) and the router was trained on them
@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.llm_embeddings.records import Records
+from training.model.heads import Head
 from training.trainer.losses import point_loss
 
 STEPS, LR = 400, 0.05
@@ -39,7 +40,7 @@ class _Problem:
     """The fit's tensors: the head's inputs for the prompts used, the comparisons (prompt row,
     opponent's fixed raw value, outcome, weight) and the LLM's own scores (prompt row, score)."""
 
-    head: nn.Module
+    head: Head
     u: torch.Tensor
     p: torch.Tensor
     raw_o: torch.Tensor
@@ -67,7 +68,7 @@ class _Problem:
         return loss
 
 
-def fit_llm_row(head: nn.Module, prompt_vectors: np.ndarray, records: Records, known: list[str],
+def fit_llm_row(head: Head, prompt_vectors: np.ndarray, records: Records, known: list[str],
                 known_rows: np.ndarray, *, own_scores: tuple[np.ndarray, np.ndarray] | None = None,
                 pointwise_weight: float = 0.0, seed: int = 0,
                 prior_scales: tuple[float, ...] = PRIOR_SCALES) -> np.ndarray:
@@ -134,15 +135,18 @@ def _fit(problem: _Problem, scale: float) -> torch.Tensor:
     return e.detach()
 
 
-def _initial_row(head: nn.Module, mean: torch.Tensor, u: torch.Tensor, p: torch.Tensor):
+def _initial_row(head: Head, mean: torch.Tensor, u: torch.Tensor, p: torch.Tensor):
     """(the row to fit, starting at the average LLM; 1 on the coordinates the likelihood fits).
-    With `coverage` the measured region is the records' prompts', computed, not fitted."""
+    The part of a row the head measures from its prompts (the IRT head's region, with coverage)
+    comes from the records' prompts, computed, not fitted."""
     e = nn.Parameter(mean.clone())
     fitted = torch.ones_like(e)
-    if getattr(head, "coverage", False):
+    measured = head.measured_part(u[torch.unique(p)])
+    if measured is not None:
+        start, values = measured
         with torch.no_grad():
-            e[1 + head.skills:] = head.coverage_of(u[torch.unique(p)])
-        fitted[1 + head.skills:] = 0.0
+            e[start:] = values
+        fitted[start:] = 0.0
     return e, fitted
 
 

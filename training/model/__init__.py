@@ -1,5 +1,3 @@
-"""The router model: scoring head, the network exported to ONNX, and `TransformerEmbeddingModel`."""
-
-from training.model.router import TransformerEmbeddingModel
-
-__all__ = ["TransformerEmbeddingModel"]
+"""The router's network: heads (one class per kind, `heads.HEADS`), `RouterNet` (what ONNX gets),
+priors from the training pairs, and the seams the trainer and the export read it through.
+`TransformerEmbeddingModel`, the facade above the trainer, is `training.router`."""

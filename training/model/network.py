@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from training.encoder.pooling import Pooling
-from training.model.head import ScoringHead
+from training.model.heads import Head
 
 
 class FeatureNorm(nn.Module):
@@ -28,7 +28,7 @@ class FeatureNorm(nn.Module):
 
 class RouterNet(nn.Module):
     def __init__(self, encoder: nn.Module, pooling: Pooling, feature_norm: FeatureNorm | None,
-                 head: ScoringHead):
+                 head: Head):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling

@@ -1,7 +1,8 @@
 """Checkpoints of a training run: `checkpoint/` (the model, as `.save` writes it) and `state/`
 (optimiser, schedule, random-number state, epoch), written after every epoch.
 
-`resume=True` continues an interrupted run to the same result as an uninterrupted one
+`state/` also holds what the loss learned (Bradley-Terry's scale per source): training state,
+resumed, never exported. `resume=True` continues an interrupted run to the same result as an uninterrupted one
 (bit-identical on CPU). Both directories are written to a temporary directory and renamed into
 place, and `state/` records the hash of the checkpoint's weights, so a kill at any moment leaves a
 complete earlier pair to resume from. Resuming with a changed spec (other than `progress` /
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,6 +21,20 @@ from safetensors.torch import load_file, save_file
 
 from routerdb.bundle import sha256_file
 from training.formats import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
+from training.model.seams import Trainable
+from training.specs import migrate_flat_loss
+from training.trainer.losses import PairLoss
+from training.trainer.optim import Optimizers
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """What a run carries between steps beside the model: optimisers (with their schedules), the
+    batch order's random-number generator, and the loss (with its learned parts)."""
+
+    optim: Optimizers
+    generator: torch.Generator
+    loss: PairLoss
 
 
 def _flatten(obj, tensors: dict[str, torch.Tensor], prefix: str = "t"):
@@ -45,13 +61,13 @@ def _unflatten(obj, tensors: dict[str, torch.Tensor]):
     return obj
 
 
-def save_checkpoint(model, optim, generator, run_dir: Path, epoch: int, history) -> None:
+def save_checkpoint(model: Trainable, state: TrainerState, run_dir: Path, epoch: int, history) -> None:
     """Write checkpoint/ and state/ for `epoch`; the previous pair stays until both are in place."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / ".checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_pair(model, optim, generator, tmp, epoch, history)
+        _write_pair(model, state, tmp, epoch, history)
     except BaseException:  # disk full, read-only, interrupted: leave no half-written pair behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -69,15 +85,16 @@ def save_checkpoint(model, optim, generator, run_dir: Path, epoch: int, history)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_pair(model, optim, generator, tmp: Path, epoch: int, history) -> None:
+def _write_pair(model: Trainable, trainer: TrainerState, tmp: Path, epoch: int, history) -> None:
     """checkpoint/ and state/ of `epoch` into `tmp`."""
-    model.save(tmp / "checkpoint")
+    model.save(tmp / "checkpoint", history)
     tensors: dict[str, torch.Tensor] = {}
     state = {"epoch": epoch, "history": history,
              # pairs this state with its checkpoint
              "weights_sha256": sha256_file(tmp / "checkpoint" / CHECKPOINT_WEIGHTS),
-             "optim": _flatten(optim.state_dict(), tensors),
-             "generator": _flatten(generator.get_state(), tensors),
+             "optim": _flatten(trainer.optim.state_dict(), tensors),
+             "generator": _flatten(trainer.generator.get_state(), tensors),
+             "loss": _flatten(dict(trainer.loss.state_dict()), tensors),
              "torch_rng": _flatten(torch.get_rng_state(), tensors)}
     if torch.cuda.is_available():
         state["cuda_rng"] = _flatten(torch.cuda.get_rng_state_all(), tensors)
@@ -109,8 +126,8 @@ def find_checkpoint(run_dir: Path) -> tuple[Path, Path, dict] | None:
 _RESUME_FREE = {"progress", "export"}
 
 
-def _check_same_config(model, checkpoint: Path) -> None:
-    saved = json.loads((checkpoint / CHECKPOINT_CONFIG).read_text())["config"]
+def _check_same_config(model: Trainable, checkpoint: Path) -> None:
+    saved = migrate_flat_loss(json.loads((checkpoint / CHECKPOINT_CONFIG).read_text())["config"])
     now = model.config.model_dump(mode="json")
     changed = sorted(k for k in set(saved) | set(now) if k not in _RESUME_FREE and saved.get(k) != now.get(k))
     if changed:
@@ -123,14 +140,16 @@ def _check_same_config(model, checkpoint: Path) -> None:
         )
 
 
-def restore_checkpoint(model, optim, generator, checkpoint: Path, state_dir: Path, state: dict):
+def restore_checkpoint(model: Trainable, trainer: TrainerState, checkpoint: Path, state_dir: Path,
+                       state: dict):
     """Load the checkpoint's weights and the state's optimiser and random-number state; returns
     (epochs done, history so far)."""
     _check_same_config(model, checkpoint)
     model.load_state_tensors(load_file(str(checkpoint / CHECKPOINT_WEIGHTS)))
     tensors = load_file(str(state_dir / "tensors.safetensors"))
-    optim.load_state_dict(_unflatten(state["optim"], tensors))
-    generator.set_state(_unflatten(state["generator"], tensors))
+    trainer.optim.load_state_dict(_unflatten(state["optim"], tensors))
+    trainer.generator.set_state(_unflatten(state["generator"], tensors))
+    trainer.loss.load_state_dict(_unflatten(state.get("loss", {"__dict__": []}), tensors))
     torch.set_rng_state(_unflatten(state["torch_rng"], tensors))
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(_unflatten(state["cuda_rng"], tensors))

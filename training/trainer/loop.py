@@ -22,9 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from routerdb.features import compute_features
-from training.trainer.checkpoint import find_checkpoint, restore_checkpoint, save_checkpoint
-from training.trainer.losses import PairScale, pair_loss, point_loss
-from training.trainer.optim import Optimizers, build_optimizers, schedule_factor
+from training.model.heads import Head
+from training.model.seams import Trainable
+from training.trainer.checkpoint import TrainerState, find_checkpoint, restore_checkpoint, save_checkpoint
+from training.trainer.losses import PairLoss, build_loss, point_loss
+from training.trainer.optim import Optimizers, build_optimizers, spec_schedule
 from training.trainer.pairs import PairArrays, PointArrays
 from training.trainer.sampling import (
     balanced_batches,
@@ -40,11 +42,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainRows:
     """What the loss is fitted on: pairs (ties and weights applied), per-model scores (with
-    `pointwise_weight`), and each pair's source index for `source_scale`."""
+    `loss.pointwise_weight`), and each pair's source index (into `sources`, for `source_scale`)."""
 
     pairs: PairArrays
     points: PointArrays | None
-    pair_source: np.ndarray  # [pairs] index into model.pair_scale.sources (zeros without a scale)
+    pair_source: np.ndarray  # [pairs] index into `sources`
+    sources: list[str]  # the pairs' distinct `source` values, sorted
 
     def batch_keys(self) -> np.ndarray:
         """The prompt of every pair, then of every point: batches take whole prompts of both."""
@@ -67,37 +70,46 @@ class Inputs:
     cached: torch.Tensor | None  # [P, H] pooled vectors of a frozen encoder, else None
 
 
-def fit_loop(model, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
-             resume: bool = False) -> list[dict[str, float]]:
-    """Train `model` (a built TransformerEmbeddingModel) for `config.epochs`; one metrics row each."""
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run learned beside the model's weights: one metrics row per epoch, and the pairwise
+    loss as trained (its learned parts, e.g. Bradley-Terry's scale per source)."""
+
+    history: list[dict[str, float]]
+    loss: PairLoss
+
+
+def fit_loop(model: Trainable, train_pairs: pa.Table, val_pairs: pa.Table, *, run_dir=None,
+             resume: bool = False) -> TrainResult:
+    """Train `model` (a built router) for `config.epochs`; one metrics row each."""
     cfg = model.config
     prompts = sorted(set(train_pairs["prompt"].to_pylist()) | set(val_pairs["prompt"].to_pylist()))
     train, val = _train_rows(model, train_pairs, val_pairs, prompts)
     inputs = _inputs(model, prompts)
     weights = _balancing(model, train.pairs)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    optim = _optimizers(model, _count_batches(train, weights, cfg.batch_size, cfg.seed) * cfg.epochs)
-    start_epoch, history = _resume_point(model, optim, generator, run_dir, resume)
+    loss = build_loss(cfg.loss, train.sources).to(model.device)
+    state = TrainerState(_optimizers(model, loss, _count_batches(train, weights, cfg.batch_size, cfg.seed)
+                                     * cfg.epochs), torch.Generator().manual_seed(cfg.seed), loss)
+    start_epoch, history = _resume_point(model, state, run_dir, resume)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        losses = _epoch(model, optim, generator, train, weights, inputs, epoch)
+        losses = _epoch(model, state, train, weights, inputs, epoch)
         if epoch + 1 == cfg.epochs:
             model.finish_training(train_pairs)  # e.g. the LLMs' measured regions (head.coverage)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-               **evaluate_pairs(model, val, inputs), "seconds": time.perf_counter() - t0}
+               **evaluate_pairs(model, loss, val, inputs), "seconds": time.perf_counter() - t0}
         history.append(row)
         log.info("epoch %d: train loss %.4f, validation loss %.4f, validation accuracy %.4f (%.0fs)",
                  epoch + 1, row["train_loss"], row["val_loss"], row["val_accuracy"], row["seconds"])
-        model.history = history
         if run_dir is not None:
-            save_checkpoint(model, optim, generator, Path(run_dir), epoch + 1, history)
-    return history
+            save_checkpoint(model, state, Path(run_dir), epoch + 1, history)
+    return TrainResult(history, loss)
 
 
-def _train_rows(model, train_pairs: pa.Table, val_pairs: pa.Table,
+def _train_rows(model: Trainable, train_pairs: pa.Table, val_pairs: pa.Table,
                 prompts: list[str]) -> tuple[TrainRows, PairArrays]:
     """(the rows the loss is fitted on, decisive validation pairs)."""
-    cfg = model.config
+    cfg = model.config.loss
     prompt_index = {p: i for i, p in enumerate(prompts)}
     llm_index = {m: j for j, m in enumerate(model.llm_names)}
     points = PointArrays(train_pairs, prompt_index, llm_index) if cfg.pointwise_weight > 0 else None
@@ -108,10 +120,9 @@ def _train_rows(model, train_pairs: pa.Table, val_pairs: pa.Table,
         train_pairs = train_pairs.filter(pc.invert(pc.is_valid(train_pairs["score_a"])))
     pairs, val = _pair_arrays(model, train_pairs, val_pairs, prompt_index, llm_index)
     sources = sorted(set(pairs.source.tolist()))
-    model.pair_scale = PairScale(sources).to(model.device) if cfg.source_scale else None
     index = {s: k for k, s in enumerate(sources)}
     pair_source = np.array([index[s] for s in pairs.source.tolist()], dtype=np.int64)
-    return TrainRows(pairs, points, pair_source), val
+    return TrainRows(pairs, points, pair_source, sources), val
 
 
 def _check_scores(y: np.ndarray) -> None:
@@ -121,10 +132,10 @@ def _check_scores(y: np.ndarray) -> None:
                          "maximum). Rescale the scores, or set pointwise_weight to 0.")
 
 
-def _pair_arrays(model, train_pairs: pa.Table, val_pairs: pa.Table, prompt_index: dict[str, int],
+def _pair_arrays(model: Trainable, train_pairs: pa.Table, val_pairs: pa.Table, prompt_index: dict[str, int],
                  llm_index: dict[str, int]) -> tuple[PairArrays, PairArrays]:
     """(training pairs with ties and weights applied, decisive validation pairs)."""
-    cfg = model.config
+    cfg = model.config.loss
     train = PairArrays(train_pairs, prompt_index, llm_index)
     if not np.any(train.label != 0) and cfg.pointwise_weight == 0:
         raise ValueError("no decisive training pairs (every pair is a tie); ranking needs winners")
@@ -138,15 +149,15 @@ def _pair_arrays(model, train_pairs: pa.Table, val_pairs: pa.Table, prompt_index
     return train, val
 
 
-def _inputs(model, prompts: list[str]) -> Inputs:
+def _inputs(model: Trainable, prompts: list[str]) -> Inputs:
     features = torch.from_numpy(compute_features(prompts)).to(model.device)
-    if model.net.feature_norm is None:
+    if not model.uses_features:
         features = features[:, :0]
     cached = model.embed_prompts(prompts, progress=model.config.progress) if model.frozen_encoder else None
     return Inputs(model.token_ids(prompts), features, cached)
 
 
-def _balancing(model, train: PairArrays) -> np.ndarray | None:
+def _balancing(model: Trainable, train: PairArrays) -> np.ndarray | None:
     """Per-pair sampling weights with `balance_model_samples` (logged before / after), else None."""
     if not model.config.balance_model_samples:
         return None
@@ -158,24 +169,24 @@ def _balancing(model, train: PairArrays) -> np.ndarray | None:
     return weights
 
 
-def _optimizers(model, total_steps: int) -> Optimizers:
-    """The encoder at the method's rate, head and LLM vectors at x head.lr_multiplier (the method's
-    rate alone when the encoder is frozen), on the spec's schedule."""
-    cfg, net = model.config, model.net
+def _optimizers(model: Trainable, loss: PairLoss, total_steps: int) -> Optimizers:
+    """The encoder at the method's rate; head, LLM vectors and the loss's own parameters (a scale
+    per source) at x head.lr_multiplier (the method's rate alone when the encoder is frozen), on
+    the spec's schedule."""
+    cfg, groups = model.config, model.parameter_groups()
     lr = cfg.finetuning.lr
     head_lr = lr if model.frozen_encoder else lr * cfg.head.lr_multiplier
-    optim = build_optimizers(cfg.optimizer, net.encoder, model.head_parameters(), lr, head_lr,
-                             head_modules=[net.head])
-    warmup = int(cfg.schedule.warmup_ratio * total_steps)
-    optim.set_schedule(schedule_factor(cfg.schedule.kind, warmup, total_steps))
+    optim = build_optimizers(cfg.optimizer, groups.encoder, [*groups.head, *loss.parameters()], lr, head_lr,
+                             head_modules=groups.head_modules)
+    optim.set_schedule(spec_schedule(cfg.schedule, total_steps))
     return optim
 
 
-def _resume_point(model, optim, generator, run_dir, resume: bool) -> tuple[int, list[dict]]:
+def _resume_point(model: Trainable, state: TrainerState, run_dir, resume: bool) -> tuple[int, list[dict]]:
     """(epochs already done, their history): from the run's newest checkpoint with `resume`."""
     saved = find_checkpoint(Path(run_dir)) if resume and run_dir is not None else None
     if saved is not None:
-        start_epoch, history = restore_checkpoint(model, optim, generator, *saved)
+        start_epoch, history = restore_checkpoint(model, state, *saved)
         log.info("resuming after epoch %d of %d from %s", start_epoch, model.config.epochs, saved[0])
         return start_epoch, history
     if resume:
@@ -183,20 +194,19 @@ def _resume_point(model, optim, generator, run_dir, resume: bool) -> tuple[int, 
     return 0, []
 
 
-def _epoch(model, optim, generator, train: TrainRows, weights, inputs: Inputs, epoch: int) -> list[float]:
-    cfg, net = model.config, model.net
+def _epoch(model: Trainable, state: TrainerState, train: TrainRows, weights, inputs: Inputs,
+           epoch: int) -> list[float]:
+    cfg = model.config
     if weights is None:
-        batches = prompt_batches(train.batch_keys(), cfg.batch_size, generator)
+        batches = prompt_batches(train.batch_keys(), cfg.batch_size, state.generator)
     else:
-        batches = balanced_batches(weights, cfg.batch_size, generator)
-    net.train()
-    if model.frozen_encoder:
-        net.encoder.eval()
+        batches = balanced_batches(weights, cfg.batch_size, state.generator)
+    model.set_training(True)
     losses: list[float] = []
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
                unit="step", leave=False)
     for rows in bar:
-        losses.append(train_step(model, optim, train, rows, inputs))
+        losses.append(train_step(model, state, train, rows, inputs))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     return losses
 
@@ -207,16 +217,17 @@ def _count_batches(train: TrainRows, weights, batch_size: int, seed: int) -> int
     return len(prompt_batches(train.batch_keys(), batch_size, torch.Generator().manual_seed(seed)))
 
 
-def _pooled(model, rows_prompts, inputs: Inputs) -> torch.Tensor:
+def _pooled(model: Trainable, rows_prompts, inputs: Inputs) -> torch.Tensor:
     if inputs.cached is not None:
         return inputs.cached[torch.as_tensor(rows_prompts, device=inputs.cached.device)]
     input_ids, mask = model.tensors([inputs.ids[i] for i in rows_prompts])
-    return model.net.embed(input_ids, mask)
+    return model.encode(input_ids, mask)
 
 
-def train_step(model, optim, train: TrainRows, rows: np.ndarray, inputs: Inputs) -> float:
+def train_step(model: Trainable, state: TrainerState, train: TrainRows, rows: np.ndarray,
+               inputs: Inputs) -> float:
     """One optimiser step on the batch `rows` (drawn over `train.batch_keys()`); returns the loss."""
-    cfg = model.config
+    cfg, optim = model.config, state.optim
     pair_rows, point_rows = train.split(rows)
     pairs, points = train.pairs, train.points
     prompt_ids = [pairs.p[pair_rows]] + ([points.p[point_rows]] if points is not None else [])
@@ -229,11 +240,11 @@ def train_step(model, optim, train: TrainRows, rows: np.ndarray, inputs: Inputs)
     cols = np.unique(np.concatenate(llm_ids))
     table = model.llm_embeddings  # [M, D]
     features = inputs.features[torch.as_tensor(uniq, device=inputs.features.device)]
-    raw = model.net.raw(_pooled(model, uniq, inputs), features,
-                        table[torch.as_tensor(cols, device=table.device)])  # [U, C]
-    loss = _pair_part(model, train, pair_rows, raw, uniq, cols)
+    raw = model.raw_scores(_pooled(model, uniq, inputs), features,
+                           table[torch.as_tensor(cols, device=table.device)])  # [U, C]
+    loss = _pair_part(model.head, state.loss, train, pair_rows, raw, uniq, cols)
     if points is not None and len(point_rows):
-        loss = loss + cfg.pointwise_weight * _point_part(model, points, point_rows, raw, uniq, cols)
+        loss = loss + cfg.loss.pointwise_weight * _point_part(model.head, points, point_rows, raw, uniq, cols)
     optim.zero_grad()
     loss.backward()
     if cfg.grad_clip is not None:
@@ -250,8 +261,9 @@ def _cells(raw: torch.Tensor, uniq: np.ndarray, cols: np.ndarray, p: np.ndarray,
     return raw[r, c]
 
 
-def _pair_part(model, train: TrainRows, rows: np.ndarray, raw, uniq, cols) -> torch.Tensor:
-    cfg, pairs = model.config, train.pairs
+def _pair_part(head: Head, pair_loss: PairLoss, train: TrainRows, rows: np.ndarray, raw, uniq,
+               cols) -> torch.Tensor:
+    pairs = train.pairs
     if not len(rows):
         return raw.sum() * 0.0
     raw_a = _cells(raw, uniq, cols, pairs.p[rows], pairs.a[rows])
@@ -260,40 +272,39 @@ def _pair_part(model, train: TrainRows, rows: np.ndarray, raw, uniq, cols) -> to
     weight = None
     if not np.all(pairs.weight == 1.0):
         weight = torch.as_tensor(pairs.weight[rows], dtype=raw.dtype, device=raw.device)
-    scale = None
-    if model.pair_scale is not None:
-        scale = model.pair_scale(torch.as_tensor(train.pair_source[rows], device=raw.device))
-    loss = pair_loss(model.net.head, raw_a, raw_b, label, kind=cfg.loss, margin=cfg.margin, weight=weight,
-                     scale=scale)
+    source = torch.as_tensor(train.pair_source[rows], device=raw.device)
+    loss = pair_loss.pair(head, raw_a, raw_b, label, weight=weight, source=source)
     if weight is not None:
         loss = loss * weight.mean()  # mean of weight x loss: weights (mean 1 overall) scale steps too
     return loss
 
 
-def _point_part(model, points: PointArrays, rows: np.ndarray, raw, uniq, cols) -> torch.Tensor:
+def _point_part(head: Head, points: PointArrays, rows: np.ndarray, raw, uniq, cols) -> torch.Tensor:
     cells = _cells(raw, uniq, cols, points.p[rows], points.m[rows])
-    return point_loss(model.net.head, cells, torch.as_tensor(points.y[rows], device=raw.device))
+    return point_loss(head, cells, torch.as_tensor(points.y[rows], device=raw.device))
 
 
 @torch.no_grad()
-def evaluate_pairs(model, pairs: PairArrays, inputs: Inputs) -> dict[str, float]:
-    """Validation loss and pairwise accuracy (decisive pairs; equal scores count half)."""
+def evaluate_pairs(model: Trainable, pair_loss: PairLoss, pairs: PairArrays,
+                   inputs: Inputs) -> dict[str, float]:
+    """Validation loss (every source at scale 1) and pairwise accuracy (decisive pairs; equal
+    scores count half)."""
     if not len(pairs):
         return {"val_loss": float("nan"), "val_accuracy": float("nan")}
-    model.net.eval()
+    model.set_training(False)
     uniq, inv = np.unique(pairs.p, return_inverse=True)
     if inputs.cached is not None:
         pooled = inputs.cached[torch.as_tensor(uniq, device=inputs.cached.device)]
     else:
         pooled = torch.cat([_pooled(model, uniq[i:i + 64], inputs) for i in range(0, len(uniq), 64)])
     features = inputs.features[torch.as_tensor(uniq, device=inputs.features.device)]
-    raw = model.net.raw(pooled, features, model.llm_embeddings)
+    raw = model.raw_scores(pooled, features, model.llm_embeddings)
     inv_t = torch.as_tensor(inv, device=raw.device)
     raw_a = raw[inv_t, torch.as_tensor(pairs.a, device=raw.device)]
     raw_b = raw[inv_t, torch.as_tensor(pairs.b, device=raw.device)]
     label = torch.as_tensor(pairs.label, device=raw.device)
-    head = model.net.head
-    loss = pair_loss(head, raw_a, raw_b, label, kind=model.config.loss, margin=model.config.margin)
+    head = model.head
+    loss = pair_loss.pair(head, raw_a, raw_b, label)
     signed = (head.squash(raw_a) - head.squash(raw_b)) * label
     accuracy = ((signed > 0).float() + 0.5 * (signed == 0).float()).mean()
     return {"val_loss": float(loss), "val_accuracy": float(accuracy)}

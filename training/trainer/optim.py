@@ -1,4 +1,5 @@
-"""Optimisers and learning-rate schedules, one registry keyed by the spec's `kind`.
+"""Optimisers and learning-rate schedules, one registry each keyed by the spec's `kind`
+(`OPTIMIZERS`, `SCHEDULES`).
 
 Parameter groups: the encoder's trainable parameters at the fine-tuning method's rate, the head
 and the LLM embeddings at that rate x `head.lr_multiplier` (or the method's rate alone when the
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from training.encoder.finetuning import LINEAR_LAYERS
+from training.specs import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,6 @@ def _muon(spec, groups, matrices: set[int]) -> Optimizers:
 OPTIMIZERS: dict[str, Callable] = {"adamw": _adamw, "adam": _adam, "muon": _muon}
 
 
-
 def matrix_parameters(*modules: nn.Module) -> set[int]:
     """ids of the weight matrices Muon may take: linear-layer weights (LoRA's A and B included)
     with both sides > 1. Embedding tables, norms, biases and a [1, n] output layer are excluded."""
@@ -120,18 +121,35 @@ def build_optimizers(spec, encoder: nn.Module, head_params, lr: float, head_lr: 
     return OPTIMIZERS[spec.kind](spec, _groups(enc, head_params, lr, head_lr), matrices)
 
 
+def _cosine(progress: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _linear(progress: float) -> float:
+    return max(0.0, 1.0 - progress)
+
+
+def _constant(progress: float) -> float:
+    return 1.0
+
+
+# the rate's multiplier after warm-up, at `progress` in [0, 1] of the remaining steps
+SCHEDULES: dict[str, Callable[[float], float]] = {"cosine": _cosine, "linear": _linear, "constant": _constant}
+
+
 def schedule_factor(kind: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Learning-rate multiplier per step: linear warm-up, then cosine / linear decay or constant."""
+    """Learning-rate multiplier per step: linear warm-up, then the `SCHEDULES[kind]` decay."""
+    decay = SCHEDULES[kind]
 
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
-        if kind == "constant":
-            return 1.0
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        progress = min(max(progress, 0.0), 1.0)
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return decay(min(max(progress, 0.0), 1.0))
 
     return factor
+
+
+def spec_schedule(spec: Schedule, total_steps: int) -> Callable[[int], float]:
+    """The multiplier per step of a `training.specs.Schedule` over `total_steps` steps."""
+    return schedule_factor(spec.kind, int(spec.warmup_ratio * total_steps), total_steps)

@@ -19,7 +19,7 @@ from training.encoder import finetuning
 from training.encoder.finetuning import FineTuningError
 from training.encoder.pretrained import load_base_model, resolve_encoder
 from training.export import export_bundle, merged_graph
-from training.model.router import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import ValidationSplit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

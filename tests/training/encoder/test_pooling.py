@@ -144,7 +144,7 @@ def test_pooling_config_without_a_mode_falls_back(tmp_path):
 
 
 def _built(encoder_dir, **fields):
-    from training.model.router import TransformerEmbeddingModel
+    from training.router import TransformerEmbeddingModel
 
     fields = {"encoder": str(encoder_dir), **fields}
     model = TransformerEmbeddingModel(finetuning={"kind": "frozen"}, progress=False, **fields)

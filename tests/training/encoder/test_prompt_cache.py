@@ -9,7 +9,7 @@ import torch
 
 from tests import tiny_models
 from training.encoder.prompt_cache import PromptCache
-from training.model import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import Frozen, ValidationSplit
 
 

@@ -21,7 +21,7 @@ from training.data import read as data_mod
 from training.data.splits import split_by_prompt
 from training.export import export_bundle
 from training.llm_embeddings.records import comparison_records
-from training.model.router import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import Frozen
 
 HELD_OUT = "qwen2.5-7b-instruct"
@@ -174,7 +174,8 @@ def learned(tiny_encoders, split, built):
     out = {}
     for name, data in (("without", train.filter(pa.array(~involves(train, HELD_OUT)))), ("with", train)):
         model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), finetuning=Frozen(), epochs=3,
-                                          batch_size=256, loss="bradley_terry", ties="half", progress=False)
+                                          batch_size=256, loss={"kind": "bradley_terry", "ties": "half"},
+                                          progress=False)
         model.train(data, validation_split=None)
         out[name] = model
     out["bundle"] = export_bundle(out["without"], built["root"] / "learned", val["prompt"].to_pylist()[:8])

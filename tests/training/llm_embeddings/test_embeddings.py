@@ -23,7 +23,7 @@ from training.encoder.text_encoder import TextEncoder
 from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.llm_embeddings import embedder as embeddings
 from training.llm_embeddings import phase1, records
-from training.model.router import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import Frozen, ValidationSplit
 
 PHASE1_KINDS = ("frozen", "finetunable", "attention")

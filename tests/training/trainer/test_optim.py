@@ -11,7 +11,7 @@ from torch import nn
 
 from tests import tiny_models
 from training import specs
-from training.model.head import ScoringHead
+from training.model.heads import MLPHead
 from training.specs import ValidationSplit
 from training.trainer import optim
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 def _linear_stack() -> tuple[nn.Module, nn.Module, nn.Parameter]:
     """A stand-in encoder (embedding table, linear, norm), a head and an LLM table."""
     encoder = nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 8), nn.LayerNorm(8))
-    head = ScoringHead(8, 4, [6], dropout=0.0)
+    head = MLPHead(8, 4, [6], dropout=0.0)
     table = nn.Parameter(torch.randn(3, 4))
     return encoder, head, table
 
@@ -141,13 +141,13 @@ def test_default_learning_rate_per_method():
                                                 ("full", specs.Full), ("frozen", specs.Frozen)]}
     assert rates == {"lora": 2e-4, "qlora": 2e-4, "last_layers": 5e-5, "bitfit": 1e-3, "full": 2e-5,
                      "frozen": 1e-3}
-    assert specs.HeadSpec().lr_multiplier == 10.0
+    assert specs.MLPHeadSpec().lr_multiplier == specs.IRTHeadSpec().lr_multiplier == 10.0
 
 
 def _train_capturing(tiny_encoders, monkeypatch, **fields) -> tuple[list, list]:
     """Train a tiny BERT router a few steps; return the optimisers built and the clipping calls."""
     import training.trainer.loop as loop
-    from training.model.router import TransformerEmbeddingModel
+    from training.router import TransformerEmbeddingModel
 
     built, clips = [], []
     real_build, real_clip = loop.build_optimizers, torch.nn.utils.clip_grad_norm_

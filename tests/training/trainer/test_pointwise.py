@@ -13,16 +13,17 @@ from routerdb.router import Router
 from tests import tiny_models
 from training.data import concat_pairs, load_pairs
 from training.export import export_bundle
-from training.model import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import ValidationSplit
 from training.trainer.pairs import PointArrays
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
-IRT = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16]}, "loss": "bradley_terry",
-       "embedding_spec": {"kind": "learned", "dim": 3}, "pointwise_weight": 1.0, "pair_sources": "pairwise",
-       "source_scale": True, "ties": "half", "finetuning": {"kind": "frozen", "lr": 1e-2}, "epochs": 4,
-       "batch_size": 32, "progress": False}
+IRT = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16]},
+       "loss": {"kind": "bradley_terry", "pointwise_weight": 1.0, "pair_sources": "pairwise",
+                "source_scale": True, "ties": "half"},
+       "embedding_spec": {"kind": "learned", "dim": 3}, "finetuning": {"kind": "frozen", "lr": 1e-2},
+       "epochs": 4, "batch_size": 32, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,8 @@ def test_irt_router_learns_from_scores_and_scales_its_sources(tiny_encoders, dat
     model = _model(tiny_encoders["bert"])
     history = model.train(data, ValidationSplit(0.25, 0))
     assert history[-1]["val_accuracy"] > 0.8
-    assert model.pair_scale.sources == ["judge"]  # the score pairs left the pairwise loss
-    assert "pair_scale.log_scale" in model.state_tensors()
+    assert model.loss.scale.sources == ["judge"]  # the score pairs left the pairwise loss
+    assert float(model.loss.scale.log_scale.abs().max()) > 0  # learned with the head
     scores = model.predict(["Write a Python function that reverses a list (variant 999)"])
     assert scores["coder"][0] > scores["weak"][0]
 
@@ -69,8 +70,8 @@ def test_irt_router_resumes_bit_identically(tiny_encoders, data, tmp_path, monke
     straight.train(data, ValidationSplit(0.25, 0))
     real = loop.save_checkpoint
 
-    def die_after_two(model, optim, generator, run_dir, done, history):
-        real(model, optim, generator, run_dir, done, history)
+    def die_after_two(model, state, run_dir, done, history):
+        real(model, state, run_dir, done, history)
         if done == 2:
             raise KeyboardInterrupt
 
@@ -82,6 +83,8 @@ def test_irt_router_resumes_bit_identically(tiny_encoders, data, tmp_path, monke
     resumed.train(data, ValidationSplit(0.25, 0), run_dir=tmp_path / "run", resume=True)
     a, b = straight.state_tensors(), resumed.state_tensors()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the per-source scale is training state: resumed from state/, not from the model's weights
+    assert torch.equal(straight.loss.scale.log_scale, resumed.loss.scale.log_scale)
 
 
 def test_irt_bundle_matches_torch_and_takes_a_new_llm(tiny_encoders, data, tmp_path):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import training.trainer.loop as loop
 from tests import tiny_models
-from training.model.router import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import ValidationSplit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -48,8 +48,8 @@ def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 def _kill_after_epoch(monkeypatch, epoch: int) -> None:
     real = loop.save_checkpoint
 
-    def checkpoint_then_die(model, optim, generator, run_dir, done, history):
-        real(model, optim, generator, run_dir, done, history)
+    def checkpoint_then_die(model, state, run_dir, done, history):
+        real(model, state, run_dir, done, history)
         if done == epoch:
             raise Killed(f"killed after epoch {done}")
 
@@ -120,10 +120,10 @@ def test_kill_while_saving_resumes_from_the_previous_epoch(tiny_encoders, data, 
 
     real_checkpoint = loop.save_checkpoint
 
-    def checkpoint(model, optim, generator, run_dir, done, history):
+    def checkpoint(model, state, run_dir, done, history):
         if done == KILLED_AFTER + 1:  # die part-way through swapping epoch 3's files into place
             monkeypatch.setattr(Path, "rename", rename)
-        real_checkpoint(model, optim, generator, run_dir, done, history)
+        real_checkpoint(model, state, run_dir, done, history)
 
     with monkeypatch.context() as patch:
         patch.setattr(loop, "save_checkpoint", checkpoint)

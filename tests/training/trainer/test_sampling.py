@@ -13,7 +13,7 @@ import torch
 from tests import tiny_models
 from training.data import read as data_mod
 from training.data.splits import split_by_prompt
-from training.model.router import TransformerEmbeddingModel
+from training.router import TransformerEmbeddingModel
 from training.specs import Frozen, ValidationSplit
 from training.trainer import sampling
 

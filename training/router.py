@@ -8,6 +8,9 @@
 The router is a `RouterNet` (encoder -> pooling -> [prompt, features] -> head, `training.model.
 network`) scored against a table of LLM embeddings (`llm_table`, `training.llm_embeddings.tables`).
 "model" is the router; the LLMs it routes between are `llm_names` / `llm_embeddings`.
+This facade sits above the trainer: it builds the network (`training.model`), hands itself to
+`training.trainer.loop.fit_loop` through the `training.model.seams.Trainable` protocol and stores
+what the loop returns (the history, the loss as trained); `training.export` reads it as `Exportable`.
 A frozen encoder's prompt vectors can come from outside (`frozen_vectors`, e.g. a
 `training.encoder.prompt_cache.PromptCache`), so that no prompt is encoded twice across runs.
 """
@@ -36,15 +39,16 @@ from training.encoder.finetuning import count_parameters, prepare_encoder
 from training.encoder.pooling import Pooling, detect_pooling
 from training.encoder.pretrained import EncoderRef, load_config, load_tokenizer, resolve_encoder
 from training.encoder.text_encoder import TextVectors
-from training.evaluation.baselines import BradleyTerry
 from training.formats import CHECKPOINT_CONFIG, CHECKPOINT_VERSION, CHECKPOINT_WEIGHTS, TOKENIZER_FILE
 from training.llm_embeddings.embedder import KINDS as EMBEDDING_KINDS
 from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.phase1 import phase1_embedder
 from training.llm_embeddings.records import comparison_records
 from training.llm_embeddings.tables import FixedTable, LearnedTable, phase1_table
-from training.model.head import build_head
+from training.model.heads import Head, build_head
 from training.model.network import FeatureNorm, RouterNet
+from training.model.priors import bradley_terry_strengths
+from training.model.seams import ParameterGroups
 from training.specs import RouterConfig, ValidationSplit
 from training.trainer.loop import fit_loop
 
@@ -69,7 +73,8 @@ class TransformerEmbeddingModel:
         self.feature_stats: FeatureStats | None = None
         self.history: list[dict[str, float]] = []
         self.validation_prompts: list[str] = []  # the prompts `train` held out, sorted
-        self.pair_scale: nn.Module | None = None  # source_scale: per-source scale of the pairwise loss
+        # the pairwise loss as trained (training.trainer.losses.PairLoss: e.g. its per-source scales)
+        self.loss: nn.Module | None = None
         self.device = pick_device()
 
     # --- building --------------------------------------------------------------------------
@@ -89,7 +94,7 @@ class TransformerEmbeddingModel:
                                                        tuple([1.0] * len(FEATURE_NAMES)))
             feature_norm = FeatureNorm(self.feature_stats.mean, self.feature_stats.std)
         n_features = len(FEATURE_NAMES) if cfg.use_prompt_features else 0
-        head = build_head(cfg, hf_config.hidden_size + n_features, cfg.embedding_spec.dim)
+        head = build_head(cfg.head, hf_config.hidden_size + n_features, cfg.embedding_spec.dim)
         self.net = RouterNet(encoder, pooling, feature_norm, head)
         self.llm_names = list(llm_names)
         initial = 0.1 * torch.randn(len(llm_names), cfg.embedding_spec.dim)
@@ -123,11 +128,34 @@ class TransformerEmbeddingModel:
     def frozen_encoder(self) -> bool:
         return not any(p.requires_grad for p in self.net.encoder.parameters())
 
+    @property
+    def head(self) -> Head:
+        return self.net.head
+
+    @property
+    def uses_features(self) -> bool:
+        return self.net.feature_norm is not None
+
     def head_parameters(self) -> list[nn.Parameter]:
-        """What trains beside the encoder: the head, learned LLM rows, a per-source pair scale."""
-        scale = [] if self.pair_scale is None else list(self.pair_scale.parameters())
-        return [*self.net.head.parameters(), *(p for p in self.llm_table.parameters() if p.requires_grad),
-                *scale]
+        """What trains beside the encoder: the head and the learned LLM rows."""
+        return [*self.net.head.parameters(), *(p for p in self.llm_table.parameters() if p.requires_grad)]
+
+    def parameter_groups(self) -> ParameterGroups:
+        return ParameterGroups(self.net.encoder, self.head_parameters(), [self.net.head])
+
+    def set_training(self, on: bool) -> None:
+        self.net.train(on)
+        if on and self.frozen_encoder:
+            self.net.encoder.eval()
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled vectors [B, H] of a token batch, with gradients through a trainable encoder."""
+        return self.net.embed(input_ids, attention_mask)
+
+    def raw_scores(self, pooled: torch.Tensor, features: torch.Tensor,
+                   llm_rows: torch.Tensor) -> torch.Tensor:
+        """The head's raw values [P, M] (what the losses read) of pooled vectors and raw features."""
+        return self.net.raw(pooled, features, llm_rows)
 
     # --- tokens ----------------------------------------------------------------------------
 
@@ -162,7 +190,8 @@ class TransformerEmbeddingModel:
             self.build(names, self._feature_stats(train_pairs))
         if EMBEDDING_KINDS[self.config.embedding_spec.kind].phase1:
             self._phase1(train_pairs, names, run_dir, resume)
-        self.history = fit_loop(self, train_pairs, val_pairs, run_dir=run_dir, resume=resume)
+        result = fit_loop(self, train_pairs, val_pairs, run_dir=run_dir, resume=resume)
+        self.history, self.loss = result.history, result.loss
         return self.history
 
     def _split(self, pairs: pa.Table, validation_split: ValidationSplit | None,
@@ -201,10 +230,10 @@ class TransformerEmbeddingModel:
 
     @torch.no_grad()
     def finish_training(self, train_pairs: pa.Table) -> None:
-        """After the last epoch: with `head.coverage`, write each LLM's measured region of skill
-        space (the prompts of its training pairs and scores) into its row and turn the gate on."""
+        """After the last epoch: the head completes the LLM rows from what the training pairs say
+        of each LLM (the IRT head's measured regions and levels; nothing for the mlp head)."""
         head = self.net.head
-        if not getattr(head, "coverage", False):
+        if not head.needs_measured_prompts:
             return
         prompt_codes, prompts = np.unique(np.asarray(train_pairs["prompt"].to_pylist(), dtype=object),
                                           return_inverse=True)[::-1]
@@ -212,29 +241,17 @@ class TransformerEmbeddingModel:
         column = {name: j for j, name in enumerate(self.llm_names)}
         a = np.array([column[x] for x in train_pairs["model_a"].to_pylist()])
         b = np.array([column[x] for x in train_pairs["model_b"].to_pylist()])
-        rows = self.llm_table.weight.data
+        measured = []
         for j in range(len(self.llm_names)):
             mine = np.unique(prompt_codes[(a == j) | (b == j)])
-            if len(mine):
-                measured = vectors[torch.as_tensor(mine, device=self.device)]
-                rows[j, 1 + head.skills:] = head.coverage_of(measured)
-        if self.config.head.bradley_terry_level:
-            rows[:, 0] += torch.as_tensor(self._level_shift(train_pairs, rows.cpu().numpy(), head.skills),
-                                          dtype=rows.dtype, device=rows.device)
-        head.gate_on.fill_(True)
-
-    def _level_shift(self, train_pairs: pa.Table, rows: np.ndarray, k: int) -> np.ndarray:
-        """[M] what moves each LLM's measured level, ability + b . mu, onto the least-squares line
-        through its Bradley-Terry strengths (fitted on the training pairs, ties half)."""
-        bt = BradleyTerry(ties="half").fit(None, None, train_pairs["model_a"].to_numpy(zero_copy_only=False),
-                                           train_pairs["model_b"].to_numpy(zero_copy_only=False),
-                                           train_pairs["label"].to_numpy())
-        beta = np.array([bt.strengths.get(name, 0.0) for name in self.llm_names])
-        level = rows[:, 0] + (rows[:, 1:1 + k] * rows[:, 1 + k:1 + 2 * k]).sum(1)
-        basis = np.stack([beta, np.ones_like(beta)], 1)
-        coef, *_ = np.linalg.lstsq(basis, level, rcond=None)
-        log.info("measured levels on Bradley-Terry strengths: level = %.3f x strength %+.3f", *coef)
-        return basis @ coef - level
+            measured.append(vectors[torch.as_tensor(mine, device=self.device)] if len(mine) else None)
+        strengths = None
+        if head.needs_strengths:  # fitted on the training pairs, ties half
+            found = bradley_terry_strengths(train_pairs["model_a"].to_numpy(zero_copy_only=False),
+                                            train_pairs["model_b"].to_numpy(zero_copy_only=False),
+                                            train_pairs["label"].to_numpy(), ties="half")
+            strengths = np.array([found.get(name, 0.0) for name in self.llm_names])
+        head.finish_rows(self.llm_table.weight.data, measured, strengths)
 
     # --- inference -------------------------------------------------------------------------
 
@@ -302,8 +319,6 @@ class TransformerEmbeddingModel:
         out["model_embeddings"] = self.llm_embeddings  # the checkpoint format's name for the LLM table
         if not isinstance(self.llm_table, (LearnedTable, FixedTable)):  # trained with the head
             out.update({f"llm_table.{n}": p for n, p in self.llm_table.state_dict().items()})
-        if self.pair_scale is not None:  # training state only: resumed, not exported
-            out.update({f"pair_scale.{n}": p for n, p in self.pair_scale.state_dict().items()})
         return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -316,16 +331,14 @@ class TransformerEmbeddingModel:
             else:
                 self.llm_table.load_state_dict({k[10:]: v for k, v in tensors.items()
                                                 if k.startswith("llm_table.")})
-            if self.pair_scale is not None:
-                self.pair_scale.load_state_dict({k[11:]: v for k, v in tensors.items()
-                                                 if k.startswith("pair_scale.")})
             for key, value in tensors.items():
                 if key.startswith("encoder."):
                     param = encoder_params[key[8:]]
                     param.copy_(value.to(param.dtype))
 
-    def describe(self) -> dict[str, Any]:
-        """The checkpoint's `router.json` (and the source of a bundle's manifest)."""
+    def describe(self, history: list[dict[str, float]] | None = None) -> dict[str, Any]:
+        """The checkpoint's `router.json` (and the source of a bundle's manifest); `history`: the
+        epochs so far, where a checkpoint is written during training (else `self.history`)."""
         trainable, total = count_parameters(self.net.encoder)
         features = self.net.feature_norm is not None
         return {
@@ -341,18 +354,20 @@ class TransformerEmbeddingModel:
             "tokenizer": {"max_length": self.tokenizer.max_length, "pad_id": self.tokenizer.pad_id,
                           "padding_side": self.tokenizer.padding_side,
                           "truncation": self.tokenizer.truncation},
-            "history": self.history,
+            "history": self.history if history is None else history,
             "embedding_model": None if self.llm_embedder is None else {
                 "kind": self.llm_embedder.kind, **self.llm_embedder.report},
         }
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, history: list[dict[str, float]] | None = None) -> Path:
+        """Write the checkpoint files (weights, tokenizer, router.json, a phase-1 embedder) to
+        `path`; `history` as in `describe`."""
         self._require_built()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_file(self.state_tensors(), str(path / CHECKPOINT_WEIGHTS))
         (path / TOKENIZER_FILE).write_text(self.tokenizer.json, encoding="utf-8")
-        (path / CHECKPOINT_CONFIG).write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+        (path / CHECKPOINT_CONFIG).write_text(json.dumps(self.describe(history), indent=2), encoding="utf-8")
         if self.llm_embedder is not None:
             self.llm_embedder.save(path / "embedding_model")
         return path
@@ -367,7 +382,7 @@ class TransformerEmbeddingModel:
         if meta.get("checkpoint_version", 0) > CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint version {meta['checkpoint_version']} is newer than this "
                              f"routerdb reads ({CHECKPOINT_VERSION}); upgrade routerdb.")
-        model = cls(RouterConfig.model_validate(meta["config"]))
+        model = cls(RouterConfig.from_stored(meta["config"]))
         stats = FeatureStats.from_dict(meta["feature_stats"]) if meta["feature_stats"] else None
         model.build(meta["model_names"], stats)
         model.load_state_tensors(load_file(str(path / CHECKPOINT_WEIGHTS)))

@@ -3,8 +3,11 @@
 Every head computes an unbounded `raw` value per (prompt, LLM) and squashes it into a score; the
 losses (`training.trainer.losses`) read the head's own `pair_logit` (Bradley-Terry on a pair)
 and `probability` (of a correct answer, for per-model scores), so one trainer fits every head.
+Every head has the `Head` protocol's methods; what a head does after training (the IRT head's
+measured regions) is a method of the head too, so no caller asks which head it holds. `HEADS` maps
+each `head.kind` of `training.specs.HeadSpec` to its class.
 
-* ``mlp`` (`ScoringHead`): score = tanh(MLP([prompt, llm_row])), plus, with `llm_strength`, a
+* ``mlp`` (`MLPHead`): score = tanh(MLP([prompt, llm_row])), plus, with `llm_strength`, a
   linear term w . llm_row inside the tanh. A pair's logit is 5 (s_a - s_b). The first layer is
   written as two linear maps (prompt part, LLM part) summed: exactly an MLP over the
   concatenation, but P prompts x M LLMs cost [P, 1, h] + [1, M, h].
@@ -19,10 +22,51 @@ and `probability` (of a correct answer, for per-model scores), so one trainer fi
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
 import torch
 from torch import nn
 
+from training.specs import HeadSpec, IRTHeadSpec, MLPHeadSpec
+
+log = logging.getLogger(__name__)
+
 BT_SCALE = 5.0  # the mlp head's scores live in [-1, 1]: x5 widens its reachable win probabilities
+
+
+class Head(Protocol):
+    """What the network, the losses, the trainer and a new LLM's row fit ask of a head."""
+
+    prompt_dim: int  # H + F: the pooled encoder vector and the prompt features
+    needs_measured_prompts: bool  # finish_rows reads each LLM's measured prompt vectors
+    needs_strengths: bool  # finish_rows reads the LLMs' Bradley-Terry strengths
+
+    def __call__(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
+        """Scores [P, M] in [-1, 1] of prompt vectors [P, H + F] against LLM rows [M, D]."""
+
+    def raw(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
+        """The unbounded values [P, M] the scores squash (what the losses read)."""
+
+    def squash(self, raw: torch.Tensor) -> torch.Tensor:
+        """raw -> score in [-1, 1]."""
+
+    def pair_logit(self, raw_a: torch.Tensor, raw_b: torch.Tensor) -> torch.Tensor:
+        """The Bradley-Terry logit of a beating b."""
+
+    def probability(self, raw: torch.Tensor) -> torch.Tensor:
+        """P(correct) of an LLM on a prompt, for per-model scores in [0, 1]."""
+
+    def measured_part(self, prompts: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+        """(first coordinate, values) of the part of an LLM's row measured from the prompt vectors
+        [P, H + F] it was labelled on rather than learned, or None when every coordinate is learned."""
+
+    def finish_rows(self, rows: torch.Tensor, measured: Sequence[torch.Tensor | None],
+                    strengths: np.ndarray | None) -> None:
+        """After training: complete the LLM rows [M, D] in place from each LLM's measured prompt
+        vectors (None: none) and Bradley-Terry strengths [M] (where the head needs them)."""
 
 
 def _mlp(sizes: list[int], dropout: float, negative_slope: float) -> nn.Sequential:
@@ -34,8 +78,11 @@ def _mlp(sizes: list[int], dropout: float, negative_slope: float) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
-class ScoringHead(nn.Module):
+class MLPHead(nn.Module):
     """kind "mlp": tanh(MLP([prompt, llm_row]))."""
+
+    needs_measured_prompts = False
+    needs_strengths = False
 
     def __init__(self, prompt_dim: int, llm_dim: int, hidden_dims: list[int], dropout: float,
                  negative_slope: float = 0.01, llm_strength: bool = False):
@@ -52,6 +99,11 @@ class ScoringHead(nn.Module):
             width = h
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
+
+    @classmethod
+    def from_spec(cls, spec: MLPHeadSpec, prompt_dim: int, llm_dim: int) -> MLPHead:
+        return cls(prompt_dim, llm_dim, list(spec.hidden_dims), spec.dropout, spec.negative_slope,
+                   llm_strength=spec.llm_strength)
 
     def raw(self, prompt: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
         # prompt [P, H + F], llms [M, D] -> [P, M]
@@ -73,31 +125,46 @@ class ScoringHead(nn.Module):
     def probability(self, raw: torch.Tensor) -> torch.Tensor:
         return (torch.tanh(raw) + 1.0) / 2.0
 
+    def measured_part(self, prompts: torch.Tensor) -> None:
+        return None  # every coordinate of an mlp row is learned
+
+    def finish_rows(self, rows, measured, strengths) -> None:
+        return None  # nothing to add after training
+
 
 class IRTHead(nn.Module):
     """kind "irt": difficulty and skills from the prompt, ability and skills per LLM row.
 
     With `coverage`, an LLM's row also says where its labels were: the mean mu and the radius
     exp(rho) of the skill loadings z(p) over the prompts it was measured on (filled after training by
-    `TransformerEmbeddingModel.finish_training`, not learned). Its skills then follow the prompt only
-    near there, and elsewhere stay at their mean over its measured prompts:
+    `finish_rows`, not learned). Its skills then follow the prompt only near there, and elsewhere
+    stay at their mean over its measured prompts:
 
         raw = theta - d(p) + b . (mu + g(p) (z(p) - mu)),
         g(p) = exp(-max(0, |z(p) - mu|^2 / (K exp(2 rho)) - 1))
 
     so on prompts unlike any it was measured on (another domain, another source) an LLM keeps its
     measured level, theta + b . mu, against the prompt's difficulty: a prompt-agnostic prior that the
-    prompt corrects only where the LLM's labels say how. Row: [theta, b (K), mu (K), rho]."""
+    prompt corrects only where the LLM's labels say how. Row: [theta, b (K), mu (K), rho].
+    With `bradley_terry_level` too, `finish_rows` moves each measured level onto a line through
+    the LLMs' Bradley-Terry strengths."""
 
     def __init__(self, prompt_dim: int, llm_dim: int, hidden_dims: list[int], dropout: float,
-                 negative_slope: float = 0.01, coverage: bool = False):
+                 negative_slope: float = 0.01, coverage: bool = False, bradley_terry_level: bool = False):
         super().__init__()
         self.prompt_dim = prompt_dim
         self.coverage = coverage
+        self.needs_measured_prompts = coverage
+        self.needs_strengths = coverage and bradley_terry_level
         self.skills = (llm_dim - 2) // 2 if coverage else llm_dim - 1
         self.trunk = _mlp([prompt_dim, *hidden_dims, 1 + self.skills], dropout, negative_slope)
-        # the gate is on once set_coverage has filled the rows' mu and rho (after training)
+        # the gate is on once finish_rows has filled the rows' mu and rho (after training)
         self.register_buffer("gate_on", torch.zeros((), dtype=torch.bool))
+
+    @classmethod
+    def from_spec(cls, spec: IRTHeadSpec, prompt_dim: int, llm_dim: int) -> IRTHead:
+        return cls(prompt_dim, llm_dim, list(spec.hidden_dims), spec.dropout, spec.negative_slope,
+                   coverage=spec.coverage, bradley_terry_level=spec.bradley_terry_level)
 
     def loadings(self, prompt: torch.Tensor) -> torch.Tensor:
         """[P, 1 + K]: each prompt's difficulty and skill loadings."""
@@ -141,14 +208,42 @@ class IRTHead(nn.Module):
     def probability(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw)
 
+    def measured_part(self, prompts: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+        """With coverage: the region [mu, rho] after [theta, b], from the prompts; else None."""
+        return (1 + self.skills, self.coverage_of(prompts)) if self.coverage else None
 
-def build_head(config, prompt_dim: int, llm_dim: int) -> nn.Module:
-    """The head a RouterConfig describes, for prompt vectors of `prompt_dim` (pooled encoder vector
-    + features) and LLM rows of `llm_dim`: the router builds it, `training.add_model` rebuilds it
+    @torch.no_grad()
+    def finish_rows(self, rows: torch.Tensor, measured: Sequence[torch.Tensor | None],
+                    strengths: np.ndarray | None) -> None:
+        """With coverage: each LLM's measured region into its row (and, with strengths, its level
+        onto the strengths' line); then the gate turns on."""
+        if not self.coverage:
+            return
+        for j, prompts in enumerate(measured):
+            if prompts is not None and len(prompts):
+                start, values = self.measured_part(prompts)
+                rows[j, start:] = values
+        if strengths is not None:
+            shift = self.level_shift(rows.cpu().numpy(), strengths)
+            rows[:, 0] += torch.as_tensor(shift, dtype=rows.dtype, device=rows.device)
+        self.gate_on.fill_(True)
+
+    def level_shift(self, rows: np.ndarray, strengths: np.ndarray) -> np.ndarray:
+        """[M] what moves each LLM's measured level, ability + b . mu, onto the least-squares line
+        through its Bradley-Terry strengths [M]."""
+        k = self.skills
+        level = rows[:, 0] + (rows[:, 1:1 + k] * rows[:, 1 + k:1 + 2 * k]).sum(1)
+        basis = np.stack([strengths, np.ones_like(strengths)], 1)
+        coef, *_ = np.linalg.lstsq(basis, level, rcond=None)
+        log.info("measured levels on Bradley-Terry strengths: level = %.3f x strength %+.3f", *coef)
+        return basis @ coef - level
+
+
+HEADS: dict[str, type[MLPHead] | type[IRTHead]] = {"mlp": MLPHead, "irt": IRTHead}
+
+
+def build_head(spec: HeadSpec, prompt_dim: int, llm_dim: int) -> Head:
+    """The head `spec` describes, for prompt vectors of `prompt_dim` (pooled encoder vector +
+    features) and LLM rows of `llm_dim`: the router builds it, `training.add_model` rebuilds it
     from a bundle's manifest to fit a new LLM's row."""
-    head = config.head
-    if head.kind == "irt":
-        return IRTHead(prompt_dim, llm_dim, list(head.hidden_dims), head.dropout, head.negative_slope,
-                       coverage=head.coverage)
-    return ScoringHead(prompt_dim, llm_dim, list(head.hidden_dims), head.dropout, head.negative_slope,
-                       llm_strength=head.llm_strength)
+    return HEADS[spec.kind].from_spec(spec, prompt_dim, llm_dim)
