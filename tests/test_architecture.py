@@ -107,6 +107,68 @@ def test_imports_go_one_way():
             assert not [t for t in targets if t.startswith("training")], f"{name} imports training"
 
 
+# training/ in pipeline order: a module imports only from its own entry and the entries before it.
+# llm_embeddings trains its own networks (trainer.optim, trainer.losses) against the model's heads;
+# evaluation reads data and the model's priors; the router facade trains (trainer) and embeds LLMs
+# (llm_embeddings); export writes what the facade trained; the commands sit on top.
+LAYERS = (
+    ("training", "training.specs", "training.artifacts"),  # leaves every layer may use
+    ("training.data",),
+    ("training.encoder",),
+    ("training.model",),
+    ("training.trainer",),
+    ("training.llm_embeddings",),
+    ("training.evaluation",),
+    ("training.router",),
+    ("training.export", "training.quantize"),
+    ("training.preflight", "training.fit", "training.evaluate", "training.add_model"),
+)
+
+
+def layer_of(module: str, layers=LAYERS) -> int | None:
+    """The index in `layers` of the entry that holds `module`: the entry naming it or, longest
+    first, a package above it ("training" itself names the package's __init__ only)."""
+    matches = [(len(p), k) for k, entry in enumerate(layers) for p in entry
+               if module == p or ("." in p and module.startswith(p + "."))]
+    return max(matches)[1] if matches else None
+
+
+def against_the_order(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    """Every import of a training module from a later layer, and every module with no layer."""
+    problems = []
+    for name in sorted(graph):
+        if not name.startswith("training"):
+            continue
+        here = layer_of(name, layers)
+        if here is None:
+            problems.append(f"{name} is in no layer of LAYERS: add it where its imports put it")
+            continue
+        for target in sorted(graph[name]):
+            there = layer_of(target, layers) if target.startswith("training") else -1
+            if there is not None and there > here:
+                problems.append(f"{name} (layer {here}: {', '.join(layers[here])}) imports {target} "
+                                f"(layer {there}: {', '.join(layers[there])}), a later layer")
+    return problems
+
+
+def test_against_the_order_finds_a_backward_import():
+    layers = (("training",), ("training.data",), ("training.model",))
+    graph = {"training.data.read": {"training.model.heads", "routerdb.features"},
+             "training.model.heads": {"training.data.read"}, "training.other": set()}
+    assert against_the_order(graph, layers) == [
+        "training.data.read (layer 1: training.data) imports training.model.heads (layer 2: training.model), "
+        "a later layer",
+        "training.other is in no layer of LAYERS: add it where its imports put it"]
+
+
+def test_training_imports_follow_the_pipeline_order():
+    graph = import_graph()
+    for name in MODULES:
+        graph.setdefault(name, set())
+    problems = against_the_order(graph)
+    assert not problems, "imports against the pipeline order:\n" + "\n".join(problems)
+
+
 def test_function_level_imports_are_third_party_with_a_reason():
     """An import inside a function is for an optional or heavy dependency, with a one-line reason
     (a comment on its line or the line above); project modules are imported at the top."""
