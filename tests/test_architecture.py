@@ -112,7 +112,9 @@ def test_imports_go_one_way():
 # evaluation reads data and the model's priors; the router facade trains (trainer) and embeds LLMs
 # (llm_embeddings); export writes what the facade trained; the commands sit on top.
 LAYERS = (
-    ("training", "training.specs", "training.artifacts"),  # leaves every layer may use
+    # leaves every layer may use (formats, device and verification: artifacts.py split by concern)
+    ("training", "training.specs", "training.artifacts", "training.formats", "training.device",
+     "training.verification"),
     ("training.data",),
     ("training.encoder",),
     ("training.model",),
@@ -121,7 +123,8 @@ LAYERS = (
     ("training.evaluation",),
     ("training.router",),
     ("training.export", "training.quantize"),
-    ("training.preflight", "training.fit", "training.evaluate", "training.add_model"),
+    ("training.preflight", "training.fit", "training.evaluate", "training.add_model", "training.command",
+     "training.cli", "training.__main__"),
 )
 
 

@@ -42,9 +42,9 @@ def test_registries_match_spec_unions():
     assert _tags(specs.FineTuning) == set(finetuning.METHODS)
     assert _tags(specs.Optimizer) == set(optim.OPTIMIZERS)
     assert _tags(specs.EmbeddingSpec) == set(embedder.KINDS)
-    assert _tags(specs.HeadSpec) == set(heads.HEADS) == {"mlp", "irt"}
-    assert _tags(specs.LossSpec) == set(losses.LOSSES) == {"margin_ranking", "bradley_terry"}
-    assert _tags(specs.Schedule) == set(optim.SCHEDULES) == {"cosine", "linear", "constant"}
+    assert _tags(specs.HeadSpec) == set(heads.HEADS)
+    assert _tags(specs.LossSpec) == set(losses.LOSSES)
+    assert _tags(specs.Schedule) == set(optim.SCHEDULES)
 
 
 def test_a_head_or_loss_without_kind_is_the_default_kind():

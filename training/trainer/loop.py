@@ -88,8 +88,8 @@ def fit_loop(model: Trainable, train_pairs: pa.Table, val_pairs: pa.Table, *, ru
     inputs = _inputs(model, prompts)
     weights = _balancing(model, train.pairs)
     loss = build_loss(cfg.loss, train.sources).to(model.device)
-    state = TrainerState(_optimizers(model, loss, _count_batches(train, weights, cfg.batch_size, cfg.seed)
-                                     * cfg.epochs), torch.Generator().manual_seed(cfg.seed), loss)
+    steps = _count_batches(train, weights, cfg.batch_size, cfg.seed) * cfg.epochs
+    state = TrainerState(_optimizers(model, loss, steps), torch.Generator().manual_seed(cfg.seed), loss)
     start_epoch, history = _resume_point(model, state, run_dir, resume)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()

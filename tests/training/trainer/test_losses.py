@@ -5,10 +5,18 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import TypeAdapter
 
 from training import specs
 from training.model.heads import IRTHead
-from training.trainer.losses import LOSSES, BradleyTerryLoss, MarginRankingLoss, build_loss, point_loss
+from training.trainer.losses import (
+    LOSSES,
+    BradleyTerryLoss,
+    MarginRankingLoss,
+    PairLoss,
+    build_loss,
+    point_loss,
+)
 
 
 def test_pair_and_point_losses_by_hand():
@@ -41,6 +49,13 @@ def test_margin_ranking_on_squashed_scores_by_hand():
     assert abs(float(got) - (0.5 + 3 * (0.5 + float(s_b))) / 4) < 1e-6
 
 
-def test_registry_builds_each_kind():
-    assert LOSSES == {"margin_ranking": MarginRankingLoss, "bradley_terry": BradleyTerryLoss}
-    assert type(build_loss(specs.MarginRankingSpec())) is MarginRankingLoss
+def test_registry_builds_each_kind_from_its_spec():
+    for kind, cls in LOSSES.items():
+        spec = TypeAdapter(specs.LossSpec).validate_python({"kind": kind})
+        loss = build_loss(spec, ["a", "b"])
+        assert type(loss) is cls and issubclass(cls, PairLoss)
+        head = IRTHead(2, 1, [2], dropout=0.0)
+        value = loss.pair(head, torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([1]),
+                          source=torch.tensor([0]))
+        assert value.ndim == 0 and bool(torch.isfinite(value))
+    assert LOSSES["margin_ranking"] is MarginRankingLoss and LOSSES["bradley_terry"] is BradleyTerryLoss
