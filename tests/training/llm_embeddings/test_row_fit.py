@@ -21,6 +21,9 @@ class BilinearHead(nn.Module):
     def probability(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw)
 
+    def measured_part(self, prompts: torch.Tensor) -> None:
+        return None  # every coordinate of its rows is fitted (training.model.heads.Head)
+
 
 def _problem(truth: np.ndarray, n_prompts: int, seed: int = 0):
     """Known LLMs packed near the origin (spread 0.1), prompts u ~ N(0, 1) in 2-D plus a constant 1,
