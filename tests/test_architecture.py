@@ -112,9 +112,10 @@ def test_imports_go_one_way():
 # evaluation reads data and the model's priors; the router facade trains (trainer) and embeds LLMs
 # (llm_embeddings); export writes what the facade trained; the commands sit on top.
 LAYERS = (
-    # leaves every layer may use (formats, device and verification: artifacts.py split by concern)
+    # leaves every layer may use (formats, device, verification: artifacts.py split by concern;
+    # command: the commands' logging setup and exit codes)
     ("training", "training.specs", "training.artifacts", "training.formats", "training.device",
-     "training.verification"),
+     "training.verification", "training.command"),
     ("training.data",),
     ("training.encoder",),
     ("training.model",),
@@ -123,8 +124,8 @@ LAYERS = (
     ("training.evaluation",),
     ("training.router",),
     ("training.export", "training.quantize"),
-    ("training.preflight", "training.fit", "training.evaluate", "training.add_model", "training.command",
-     "training.cli", "training.__main__"),
+    ("training.preflight", "training.fit", "training.evaluate", "training.add_model", "training.cli",
+     "training.__main__"),
 )
 
 
