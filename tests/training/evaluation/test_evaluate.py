@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from routerdb.prompt_keys import distinct
 from tests import tiny_models
 from training import evaluate as ev
 from training.evaluation import dataset as eval_data
@@ -143,7 +144,7 @@ def _test_prompts(table, tiny_encoders) -> list[str]:
     from training.data.splits import split_by_prompt
 
     pairs = data_mod.load_pairs(pa.Table.from_pandas(table, preserve_index=False))
-    prompts, idx = eval_data._index(pairs["prompt"].to_pylist())
+    prompts, idx = distinct(pairs["prompt"].to_pylist())
     rows = pa.table({"row": np.arange(pairs.num_rows)})
     _, test = split_by_prompt(rows, 0.25, 0, groups=np.arange(len(prompts))[idx])
     return list(dict.fromkeys(pairs.take(test["row"])["prompt"].to_pylist()))
