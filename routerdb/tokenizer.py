@@ -55,7 +55,7 @@ class PromptTokenizer:
             self._whole = Tokenizer.from_str(tokenizer_json)
             self._whole.no_padding()
             self._whole.no_truncation()
-            self._prefix, self._suffix = _special_tokens(self._whole)
+            self._prefix, self._suffix = special_tokens(self._whole)
             budget = max(self.max_length - len(self._prefix) - len(self._suffix), 1)
             self._head = budget // HEAD_SHARE
             self._tail = budget - self._head
@@ -115,7 +115,7 @@ class PromptTokenizer:
         return self.pad(self.token_ids(prompts))
 
 
-def _special_tokens(tok: Tokenizer) -> tuple[list[int], list[int]]:
+def special_tokens(tok: Tokenizer) -> tuple[list[int], list[int]]:
     """The ids the tokenizer's post-processor puts before and after one sequence ([CLS] / [SEP],
     <s> / </s>, BOS, or nothing), found by post-processing a probe text."""
     probe = tok.encode("a", add_special_tokens=False).ids

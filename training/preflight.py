@@ -22,6 +22,7 @@ from huggingface_hub import try_to_load_from_cache
 from routerdb.bundle import BundleError, check_replaceable
 from training.data import DataError, load_aliases
 from training.data.read import peek_schema
+from training.encoder.finetuning import STATIC_METHODS
 from training.encoder.pretrained import resolve_encoder
 from training.llm_embeddings.embedder import find_embedding_model
 from training.specs import FitSpec
@@ -53,6 +54,9 @@ def _data(spec: FitSpec) -> list[str]:
 
 def _encoders(spec: FitSpec) -> list[str]:
     out = [f"encoder.name: {p}" for p in _encoder_problem(spec.encoder.name)]
+    if spec.encoder.kind == "static" and spec.finetuning.kind not in STATIC_METHODS:
+        out.append(f"finetuning.kind: {spec.finetuning.kind!r} needs a transformer, but encoder.kind is "
+                   f"'static'; use one of {', '.join(STATIC_METHODS)}.")
     other = getattr(spec.embedding_spec, "encoder", None)
     if other:
         out += [f"embedding_spec.encoder: {p}" for p in _encoder_problem(other)]

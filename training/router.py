@@ -37,7 +37,8 @@ from training.data.splits import drop_rare_models, split_by_prompt
 from training.device import is_quantized, pick_device
 from training.encoder.finetuning import count_parameters, prepare_encoder
 from training.encoder.pooling import Pooling, detect_pooling
-from training.encoder.pretrained import EncoderRef, load_config, load_tokenizer, resolve_encoder
+from training.encoder.pretrained import EncoderRef, load_config, load_tokenizer
+from training.encoder.resolve import encoder_ref
 from training.encoder.text_encoder import TextVectors
 from training.formats import CHECKPOINT_CONFIG, CHECKPOINT_VERSION, CHECKPOINT_WEIGHTS, TOKENIZER_FILE
 from training.llm_embeddings.embedder import KINDS as EMBEDDING_KINDS
@@ -83,7 +84,7 @@ class TransformerEmbeddingModel:
         """Create the network (seeded) for these LLMs; `stats` normalise the prompt features."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        self.encoder_ref = resolve_encoder(cfg.encoder.name)
+        self.encoder_ref = encoder_ref(cfg.encoder)
         self.tokenizer = load_tokenizer(self.encoder_ref, cfg.encoder.max_length, cfg.encoder.truncation)
         hf_config = load_config(self.encoder_ref)
         pooling = self._pooling(hf_config)

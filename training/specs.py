@@ -73,12 +73,24 @@ class DataSpec(Closed):
 
 
 class EncoderSpec(Closed):
+    # transformer: run the network `name` on the prompt's tokens; static: a vector per vocabulary
+    # token, mean-pooled (training/encoder/static.py), distilled from the transformer `name` or
+    # read from a local model2vec folder `name`: ~100x faster, a little less accurate
+    kind: Literal["transformer", "static"] = "transformer"
     name: str = Field(DEFAULT_ENCODER, min_length=1)  # local path, installed packaged copy, or hub name
     max_length: Int = Field(128, ge=8, le=8192)  # tokens; longer prompts are truncated
     # what a longer prompt keeps: its beginning, its end, or a quarter from the beginning and the
     # rest from the end (routerdb/tokenizer.py; few-shot prompts differ only at the end)
     truncation: Literal["head", "tail", "head_tail"] = DEFAULT_TRUNCATION
     pooling: Literal["auto", "mean", "cls", "last_token"] = "auto"  # auto: from the encoder's files
+    static_dims: Int = Field(256, ge=2, le=4096)  # static, distilled: PCA dimensions of the token table
+
+    @model_validator(mode="after")
+    def _static_pools_by_mean(self) -> EncoderSpec:
+        if self.kind == "static" and self.pooling not in ("auto", "mean"):
+            raise ValueError(f"encoder.kind 'static' averages its token vectors, but encoder.pooling is "
+                             f"{self.pooling!r}; set pooling to 'auto' or 'mean'")
+        return self
 
 
 class _Adapters(Closed):

@@ -227,7 +227,21 @@ METHODS: dict[str, Method] = {
 }
 
 
+# a static encoder is one table: it is trained whole or not at all
+STATIC_METHODS = ("frozen", "full")
+
+
+def check_method(spec, ref: EncoderRef) -> None:
+    """FineTuningError where the method cannot apply to the encoder's kind."""
+    if ref.kind == "static" and spec.kind not in STATIC_METHODS:
+        raise FineTuningError(
+            f"finetuning.kind {spec.kind!r} needs a transformer, but encoder.kind is 'static' (a table of "
+            f"token vectors); use finetuning.kind 'frozen' (the distilled table as it is) or 'full' "
+            "(the table tuned on the training pairs).")
+
+
 def prepare_encoder(spec, ref: EncoderRef) -> nn.Module:
+    check_method(spec, ref)
     encoder = METHODS[spec.kind].prepare(spec, ref)
     trainable, total = count_parameters(encoder)
     log.info("fine-tuning %s: %s of %s encoder parameters trainable (%.3f%%)", spec.kind,

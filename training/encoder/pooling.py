@@ -51,6 +51,8 @@ class Pooling(nn.Module):
 
 def detect_pooling(encoder_dir: str | Path | None, config) -> tuple[str, bool, str]:
     """(mode, normalize, reason) from the encoder's files and config."""
+    if getattr(config, "model_type", None) == "model2vec":  # training.encoder.static
+        return "mean", bool(config.normalize), "static encoder: the mean of its token vectors"
     if encoder_dir is not None:
         found = _sentence_transformers_pooling(Path(encoder_dir))
         if found is not None:

