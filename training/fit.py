@@ -42,7 +42,8 @@ def fit(spec: FitSpec, *, resume: bool = False) -> Path:
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
     pairs = _training_data(spec)
     model = TransformerEmbeddingModel(spec.router_config())
-    if spec.finetuning.kind == "frozen" and spec.encoder.pooling == "auto" and spec.encoder.kind == "transformer":
+    frozen_transformer = spec.finetuning.kind == "frozen" and spec.encoder.kind == "transformer"
+    if frozen_transformer and spec.encoder.pooling == "auto":
         # a frozen transformer's prompt vectors never change: read them from build/cache/, encoding
         # (and storing) only the prompts not there yet (a static encoder is faster than the cache)
         model.frozen_vectors = PromptCache.for_encoder(spec.encoder.name, spec.encoder.max_length,

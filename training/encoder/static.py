@@ -72,7 +72,8 @@ def is_static_folder(path: Path) -> bool:
 
 def load_static_config(folder: Path) -> StaticConfig:
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    return StaticConfig(hidden_size=int(read_table(folder).shape[1]), normalize=bool(config.get("normalize", True)))
+    return StaticConfig(hidden_size=int(read_table(folder).shape[1]),
+                        normalize=bool(config.get("normalize", True)))
 
 
 def read_table(folder: Path) -> np.ndarray:

@@ -31,7 +31,13 @@ from transformers import AutoTokenizer
 
 from routerdb.tokenizer import special_tokens
 from training.encoder.pretrained import EncoderRef, load_base_model, resolve_encoder
-from training.encoder.static import CONFIG_FILE, STATIC_MODEL_TYPE, TABLE_FILE, TOKENIZER_FILE, is_static_folder
+from training.encoder.static import (
+    CONFIG_FILE,
+    STATIC_MODEL_TYPE,
+    TABLE_FILE,
+    TOKENIZER_FILE,
+    is_static_folder,
+)
 
 log = logging.getLogger(__name__)
 

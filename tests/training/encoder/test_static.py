@@ -36,8 +36,9 @@ def cache(tmp_path, monkeypatch):
 
 
 def _static_router(source, finetuning, **fields) -> TransformerEmbeddingModel:
-    model = TransformerEmbeddingModel(encoder=EncoderSpec(kind="static", name=str(source), static_dims=16),
-                                      finetuning=finetuning, epochs=2, batch_size=32, progress=False, **fields)
+    encoder = EncoderSpec(kind="static", name=str(source), static_dims=16)
+    model = TransformerEmbeddingModel(encoder=encoder, finetuning=finetuning, epochs=2, batch_size=32,
+                                      progress=False, **fields)
     model.train(tiny_models.synthetic_scores(), validation_split=ValidationSplit(0.25, 0))
     return model
 
@@ -135,7 +136,8 @@ def test_a_local_model2vec_folder_is_read_with_its_weights(tiny_encoders, tmp_pa
     ref = static_distill.resolve_static(str(folder), 256)  # static_dims: only for distilling
     assert (ref.origin, ref.local_dir) == ("local", folder)
     assert not cache.exists()  # nothing distilled
-    model = TransformerEmbeddingModel(encoder=EncoderSpec(kind="static", name=str(folder)), finetuning=Frozen())
+    model = TransformerEmbeddingModel(encoder=EncoderSpec(kind="static", name=str(folder)),
+                                      finetuning=Frozen())
     model.build(["a", "b"], None)
     np.testing.assert_allclose(model.net.encoder.embed_tokens.weight.detach().cpu().numpy(),
                                emb * weights[:, None], rtol=1e-6)
@@ -165,6 +167,6 @@ def test_transformer_only_finetuning_is_refused_for_a_static_encoder(tiny_encode
 
 
 def test_static_encoder_pools_by_mean_only():
-    with pytest.raises(SpecError, match=r"encoder.kind 'static' averages its token vectors, but encoder.pooling is 'cls'"):
+    with pytest.raises(SpecError, match=r"'static' averages its token vectors, but encoder.pooling is 'cls'"):
         parse_spec({"data": {"train": ["x"]}, "output": {"run_dir": "r", "bundle_dir": "b"},
                     "encoder": {"kind": "static", "pooling": "cls"}})
