@@ -235,7 +235,8 @@ class Router:
         """One graph output [P, width] for `texts`, in batches of similar token length (`width`
         is the output's if it says otherwise)."""
         ids = self.tokenizer.token_ids(texts)
-        features = compute_features(texts)
+        # features cost about as much as tokenising: only for a graph that reads them
+        features = compute_features(texts) if "features" in self._inputs else np.zeros((len(texts), 0))
         out = np.empty((len(texts), width), dtype=np.float32)
         for rows in length_batches(ids, self.batch_size):
             part = self._run([ids[i] for i in rows], features[rows], output)

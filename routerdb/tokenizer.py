@@ -85,17 +85,20 @@ class PromptTokenizer:
         return text.encode("utf-8", "replace").decode("utf-8")
 
     def token_ids(self, prompts: Sequence[str | None]) -> list[list[int]]:
+        # encode_batch_fast: the same ids without character offsets, which nothing here reads; the
+        # tokenizer is the whole cost of a static-encoder bundle
         texts = [self.clean(p) for p in prompts]
-        ids = [enc.ids for enc in self._tok.encode_batch(texts)]
-        if self.truncation == "head_tail":
-            cut = [i for i, seq in enumerate(ids) if len(seq) >= self.max_length]
-            whole = self._whole.encode_batch([texts[i] for i in cut], add_special_tokens=False)
-            for i, enc in zip(cut, whole, strict=True):
-                seq = enc.ids
-                if len(seq) > self._head + self._tail:
-                    seq = seq[:self._head] + seq[len(seq) - self._tail:]
-                ids[i] = self._prefix + seq + self._suffix
-        return ids
+        if self.truncation != "head_tail":
+            return [enc.ids for enc in self._tok.encode_batch_fast(texts)]
+        # One pass, every text whole, cut here: a tokenizer's own truncation also tokenises the whole
+        # text first, so this costs one truncated pass (it was two for the prompts that are cut).
+        out = []
+        for enc in self._whole.encode_batch_fast(texts, add_special_tokens=False):
+            seq = enc.ids
+            if len(seq) > self._head + self._tail:
+                seq = seq[:self._head] + seq[len(seq) - self._tail:]
+            out.append(self._prefix + seq + self._suffix)
+        return out
 
     def pad(self, ids: Sequence[Sequence[int]], width: int = 0) -> Batch:
         """Token ids padded with pad_id to the longest row (or to `width` if that is longer)."""
