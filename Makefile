@@ -11,7 +11,7 @@ CONSTRAINTS ?= constraints.txt
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test lint lock router quality clean
+.PHONY: install demo test lint lock router router-fast quality clean
 .DEFAULT_GOAL := demo
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
@@ -41,6 +41,16 @@ router: install
 	echo "{\"seconds\": $$(( $$(date +%s) - start )), \"note\": \"make router\"}" \
 	> build/router/timing.json
 	$(BIN)/routerdb info build/router/bundle
+
+# The same router on the fast tier (examples/specs/router-fast.json: a static encoder distilled
+# from all-MiniLM-L6-v2 on first use, ~0.5 to 2.5 min, cached in build/cache/static/):
+# build/router-fast/bundle/. Which tier to pick: README.md, docs/performance.md.
+router-fast: install
+	@mkdir -p build/router-fast
+	@start=$$(date +%s); $(BIN)/python -m training.fit examples/specs/router-fast.json && \
+	echo "{\"seconds\": $$(( $$(date +%s) - start )), \"note\": \"make router-fast\"}" \
+	> build/router-fast/timing.json
+	$(BIN)/routerdb info build/router-fast/bundle
 
 # Every experiment and table of docs/quality.md (ablations, LoRA subsample, leave-one-source-out,
 # test report with plots in docs/quality/); encodes each prompt once into build/cache/ first.
