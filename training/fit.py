@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     check(spec, args.spec)
     if args.validate_only:
-        print(f"{args.spec}: valid ({spec.finetuning.kind} fine-tuning of {spec.encoder.name}, "
+        what = spec.encoder.name if spec.encoder.kind == "transformer" else f"static {spec.encoder.name}"
+        print(f"{args.spec}: valid ({spec.finetuning.kind} fine-tuning of {what}, "
               f"{spec.epochs} epoch(s), {len(spec.data.train)} data file(s))")
         return command.OK
     check_outputs(spec)
