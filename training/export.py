@@ -144,6 +144,12 @@ def _export_onnx(model: Exportable, graph: RouterNet, prompts: list[str], path: 
                           do_constant_folding=True)
 
 
+def graph_inputs(model: Exportable) -> list[str]:
+    """The inputs the exported graph takes: without prompt features (`use_prompt_features` false)
+    the exporter drops the unused `features` input, and the manifest must say so."""
+    return [name for name in INPUTS if name != "features" or model.net.feature_norm is not None]
+
+
 def _manifest(model: Exportable, spec, opset, quantize, merge_gap, quantized_base) -> dict:
     described = model.describe()
     return {
@@ -165,7 +171,8 @@ def _manifest(model: Exportable, spec, opset, quantize, merge_gap, quantized_bas
         "feature_stats": described["feature_stats"],
         "models": {"count": len(model.llm_names), "embedding_dim": int(model.llm_embeddings.shape[1])},
         "llm_embeddings": described.get("embedding_model") or {"kind": model.config.embedding_spec.kind},
-        "graph": {"inputs": list(INPUTS), "outputs": list(OUTPUTS), "opset": opset, "quantize": quantize,
+        "graph": {"inputs": graph_inputs(model), "outputs": list(OUTPUTS), "opset": opset,
+                  "quantize": quantize,
                   "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()}},
         "head": {"file": HEAD_FILE, "kind": model.config.head.kind,
                  "prompt_dim": int(model.net.head.prompt_dim), "llm_dim": int(model.llm_embeddings.shape[1])},

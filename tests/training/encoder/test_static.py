@@ -14,6 +14,7 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 
 import routerdb
+from routerdb import scorer
 from tests import tiny_models
 from training.encoder import static, static_distill
 from training.encoder.finetuning import FineTuningError
@@ -170,3 +171,18 @@ def test_static_encoder_pools_by_mean_only():
     with pytest.raises(SpecError, match=r"'static' averages its token vectors, but encoder.pooling is 'cls'"):
         parse_spec({"data": {"train": ["x"]}, "output": {"run_dir": "r", "bundle_dir": "b"},
                     "encoder": {"kind": "static", "pooling": "cls"}})
+
+
+def test_a_router_without_prompt_features_exports_and_serves_without_computing_them(
+        tiny_encoders, cache, tmp_path, monkeypatch):
+    model = _static_router(tiny_encoders["bert"], Frozen(), use_prompt_features=False)
+    bundle = export_bundle(model, tmp_path / "bundle", PROMPTS)
+    assert routerdb.Bundle.load(bundle).manifest["graph"]["inputs"] == [
+        "input_ids", "attention_mask", "model_embeddings"]
+
+    def fail(texts):
+        raise AssertionError("computed features for a graph that does not read them")
+
+    router = routerdb.Router(bundle)
+    monkeypatch.setattr(scorer, "compute_features", fail)
+    np.testing.assert_allclose(router.score(PROMPTS), model.score_matrix(PROMPTS), atol=1e-5)
