@@ -54,7 +54,9 @@ class StaticEncoder(nn.Module):
 
     def __init__(self, table: torch.Tensor):
         super().__init__()
-        self.embed_tokens = nn.Embedding.from_pretrained(table.float(), freeze=False)  # [V, H]
+        self.embed_tokens = nn.Embedding(*table.shape)  # [V, H], trainable unless frozen
+        with torch.no_grad():
+            self.embed_tokens.weight.copy_(table.float())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> BaseModelOutput:
         return BaseModelOutput(last_hidden_state=self.embed_tokens(input_ids))
