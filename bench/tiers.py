@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from routerdb.features import compute_features
-from routerdb.scorer import Router
+from routerdb.router import Router
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sql_throughput import (  # noqa: E402  (bench/ is not a package)

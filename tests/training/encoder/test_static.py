@@ -14,13 +14,13 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 
 import routerdb
-from routerdb import scorer
+from routerdb import router as router_module
 from tests import tiny_models
 from training.encoder import static, static_distill
 from training.encoder.finetuning import FineTuningError
 from training.export import export_bundle
-from training.model.router import TransformerEmbeddingModel
 from training.preflight import problems
+from training.router import TransformerEmbeddingModel
 from training.specs import EncoderSpec, Frozen, Full, LoRA, SpecError, ValidationSplit, parse_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -184,5 +184,5 @@ def test_a_router_without_prompt_features_exports_and_serves_without_computing_t
         raise AssertionError("computed features for a graph that does not read them")
 
     router = routerdb.Router(bundle)
-    monkeypatch.setattr(scorer, "compute_features", fail)
+    monkeypatch.setattr(router_module, "compute_features", fail)
     np.testing.assert_allclose(router.score(PROMPTS), model.score_matrix(PROMPTS), atol=1e-5)
