@@ -4,6 +4,7 @@
     routerdb score BUNDLE "prompt" ...         every LLM's score and the best LLM per prompt
     routerdb sql BUNDLE (-f FILE | -c SQL)     run DuckDB SQL with route_score & co. registered
     routerdb rescore BUNDLE INPUT OUTPUT       add route_best and route_scores to every row of a log
+    routerdb report BUNDLE LOG --out FILE      an HTML report (plots) of routing on a prompt log
 
 Errors are one line on stderr (exit 2): what was received, what is allowed, how to fix it.
 """
@@ -23,6 +24,7 @@ from routerdb.duckdb import register
 from routerdb.inputs import llm_names
 from routerdb.log_input import BATCH_ROWS
 from routerdb.prompt_column import ON_INVALID_UTF8
+from routerdb.report import report
 from routerdb.rescore import PART_ROWS, RescoreJob, run_job
 from routerdb.router import Router, UnknownModelError
 
@@ -173,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="set a SQL variable before the script runs (getvariable('NAME')); repeatable")
     p.set_defaults(run=_sql)
     _rescore_parser(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -199,11 +202,39 @@ def _rescore_parser(sub) -> None:
     p.set_defaults(run=_rescore)
 
 
+def _report(args) -> int:
+    out = report(args.bundle, args.log, args.out, prices=args.prices, strong=args.strong, weak=args.weak,
+                 strong_share=args.strong_share, prompt_column=args.prompt_column, table=args.table,
+                 progress=not args.no_progress)
+    print(f"wrote {out}")
+    return 0
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML file: which LLM the router picks on a prompt "
+                       "log, score distributions, the cost-quality curve and the threshold table")
+    p.add_argument("bundle")
+    p.add_argument("log", help="a .parquet or .csv prompt log, or a DuckDB database with --table; with "
+                   "model and score columns (one row per prompt and LLM) it also gets the measured curve")
+    p.add_argument("--out", required=True, help="the .html file to write")
+    p.add_argument("--prices", help="CSV: model, usd_per_1m_input_tokens, usd_per_1m_output_tokens "
+                   "(default: the recipes' made-up demo prices)")
+    p.add_argument("--strong", help="the strong LLM of the threshold table (default: highest mean score)")
+    p.add_argument("--weak", help="the weak LLM of the threshold table (default: lowest mean score)")
+    p.add_argument("--strong-share", type=float, default=0.2, help="the share of prompts to send to the "
+                   "strong LLM, in [0, 1] (default 0.2)")
+    p.add_argument("--prompt-column", default="prompt", help="the column holding the prompt text")
+    p.add_argument("--table", help="the table to read when LOG is a DuckDB database")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_report)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, UnknownModelError, OSError) as exc:  # ours, and OSError: disk full, no file, ...
+    except (ValueError, UnknownModelError, OSError, ImportError) as exc:  # ours, OSError (disk full, no
+        # file, ...) and ImportError (an optional extra not installed: its message says which)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # duckdb errors: show the message, not a traceback

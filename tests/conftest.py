@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests import tiny_models  # noqa: E402
-from tests.paths import SAMPLE
+from tests.paths import REPO, SAMPLE
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +59,24 @@ def tiny_bundle(tiny_router, tmp_path_factory) -> Path:
 
     prompts = tiny_models.synthetic_scores()["prompt"].to_pylist()[::3][:20]
     return export_bundle(tiny_router, tmp_path_factory.mktemp("bundles") / "tiny", prompts)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, sample_path) -> Path:
+    """The demo spec (packaged all-MiniLM-L6-v2, the sample's 9 LLMs) trained for one epoch on 48
+    prompts of the shipped sample: `run/` (checkpoint, train.log) and `bundle/` under the path."""
+    from training.fit import main as fit_main
+
+    root = tmp_path_factory.mktemp("demo")
+    table = pq.read_table(sample_path)
+    keep = sorted(set(table["prompt_id"].to_pylist()))[:48]  # a slice of the shipped sample
+    pq.write_table(table.filter(pc.is_in(table["prompt_id"], value_set=pa.array(keep))),
+                   root / "sample.parquet")
+    spec = json.loads((REPO / "examples" / "specs" / "demo.json").read_text())
+    spec["data"]["train"] = [str(root / "sample.parquet")]
+    spec["output"] = {"run_dir": str(root / "run"), "bundle_dir": str(root / "bundle")}
+    spec.update(epochs=1, progress=False)
+    spec["export"] = {"verify_prompts": 8}
+    (root / "spec.json").write_text(json.dumps(spec))
+    assert fit_main([str(root / "spec.json")]) == 0
+    return root

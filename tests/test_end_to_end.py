@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import duckdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import routerdb
-from tests.paths import REPO
-from training.fit import main as fit_main
 from training.router import TransformerEmbeddingModel
 
 
-def test_demo_spec_end_to_end_with_packaged_minilm(tmp_path, sample_path):
-    table = pq.read_table(sample_path)
-    keep = sorted(set(table["prompt_id"].to_pylist()))[:48]  # a slice of the shipped sample
-    pq.write_table(table.filter(pc.is_in(table["prompt_id"], value_set=pa.array(keep))),
-                   tmp_path / "sample.parquet")
-    spec = json.loads((REPO / "examples" / "specs" / "demo.json").read_text())
-    spec["data"]["train"] = [str(tmp_path / "sample.parquet")]
-    spec["output"] = {"run_dir": str(tmp_path / "run"), "bundle_dir": str(tmp_path / "bundle")}
-    spec.update(epochs=1, progress=False)
-    spec["export"] = {"verify_prompts": 8}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-
-    assert fit_main([str(tmp_path / "spec.json")]) == 0
-
+def test_demo_spec_end_to_end_with_packaged_minilm(demo_run):
+    tmp_path = demo_run  # the demo spec trained on a slice of the shipped sample (tests/conftest.py)
     bundle = routerdb.Bundle.load(tmp_path / "bundle")
     assert bundle.manifest["encoder"]["origin"] == "packaged"
     assert bundle.manifest["pooling"] == "mean" and bundle.manifest["pooling_detail"]["normalize"]
