@@ -13,10 +13,12 @@ On a cluster:
 - Executors need routerdb and its torch-free runtime (onnxruntime, tokenizers, numpy, pyarrow):
   install it on every node, or ship a packed environment (`venv-pack` + `spark.archives`, with
   `PYSPARK_PYTHON` pointing into it).
-- The bundle directory is shipped to the executors with `SparkContext.addFile(path, recursive=True)`
-  (`ship=True`, the default); each worker checks the copy's checksums and digest before loading
-  it once. A bundle on storage that every executor can read at the same path (NFS, a DBFS fuse
-  mount) can be used in place with `ship=False`.
+- The bundle directory is packed into a tar archive named by its digest and shipped to the
+  executors with `SparkContext.addArchive` (`ship=True`, the default; Spark unpacks it in each
+  executor's SparkFiles directory); each worker checks the copy's checksums and digest before
+  loading it once. (`addFile(directory, recursive=True)` is refused by Spark outside local mode.)
+  A bundle on storage that every executor can read at the same path (NFS, a DBFS fuse mount) can
+  be used in place with `ship=False`. Tested on `local-cluster[2,1,1024]`: two executor processes.
 - ONNX Runtime threads per worker: set `ROUTERDB_THREADS` to the cores of one task
   (`spark.executorEnv.ROUTERDB_THREADS` = `spark.task.cpus`), or workers oversubscribe the cores.
 - Batch size: `spark.sql.execution.arrow.maxRecordsPerBatch` (default 10,000 rows).
@@ -25,8 +27,12 @@ On a cluster:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tarfile
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -38,7 +44,7 @@ from routerdb.router import Router, UnknownModelError, shared_router
 
 log = logging.getLogger(__name__)
 
-_SHIPPED: set[tuple[str, str]] = set()  # (Spark application id, bundle path) already sent to the executors
+_SHIPPED: set[tuple[str, str]] = set()  # (Spark application id, bundle digest) already sent to the executors
 
 def rescore(df, bundle: str | os.PathLike[str] | Bundle, prompt_column: str = "prompt",
             models: Sequence[str] | None = None, *, ship: bool = True):
@@ -62,7 +68,7 @@ def rescore(df, bundle: str | os.PathLike[str] | Bundle, prompt_column: str = "p
             raise RescoreError(f"cannot ship the bundle: this Spark session has no SparkContext ({exc}). "
                                "Put the bundle at a path every executor can read and pass "
                                "ship=False.") from exc
-        _ship(sc, path)
+        _ship(sc, path, loaded.digest)
     digest = loaded.digest
 
     def score_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -89,12 +95,25 @@ def _check_columns(df, prompt_column: str) -> None:
                            "Drop or rename them first.")
 
 
-def _ship(sc, path: Path) -> None:
-    """Send the bundle directory to every executor (once per Spark application and path)."""
-    key = (sc.applicationId, str(path))
+def archive_name(digest: str) -> str:
+    """The name of the shipped archive of the bundle with `digest` (and of its unpacked copy)."""
+    return f"routerdb-bundle-{digest[:16]}.tar"
+
+
+def _ship(sc, path: Path, digest: str) -> None:
+    """Send the bundle to every executor as an archive (once per Spark application and bundle)."""
+    key = (sc.applicationId, digest)
     if key in _SHIPPED:
         return
-    sc.addFile(str(path), recursive=True)  # Spark refuses a second addFile of one path
+    # the driver serves the archive whenever an executor asks: it lives until this process ends
+    folder = Path(tempfile.mkdtemp(prefix="routerdb-ship-"))
+    atexit.register(shutil.rmtree, folder, True)
+    archive = folder / archive_name(digest)
+    with tarfile.open(archive, "w") as tar:  # uncompressed: ONNX weights hardly compress
+        for item in sorted(path.rglob("*")):
+            if item.is_file():
+                tar.add(item, arcname=str(item.relative_to(path)))
+    sc.addArchive(str(archive))
     _SHIPPED.add(key)
 
 
@@ -108,7 +127,7 @@ def _locate(path: str, digest: str, shipped: bool) -> Bundle:
     if shipped:
         from pyspark import SparkFiles  # pyspark is optional: the spark extra
 
-        candidates.append(Path(SparkFiles.get(Path(path).name)))
+        candidates.append(Path(SparkFiles.get(archive_name(digest))))
     candidates.append(Path(path))
     seen = []
     for where in candidates:

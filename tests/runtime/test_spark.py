@@ -1,9 +1,13 @@
-"""routerdb.spark.rescore on a real local Spark session (one core: the machine is shared)."""
+"""routerdb.spark.rescore on a Spark cluster of two executor processes (`local-cluster[2,1,1024]`: a
+master, two workers and their executors, each its own JVM and Python workers), the bundle shipped to
+them with `SparkContext.addFile`, as the module's docstring says to deploy it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +17,7 @@ import pytest
 from routerdb.rescore import RescoreError, rescore
 from routerdb.router import UnknownModelError, shared_router
 from routerdb.spark import rescore as spark_rescore
+from routerdb.spark import worker_router
 
 TOPICS = ["Write a Python function that merges two lists.", "Name the largest planet.",
           "Solve 4x - 3 = 9.", "SELECT id FROM orders WHERE total > 10;", "Write a limerick about cats."]
@@ -24,7 +29,7 @@ def spark():
 
     os.environ["PYSPARK_PYTHON"] = sys.executable  # workers run this venv's Python
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    session = (SparkSession.builder.master("local[1]").appName("routerdb-test")
+    session = (SparkSession.builder.master("local-cluster[2,1,1024]").appName("routerdb-test")
                .config("spark.ui.enabled", "false")
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.driver.memory", "512m")
@@ -32,8 +37,15 @@ def spark():
                .config("spark.executorEnv.ROUTERDB_THREADS", "1")
                .getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
+    app = session.sparkContext.applicationId
     yield session
     session.stop()
+    # the workers ran the executors in SPARK_HOME/work/<application> (SPARK_HOME: the pyspark
+    # package unless set): leave nothing behind there
+    import pyspark
+
+    home = Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+    shutil.rmtree(home / "work" / app, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +84,30 @@ def test_spark_rescore_matches_the_local_rescore(spark, tiny_bundle, log_file, t
         assert set(g["route_scores"]) == set(expected)
         np.testing.assert_allclose([g["route_scores"][k] for k in expected], list(expected.values()),
                                    atol=1e-6)
+
+
+def where_bundles_were_loaded(spark, bundle) -> set[tuple[int, str, str]]:
+    """(executor pid, the bundle directory its router loaded, its SparkFiles root) per task."""
+    from pyspark import SparkFiles
+
+    path, digest = str(Path(bundle).resolve()), shared_router(bundle).bundle.digest
+
+    def probe(_):
+        router = worker_router(path, digest, True)
+        files = Path(SparkFiles.getRootDirectory()).resolve()
+        yield os.getppid(), str(router.bundle.path.resolve()), str(files)
+
+    return set(spark.sparkContext.parallelize(range(8), 8).mapPartitions(probe).collect())
+
+
+def test_the_bundle_is_shipped_to_two_executors(spark, tiny_bundle, log_file):
+    assert spark.sparkContext.master == "local-cluster[2,1,1024]"
+    spark_rescore(spark.read.parquet(str(log_file)), tiny_bundle).count()  # ships the bundle (addFile)
+    seen = where_bundles_were_loaded(spark, tiny_bundle)
+    assert len({executor for executor, _, _ in seen}) == 2  # two executor processes scored
+    for _, loaded, files in seen:
+        assert loaded != str(Path(tiny_bundle).resolve())  # not the driver's path ...
+        assert Path(loaded).parent == Path(files)  # ... but the executor's shipped copy
 
 
 def test_spark_rescore_with_a_subset_of_llms_and_a_renamed_column(spark, tiny_bundle):
