@@ -23,7 +23,7 @@ from routerdb.routers import shared_router
 from tests.paths import REPO
 
 PROMPTS = ["Write a Python function that merges two lists.", "Name the largest planet.", "Solve 4x - 3 = 9."]
-SOURCES = ("pyproject.toml", "README.md", "routerdb", "training", "sql")  # what `pip install .` reads
+SOURCES = ("pyproject.toml", "README.md", "routerdb", "training", "sql", "constraints.txt")  # what it reads
 
 # Run by the fresh venv's Python: scores through Router and register, printed as JSON.
 SCORE = """
@@ -59,7 +59,8 @@ def test_readme_lists_the_runtime_dependencies_of_pyproject():
 
 @pytest.fixture(scope="module")
 def runtime_venv(tmp_path_factory) -> Path:
-    """A fresh venv with `pip install .` of a copy of the checkout (pip's cache and local wheels)."""
+    """A fresh venv with `pip install .` of a copy of the checkout (pip's cache and local wheels), at the
+    versions of constraints.txt, as make install takes them."""
     root = tmp_path_factory.mktemp("runtime-install")
     source = root / "source"
     source.mkdir()
@@ -69,7 +70,8 @@ def runtime_venv(tmp_path_factory) -> Path:
                                             if (REPO / name).is_dir() else {}))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], env=clean_env(),
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "-c", str(source / "constraints.txt"), str(source)]
+    done = subprocess.run(pip, env=clean_env(),
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return venv
