@@ -14,6 +14,7 @@ mean cost at every cost weight of its budget grid) and, when the log has measure
 numbers are the recipes' numbers; the HTML also carries them as JSON
 (`<script type="application/json" id="routerdb-report">`).
 
+The log is read into memory (only its prompt column, and `model`, `score`, `cost` when labelled).
 The distinct prompts are scored once, with a progress bar, into the Router's cache, which every
 recipe then reads (a log of more distinct prompts than the cache holds, 100,000, is encoded again
 by the recipes). Plots need matplotlib: `pip install "routerdb[report]"`.
@@ -64,7 +65,12 @@ def compute(bundle, log, *, prices=None, strong=None, weak=None, strong_share: f
     """The report's numbers (no plotting): the log scored, then the recipes run on it."""
     if not 0 <= strong_share <= 1:
         raise ReportError(f"strong share {strong_share}; allowed: a number in [0, 1], e.g. 0.2")
-    con = duckdb.connect()
+    with duckdb.connect() as con:
+        return _compute(con, bundle, log, prices, strong, weak, strong_share, prompt_column, table, progress)
+
+
+def _compute(con, bundle, log, prices, strong, weak, strong_share, prompt_column, table,
+             progress) -> ReportData:
     router = register(con, bundle)
     for name in (strong, weak):
         if name is not None and name not in router.models:
@@ -82,7 +88,6 @@ def compute(bundle, log, *, prices=None, strong=None, weak=None, strong_share: f
     with tempfile.TemporaryDirectory() as tmp:
         sample = _sample_stand_in(con, Path(tmp))
         data.tables = _recipe_tables(con, sample, priced, strong, weak, strong_share)
-    con.close()
     return data
 
 
@@ -164,7 +169,8 @@ def _recipe_tables(con, sample: str, prices: str, strong, weak, strong_share: fl
                                              "ORDER BY model"))
     if "score" in _columns(con, "report_log"):
         measured = _rows(run_recipe(con, "cost_quality_curve.sql", {**common, "scores_table": "report_log"}))
-        tables["measured_curve"] = [r for r in measured if r["prompts"]]
+        if any(r["kind"] == "router" for r in measured):  # else no prompt is labelled for every LLM
+            tables["measured_curve"] = measured
     return tables
 
 
