@@ -113,11 +113,13 @@ def test_report_numbers_are_the_recipes(tiny_bundle, labelled_log, prices_csv, t
     assert f"<td>{asked['threshold']:.6g}</td>" in text and html.escape(str(labelled_log)) in text
 
 
-def test_report_of_a_log_without_quality_uses_the_demo_prices(tiny_bundle, tmp_path):
+def test_report_of_a_log_without_quality_uses_the_demo_prices(tiny_bundle, tmp_path, capsys):
     path = tmp_path / "log.csv"
     path.write_text('id,text\n1,"Solve 4x - 3 = 9."\n2,"Write a limerick about cats."\n3,"Name a planet."\n')
-    main(["report", str(tiny_bundle), str(path), "--out", str(tmp_path / "r.html"), "--prompt-column", "text",
-          "--no-progress"])
+    assert main(["report", str(tiny_bundle), str(path), "--out", str(tmp_path / "r.html"),
+                 "--prompt-column", "text"]) == 0
+    progress = capsys.readouterr().err  # the progress bar, on stderr
+    assert "scoring: 100%" in progress and "3/3" in progress, progress
     data = embedded(tmp_path / "r.html")
     assert data["log"]["labelled"] is False and "measured_curve" not in data["tables"]
     assert data["prices"] == "" and "made-up demo prices" in (tmp_path / "r.html").read_text()
