@@ -35,7 +35,7 @@ from routerdb.duckdb import register
 from routerdb.log_input import RescoreError, open_input
 from routerdb.recipes import run_recipe
 from routerdb.report_html import ReportData, check_plotting, render
-from routerdb.scorer import Router, UnknownModelError
+from routerdb.router import Router, UnknownModelError
 
 PRICE_COLUMNS = ("model", "usd_per_1m_input_tokens", "usd_per_1m_output_tokens")
 CHUNK = 256  # prompts scored per progress-bar step

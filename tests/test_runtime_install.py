@@ -19,7 +19,7 @@ import pytest
 import tomllib  # Python 3.11+, which the tests run on
 
 from routerdb.rescore import rescore
-from routerdb.routers import shared_router
+from routerdb.router import shared_router
 from tests.paths import REPO
 
 PROMPTS = ["Write a Python function that merges two lists.", "Name the largest planet.", "Solve 4x - 3 = 9."]

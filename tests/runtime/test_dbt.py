@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from routerdb.dbt import Plugin
-from routerdb.routers import shared_router
+from routerdb.router import shared_router
 from tests.paths import REPO
 
 PROJECT = REPO / "examples" / "dbt"

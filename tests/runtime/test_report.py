@@ -25,7 +25,7 @@ from routerdb.cli import main
 from routerdb.duckdb import register
 from routerdb.recipes import run_recipe
 from routerdb.report import ReportError, report
-from routerdb.routers import shared_router
+from routerdb.router import shared_router
 from tests import tiny_models
 from tests.paths import REPO
 

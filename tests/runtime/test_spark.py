@@ -102,7 +102,7 @@ def where_bundles_were_loaded(spark, bundle) -> set[tuple[int, str, str]]:
 
 def test_the_bundle_is_shipped_to_two_executors(spark, tiny_bundle, log_file):
     assert spark.sparkContext.master == "local-cluster[2,1,1024]"
-    spark_rescore(spark.read.parquet(str(log_file)), tiny_bundle).count()  # ships the bundle (addFile)
+    spark_rescore(spark.read.parquet(str(log_file)), tiny_bundle).count()  # ships the bundle (addArchive)
     seen = where_bundles_were_loaded(spark, tiny_bundle)
     assert len({executor for executor, _, _ in seen}) == 2  # two executor processes scored
     for _, loaded, files in seen:
