@@ -23,6 +23,15 @@ def readme_runtime_list() -> set[str]:
     return {name.lower() for name in re.findall(r"`([^`]+)`", sentence.group(1))}
 
 
+def test_readme_names_every_extra_of_pyproject():
+    extras = re.findall(r"^(\w+) = \[", (REPO / "pyproject.toml").read_text(encoding="utf-8")
+                        .split("[project.optional-dependencies]")[1].split("\n[")[0], re.M)
+    text = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    sentence = re.search(r"Extras: (.*?)\. ONNX Runtime comes as", text)
+    assert sentence, "README.md lost its sentence 'Extras: `name` (what for), ...'"
+    assert set(re.findall(r"`(\w+)` \(", sentence.group(1))) == set(extras), extras
+
+
 def test_readme_lists_the_runtime_dependencies_of_pyproject():
     assert runtime_dependencies() >= {"duckdb", "sqlalchemy", "duckdb-engine", "tqdm"}
     assert readme_runtime_list() == runtime_dependencies(), (

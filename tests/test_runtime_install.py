@@ -1,12 +1,11 @@
 """The runtime installed alone: `pip install .` (no extras) into a fresh venv has no torch, and scores
-through Router, register and `routerdb rescore` exactly as the full environment does. The README's
-dependency list is the pyproject's."""
+through Router, register and `routerdb rescore` exactly as the full environment does. (The README's
+dependency list is checked against pyproject by tests/test_dependencies.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tomllib  # Python 3.11+, which the tests run on
 
 from routerdb.rescore import rescore
 from routerdb.router import shared_router
@@ -39,22 +37,6 @@ sql = sql.fetchall()
 print(json.dumps({"models": list(router.models), "scores": router.score(prompts).tolist(), "sql": sql,
                   "torch": "torch" in sys.modules, "file": routerdb.__file__}))
 """
-
-
-def requirement_name(requirement: str) -> str:
-    return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower().replace("_", "-")
-
-
-def test_readme_lists_the_runtime_dependencies_of_pyproject():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {requirement_name(r) for r in project["dependencies"]}
-    block = re.search(r"<!-- runtime dependencies -->(.*?)<!-- end runtime dependencies -->",
-                      (REPO / "README.md").read_text(), re.S).group(1)
-    listed = {name.lower() for line in block.splitlines() if line.startswith("- ")
-              for name in re.findall(r"`([A-Za-z0-9_.-]+)`", line.split(":")[0])}
-    assert listed == declared, f"README lists {sorted(listed)}; pyproject declares {sorted(declared)}"
-    extras = re.search(r"Extras: (.*?) ONNX Runtime comes", (REPO / "README.md").read_text(), re.S).group(1)
-    assert set(re.findall(r"`(\w+)` \(", extras)) == set(project["optional-dependencies"])
 
 
 @pytest.fixture(scope="module")
