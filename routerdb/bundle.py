@@ -113,7 +113,14 @@ class Bundle:
         targets = [_resolve_file(root_resolved, name, entry) for name, entry in manifest["files"].items()]
         before = _file_states(targets)
         for target, (name, entry) in zip(targets, manifest["files"].items(), strict=True):
-            _check_file(target, name, entry)
+            try:
+                _check_file(target, name, entry)
+            except PermissionError:
+                raise BundleError(
+                    f"cannot read bundle file {str(target)!r}: permission denied (mode "
+                    f"{target.stat().st_mode & 0o777:o}); a bundle is read by every user who serves it. "
+                    f"Ask its owner to run `chmod -R a+rX {str(root)!r}`, or copy the bundle."
+                ) from None
         bundle = cls(root, manifest, *_read_models_checked(root, manifest), hashlib.sha256(raw).hexdigest())
         if _file_states(targets) == before:  # unchanged while it was checked: safe to remember
             _VERIFIED.put(root_resolved, raw, targets, before, bundle)
@@ -309,6 +316,7 @@ def write_bundle(
         raise _write_error(target, exc) from None
     try:
         files = write_files(tmp)
+        _follow_umask_tree(tmp)  # safetensors and mkstemp write 0600: other users could not load it
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
         full["files"] = {
             name: {"path": rel, "sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
@@ -327,6 +335,13 @@ def write_bundle(
         raise
     log.info("wrote bundle %s", target)
     return target
+
+
+def _follow_umask_tree(directory: Path) -> None:
+    """Give every file and folder a writer put under `directory` the mode the umask gives."""
+    for path in directory.rglob("*"):
+        if not path.is_symlink():
+            atomic.follow_umask(path)
 
 
 def check_replaceable(target: Path) -> None:
