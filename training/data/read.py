@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from training.data.aliases import load_aliases
 from training.data.columns import (
     as_string,
+    check_llm_spellings,
     llm_column,
     map_unique,
     number_column,
@@ -224,6 +225,7 @@ def load_pairs(src, *, aliases=None, source: str | None = None) -> pa.Table:
     else:
         columns = score_pair_columns(_scores(table, name, mapping, fallback), name)
         pairs = _pairs_table(columns, len(columns["label"]))
+    check_llm_spellings(pair_llms(pairs), name)
     ties = pc.sum(pc.equal(pairs["label"], 0)).as_py() or 0
     logger.info("%s: %d %s rows -> %d pairs (%d ties)", name, table.num_rows, kind, len(pairs), ties)
     return pairs
@@ -319,8 +321,14 @@ def _scores(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
     }
     arrays = [pc.cast(columns[f.name], f.type) for f in SCORES_SCHEMA]
     scores = pa.Table.from_arrays(arrays, schema=SCORES_SCHEMA)
+    check_llm_spellings(pc.unique(scores["model"]).to_pylist(), name)
     check_duplicates(scores, name)
     return scores
+
+
+def pair_llms(pairs: pa.Table) -> set[str]:
+    """The LLMs named on either side of a pairs table."""
+    return set(pc.unique(pairs["model_a"]).to_pylist()) | set(pc.unique(pairs["model_b"]).to_pylist())
 
 
 def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
@@ -347,4 +355,6 @@ def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
         parts.append(_pairs_table(columns, table.num_rows))
     if not parts:
         raise ValueError("concat_pairs got no tables; pass at least one pairs table")
-    return pa.concat_tables(parts)
+    pairs = pa.concat_tables(parts)
+    check_llm_spellings(pair_llms(pairs), f"<{len(parts)} tables>")
+    return pairs
