@@ -344,11 +344,12 @@ def _follow_umask_tree(directory: Path) -> None:
             atomic.follow_umask(path)
 
 
-def check_replaceable(target: Path) -> None:
-    """Refuse a target that exists and is not a bundle: replacing it would delete someone's files."""
+def check_replaceable(target: Path, option: str = "output.bundle_dir") -> None:
+    """Refuse a target that exists and is not a bundle: replacing it would delete someone's files.
+    `option` is what the user set the target with, as the message names it."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise BundleError(f"bundle directory {str(target)!r} exists and is not a directory; refusing to "
-                          "replace it. Choose a new directory for the bundle (output.bundle_dir).")
+                          f"replace it. Choose a new directory for the bundle ({option}).")
     if target.is_dir() and any(target.iterdir()):
         try:
             is_bundle = json.loads((target / MANIFEST).read_bytes()).get("format") == FORMAT
@@ -358,7 +359,7 @@ def check_replaceable(target: Path) -> None:
             raise BundleError(
                 f"{str(target)!r} is a non-empty directory that is not a routerdb bundle; writing the bundle "
                 "there would delete its files, so nothing was written. Choose a new or empty directory "
-                "for the bundle (output.bundle_dir), or remove this one yourself."
+                f"for the bundle ({option}), or remove this one yourself."
             )
 
 
