@@ -2,7 +2,7 @@
 
     routerdb info BUNDLE                       the manifest in words
     routerdb score BUNDLE "prompt" ...         every LLM's score and the best LLM per prompt
-    routerdb sql BUNDLE (-f FILE | -c SQL)     run DuckDB SQL with route_score & co. registered
+    routerdb sql BUNDLE (-f FILE | -c SQL | --recipe NAME)   run DuckDB SQL with route_score & co.
     routerdb rescore BUNDLE INPUT OUTPUT       add route_best and route_scores to every row of a log
 
 Errors are one line on stderr (exit 2): what was received, what is allowed, how to fix it.
@@ -25,6 +25,10 @@ from routerdb.log_input import BATCH_ROWS
 from routerdb.prompt_column import ON_INVALID_UTF8
 from routerdb.rescore import PART_ROWS, RescoreJob, run_job
 from routerdb.router import Router, UnknownModelError
+
+RECIPES = Path(__file__).parent / "recipes"  # the shipped SQL recipes (package data)
+# the demo sample of a source checkout: the recipes' defaults read it when a table is not set
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "llmrouter_sample.parquet"
 
 
 def _info(args) -> int:
@@ -76,7 +80,10 @@ def _sql(args) -> int:
     query = _script(args)
     con = duckdb.connect(args.database or ":memory:")
     register(con, args.bundle)
-    for name, value in args.set or []:
+    variables = dict(args.set or [])
+    if "sample_path" not in variables and SAMPLE.is_file():  # the demo defaults work from any directory
+        variables["sample_path"] = str(SAMPLE)
+    for name, value in variables.items():
         con.execute(f"SET VARIABLE {name} = ?", [value])
     result = None
     for statement in statements(query):
@@ -87,11 +94,14 @@ def _sql(args) -> int:
 
 
 def _script(args) -> str:
-    """The SQL to run: -f FILE, -c SQL, or QUERY (an existing file is read, anything else is SQL)."""
-    given = [x for x in (args.query, args.file, args.command) if x is not None]
+    """The SQL to run: -f FILE, -c SQL, --recipe NAME, or QUERY (an existing file is read, anything
+    else is SQL)."""
+    given = [x for x in (args.query, args.file, args.command, args.recipe) if x is not None]
     if len(given) != 1:
         raise ValueError(f"routerdb sql got {len(given)} scripts; allowed: exactly one of -f FILE, -c SQL, "
-                         "or QUERY. E.g. routerdb sql BUNDLE -f sql/demo.sql")
+                         "--recipe NAME or QUERY. E.g. routerdb sql BUNDLE --recipe demo")
+    if args.recipe is not None:
+        return recipe(args.recipe)
     path = args.file if args.file is not None else args.query if args.command is None else None
     if path is not None and Path(path).is_file():
         return Path(path).read_text(encoding="utf-8")
@@ -103,6 +113,20 @@ def _script(args) -> str:
         raise FileNotFoundError(f"{text!r} is no file here and reads as a file name, not SQL; pass an "
                                 "existing file (-f FILE), or SQL with -c to run it as it is.")
     return text
+
+
+def recipes() -> list[str]:
+    """The names of the shipped SQL recipes (`routerdb sql BUNDLE --recipe NAME`)."""
+    return sorted(p.stem for p in RECIPES.glob("*.sql"))
+
+
+def recipe(name: str) -> str:
+    """The text of the shipped recipe `name` (with or without .sql)."""
+    stem = name.removesuffix(".sql")
+    if stem not in recipes():
+        raise ValueError(f"--recipe {name!r} is not a shipped recipe; allowed: {', '.join(recipes())}. "
+                         "Pass one of them, or your own file with -f FILE.")
+    return (RECIPES / f"{stem}.sql").read_text(encoding="utf-8")
 
 
 _TYPES = {"text": str, "int": int, "float": float, "bool": None}
@@ -145,8 +169,9 @@ SQL_HELP = """The SQL to run: -f FILE (a script), -c SQL (a statement or script)
 existing file is read as a script, anything else is run as SQL (a single word that reads as a file
 name but is no file, such as q.sql, is an error rather than SQL). Variables: --set NAME=VALUE sets
 getvariable('NAME') to the text VALUE, as given (--set id=007 is '007'); --set NAME:TYPE=VALUE with
-TYPE int, float, bool or text types it (--set strong_share:float=0.2). The shipped sql/ files cast
-their variables, so plain --set works for them."""
+TYPE int, float, bool or text types it (--set strong_share:float=0.2). The shipped recipes
+(--recipe NAME; the files are in routerdb/recipes/) check and cast their variables, so plain --set
+works for them."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query", nargs="?", help="a SQL file that exists, or SQL (see below)")
     p.add_argument("-f", "--file", help="a SQL script file")
     p.add_argument("-c", "--command", help="SQL to run as it is")
+    p.add_argument("--recipe", help=f"a shipped SQL recipe: {', '.join(recipes())}")
     p.add_argument("--database", help="DuckDB database file (default: in memory)")
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--max-rows", type=int, default=60)
@@ -203,14 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, UnknownModelError, OSError) as exc:  # ours, and OSError: disk full, no file, ...
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # duckdb errors: show the message, not a traceback
-        if type(exc).__module__.startswith(("duckdb", "_duckdb")):
+    except Exception as exc:
+        duckdb_error = type(exc).__module__.startswith(("duckdb", "_duckdb"))
+        if duckdb_error:  # show the message, not a traceback
+            print(f"error: {one_line(str(exc))}", file=sys.stderr)
+            return 2
+        if isinstance(exc, (ValueError, UnknownModelError, OSError)):  # ours; OSError: disk full, no file
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise
+
+
+def one_line(message: str) -> str:
+    """A DuckDB message's first line: what went wrong (the rest quotes the SQL, or suggests names)."""
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return first.removeprefix("Invalid Input Error: ")  # the recipes' own checks say all in one line
 
 
 if __name__ == "__main__":

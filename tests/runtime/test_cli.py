@@ -22,7 +22,7 @@ def test_score(tiny_bundle, capsys):
 
 def test_sql_runs_the_demo_file(tiny_bundle, capsys):
     # The demo query works on any bundle: it scores its prompts against every LLM in the table.
-    assert main(["sql", str(tiny_bundle), str(REPO / "sql" / "demo.sql")]) == 0
+    assert main(["sql", str(tiny_bundle), str(REPO / "routerdb" / "recipes" / "demo.sql")]) == 0
     out = capsys.readouterr().out
     assert out.count("<- best") == 4 and "coder" in out
 
@@ -47,7 +47,8 @@ def test_sql_query_or_file_is_explicit(tiny_bundle, tmp_path, capsys, monkeypatc
     assert main(["sql", str(tiny_bundle), "missing.sql"]) == 2
     assert "'missing.sql' is no file here and reads as a file name" in capsys.readouterr().err
     assert main(["sql", str(tiny_bundle), "-f", "q.txt", "-c", "SELECT 1"]) == 2
-    assert "got 2 scripts; allowed: exactly one of -f FILE, -c SQL, or QUERY" in capsys.readouterr().err
+    assert "got 2 scripts; allowed: exactly one of -f FILE, -c SQL, --recipe NAME or QUERY" in (
+        capsys.readouterr().err)
 
 
 def test_set_values_are_text_unless_typed(tiny_bundle, capsys):
