@@ -66,7 +66,7 @@ def _info(args) -> int:
 
 def _score(args) -> int:
     router = Router(args.bundle)
-    models = llm_names(args.models) if args.models else list(router.models)
+    models = llm_names(args.models) if args.models is not None else list(router.models)
     scores = router.score(args.prompts, models)
     for prompt, row in zip(args.prompts, scores, strict=True):
         best = models[int(row.argmax())]
@@ -152,7 +152,8 @@ def parse_variable(pair: str) -> tuple[str, object]:
 
 def _rescore(args) -> int:
     job = RescoreJob(Path(args.input), Path(args.output), prompt_column=args.prompt_column,
-                     models=tuple(llm_names(args.models)) if args.models else None, table=args.table,
+                     models=tuple(llm_names(args.models)) if args.models is not None else None,
+                     table=args.table,
                      cast_prompt=args.cast_prompt, on_invalid_utf8=args.on_invalid_utf8,
                      overwrite=args.overwrite, batch_rows=args.batch_rows, part_rows=args.part_rows,
                      progress=not args.no_progress)
@@ -229,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback
+        resume = " Run the same command again to resume from its last complete part." if (
+            args.run is _rescore) else ""
+        print(f"interrupted.{resume}", file=sys.stderr)
+        return 130
     except Exception as exc:
         duckdb_error = type(exc).__module__.startswith(("duckdb", "_duckdb"))
         if duckdb_error:  # show the message, not a traceback

@@ -82,6 +82,12 @@ class RescoreJob:
         object.__setattr__(self, "output", Path(self.output))
         if self.models is not None:
             object.__setattr__(self, "models", tuple(self.models))
+            repeated = sorted({name for name in self.models if self.models.count(name) > 1})
+            if not self.models or repeated:  # a MAP with a key twice is a file DuckDB refuses to read
+                what = "no LLM" if not self.models else f"repeats {repeated!r}"
+                raise RescoreError(f"models={list(self.models)!r:.200}: {what}; allowed: each LLM of the "
+                                   "bundle at most once, at least one (None for all). Drop the repeats, or "
+                                   "pass None.")
         if not (is_int(self.batch_rows, 1) and is_int(self.part_rows, 1)):
             raise RescoreError(f"batch_rows={self.batch_rows!r:.40}, part_rows={self.part_rows!r:.40}: both "
                                "must be integers of at least 1.")

@@ -100,3 +100,30 @@ def test_table_on_a_locked_database_says_who_holds_it(tiny_bundle, tmp_path, cap
     assert rc == 2, err
     assert "busy.duckdb' is locked by another process" in err and f"PID {holder.pid}" in err, err
     assert "--table is only for DuckDB database files" not in err
+
+
+def test_a_model_list_names_each_llm_once_and_is_never_empty(tiny_bundle, tmp_path, capsys):
+    assert main(["score", str(tiny_bundle), "hi", "--models", "chat, chat"]) == 2
+    assert "'chat' named more than once; allowed: each LLM once" in capsys.readouterr().err
+    assert main(["score", str(tiny_bundle), "hi", "--models", ""]) == 2  # it meant every LLM, silently
+    assert "error: --models '': an empty name; allowed: LLM names" in capsys.readouterr().err
+    logs = tmp_path / "logs.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": ["hi", "there"]}), logs)
+    out = tmp_path / "o.parquet"
+    assert main(["rescore", str(tiny_bundle), str(logs), str(out), "--models", "chat, chat"]) == 2
+    assert "named more than once" in capsys.readouterr().err and not out.exists()  # a MAP DuckDB refuses
+
+
+def test_ctrl_c_during_rescore_is_one_line_saying_how_to_resume(tiny_bundle, tmp_path, capsys, monkeypatch):
+    import routerdb.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "rescore", interrupted)
+    assert main(["rescore", str(tiny_bundle), "in.parquet", str(tmp_path / "o.parquet")]) == 130
+    err = capsys.readouterr().err
+    assert err == "interrupted. Run the same command again to resume from its last complete part.\n"
