@@ -207,7 +207,8 @@ def _rescore_parser(sub) -> None:
     p = sub.add_parser("rescore", help="add route_best and route_scores to every row of a prompt log "
                        "(Parquet out; streaming, resumable after a kill)")
     p.add_argument("bundle")
-    p.add_argument("input", help="a .parquet or .csv file, or a DuckDB database with --table")
+    p.add_argument("input", help="a Parquet, CSV / TSV (also .gz; columns read as text) or JSON Lines file, "
+                   "or a DuckDB database with --table")
     p.add_argument("output", help="the .parquet file to write (an existing file rescore did not write is "
                    "refused without --overwrite)")
     p.add_argument("--prompt-column", default="prompt", help="the column holding the prompt text")
