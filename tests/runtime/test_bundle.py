@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -235,3 +236,40 @@ def test_an_exported_bundle_loads_for_another_user(tiny_router):
             _best_as_another_user(bundle)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_verified_bundle_is_not_hashed_again_by_a_later_process(bundle_copy, monkeypatch):
+    import routerdb.bundle as rb
+
+    calls = []
+    real = rb.sha256_file
+    monkeypatch.setattr(rb, "sha256_file", lambda path: calls.append(path.name) or real(path))
+    monkeypatch.setattr(rb, "check_self_contained", lambda data: calls.append("model.onnx"))
+    first = Bundle.load(bundle_copy)
+    assert len(calls) == 4
+    monkeypatch.setattr(rb, "_VERIFIED", rb._VerifiedBundles(4))  # a new process: nothing remembered
+    calls.clear()
+    again = Bundle.load(bundle_copy)
+    assert calls == [] and again.digest == first.digest  # the stamp of the first check (was: 4 files hashed)
+    assert again.model_names == first.model_names
+
+
+def test_a_file_altered_after_its_stamp_is_still_refused(bundle_copy, monkeypatch):
+    import routerdb.bundle as rb
+
+    Bundle.load(bundle_copy)  # verified: stamped
+    monkeypatch.setattr(rb, "_VERIFIED", rb._VerifiedBundles(4))
+    path = bundle_copy / "models.parquet"
+    stat_before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))  # mtime set back; ctime moved
+    with pytest.raises(BundleError, match="'models.parquet' has sha256"):
+        Bundle.load(bundle_copy)
+
+
+def test_a_cache_directory_that_cannot_be_written_costs_only_the_stamp(bundle_copy, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("ROUTERDB_CACHE", str(tmp_path / "file"))  # below a file: no stamp can be written
+    assert Bundle.load(bundle_copy).model_names == ("chat", "coder", "weak")
