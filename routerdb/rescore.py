@@ -97,7 +97,7 @@ class RescoreJob:
 
     def llm_names(self, router: Router) -> list[str]:
         """The LLMs this job scores with `router`."""
-        return list(self.models) if self.models else list(router.models)
+        return list(self.models) if self.models else sorted(router.models)  # as route_scores in SQL
 
     def fingerprint(self, router: Router) -> dict:
         """What a resumed run must share with the run that wrote the parts (kept as JSON in the
@@ -129,7 +129,7 @@ def score_batch(router: Router, batch: pa.RecordBatch, prompt_column: str = "pro
     text, or a type cast to text); it is written out as it was. Raises InvalidUtf8 naming the row
     of the batch whose bytes are not UTF-8, unless `on_invalid_utf8="replace"`.
     """
-    names = list(models) if models else list(router.models)
+    names = list(models) if models else sorted(router.models)  # the order of route_scores in SQL
     cols = router.model_columns(names)
     prompts = prompt_texts(batch.column(prompt_column), on_invalid_utf8)
     valid = np.fromiter((p is not None for p in prompts), dtype=bool, count=len(prompts))
