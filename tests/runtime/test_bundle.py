@@ -273,3 +273,15 @@ def test_a_cache_directory_that_cannot_be_written_costs_only_the_stamp(bundle_co
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("ROUTERDB_CACHE", str(tmp_path / "file"))  # below a file: no stamp can be written
     assert Bundle.load(bundle_copy).model_names == ("chat", "coder", "weak")
+
+
+def test_loading_a_bundle_imports_neither_pandas_nor_pyarrow_dataset(tiny_bundle):
+    import subprocess
+    import sys
+
+    code = ("import sys, routerdb; r = routerdb.Router(sys.argv[1]); r.score(['hi']); "
+            "print(sorted(m for m in ('pandas', 'pyarrow.dataset') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_bundle)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"  # they cost 0.3-0.9 s of a one-shot `routerdb score`
