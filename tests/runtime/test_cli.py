@@ -123,7 +123,7 @@ def test_ctrl_c_during_rescore_is_one_line_saying_how_to_resume(tiny_bundle, tmp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "rescore", interrupted)
+    monkeypatch.setattr(cli, "run_job", interrupted)
     assert main(["rescore", str(tiny_bundle), "in.parquet", str(tmp_path / "o.parquet")]) == 130
     err = capsys.readouterr().err
     assert err == "interrupted. Run the same command again to resume from its last complete part.\n"
