@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/routerdb-train fit examples/specs/demo.json
 	$(BIN)/routerdb info build/demo/bundle
-	$(BIN)/routerdb sql build/demo/bundle -f sql/demo.sql
+	$(BIN)/routerdb sql build/demo/bundle --recipe demo
 
 test: install
 	$(BIN)/python -m pytest

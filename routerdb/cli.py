@@ -2,7 +2,7 @@
 
     routerdb info BUNDLE                       the manifest in words
     routerdb score BUNDLE "prompt" ...         every LLM's score and the best LLM per prompt
-    routerdb sql BUNDLE (-f FILE | -c SQL)     run DuckDB SQL with route_score & co. registered
+    routerdb sql BUNDLE (-f FILE | -c SQL | --recipe NAME)   run DuckDB SQL with route_score & co.
     routerdb rescore BUNDLE INPUT OUTPUT       add route_best and route_scores to every row of a log
     routerdb report BUNDLE LOG --out FILE      an HTML report (plots) of routing on a prompt log
 
@@ -22,11 +22,15 @@ import duckdb
 from routerdb.bundle import Bundle
 from routerdb.duckdb import register
 from routerdb.inputs import llm_names
+from routerdb import recipes
 from routerdb.log_input import BATCH_ROWS
 from routerdb.prompt_column import ON_INVALID_UTF8
 from routerdb.report import report
 from routerdb.rescore import PART_ROWS, RescoreJob, run_job
 from routerdb.router import Router, UnknownModelError
+
+# the demo sample of a source checkout: the recipes' defaults read it when a table is not set
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "llmrouter_sample.parquet"
 
 
 def _info(args) -> int:
@@ -64,7 +68,7 @@ def _info(args) -> int:
 
 def _score(args) -> int:
     router = Router(args.bundle)
-    models = llm_names(args.models) if args.models else list(router.models)
+    models = llm_names(args.models) if args.models is not None else list(router.models)
     scores = router.score(args.prompts, models)
     for prompt, row in zip(args.prompts, scores, strict=True):
         best = models[int(row.argmax())]
@@ -78,7 +82,10 @@ def _sql(args) -> int:
     query = _script(args)
     con = duckdb.connect(args.database or ":memory:")
     register(con, args.bundle)
-    for name, value in args.set or []:
+    variables = dict(args.set or [])
+    if "sample_path" not in variables and SAMPLE.is_file():  # the demo defaults work from any directory
+        variables["sample_path"] = str(SAMPLE)
+    for name, value in variables.items():
         con.execute(f"SET VARIABLE {name} = ?", [value])
     result = None
     for statement in statements(query):
@@ -89,11 +96,14 @@ def _sql(args) -> int:
 
 
 def _script(args) -> str:
-    """The SQL to run: -f FILE, -c SQL, or QUERY (an existing file is read, anything else is SQL)."""
-    given = [x for x in (args.query, args.file, args.command) if x is not None]
+    """The SQL to run: -f FILE, -c SQL, --recipe NAME, or QUERY (an existing file is read, anything
+    else is SQL)."""
+    given = [x for x in (args.query, args.file, args.command, args.recipe) if x is not None]
     if len(given) != 1:
         raise ValueError(f"routerdb sql got {len(given)} scripts; allowed: exactly one of -f FILE, -c SQL, "
-                         "or QUERY. E.g. routerdb sql BUNDLE -f sql/demo.sql")
+                         "--recipe NAME or QUERY. E.g. routerdb sql BUNDLE --recipe demo")
+    if args.recipe is not None:
+        return recipes.recipe_text(args.recipe)
     path = args.file if args.file is not None else args.query if args.command is None else None
     if path is not None and Path(path).is_file():
         return Path(path).read_text(encoding="utf-8")
@@ -130,7 +140,8 @@ def parse_variable(pair: str) -> tuple[str, object]:
 
 def _rescore(args) -> int:
     job = RescoreJob(Path(args.input), Path(args.output), prompt_column=args.prompt_column,
-                     models=tuple(llm_names(args.models)) if args.models else None, table=args.table,
+                     models=tuple(llm_names(args.models)) if args.models is not None else None,
+                     table=args.table,
                      cast_prompt=args.cast_prompt, on_invalid_utf8=args.on_invalid_utf8,
                      overwrite=args.overwrite, batch_rows=args.batch_rows, part_rows=args.part_rows,
                      progress=not args.no_progress)
@@ -147,8 +158,9 @@ SQL_HELP = """The SQL to run: -f FILE (a script), -c SQL (a statement or script)
 existing file is read as a script, anything else is run as SQL (a single word that reads as a file
 name but is no file, such as q.sql, is an error rather than SQL). Variables: --set NAME=VALUE sets
 getvariable('NAME') to the text VALUE, as given (--set id=007 is '007'); --set NAME:TYPE=VALUE with
-TYPE int, float, bool or text types it (--set strong_share:float=0.2). The shipped sql/ files cast
-their variables, so plain --set works for them."""
+TYPE int, float, bool or text types it (--set strong_share:float=0.2). The shipped recipes
+(--recipe NAME; the files are sql/ of the checkout, routerdb/sql/ installed) check and cast their variables, so plain --set
+works for them."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query", nargs="?", help="a SQL file that exists, or SQL (see below)")
     p.add_argument("-f", "--file", help="a SQL script file")
     p.add_argument("-c", "--command", help="SQL to run as it is")
+    p.add_argument("--recipe", help=f"a shipped SQL recipe: {', '.join(recipes.names())}")
     p.add_argument("--database", help="DuckDB database file (default: in memory)")
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--max-rows", type=int, default=60)
@@ -183,7 +196,8 @@ def _rescore_parser(sub) -> None:
     p = sub.add_parser("rescore", help="add route_best and route_scores to every row of a prompt log "
                        "(Parquet out; streaming, resumable after a kill)")
     p.add_argument("bundle")
-    p.add_argument("input", help="a .parquet or .csv file, or a DuckDB database with --table")
+    p.add_argument("input", help="a Parquet, CSV / TSV (also .gz; columns read as text) or JSON Lines file, "
+                   "or a DuckDB database with --table")
     p.add_argument("output", help="the .parquet file to write (an existing file rescore did not write is "
                    "refused without --overwrite)")
     p.add_argument("--prompt-column", default="prompt", help="the column holding the prompt text")
@@ -233,15 +247,27 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, UnknownModelError, OSError, ImportError) as exc:  # ours, OSError (disk full, no
-        # file, ...) and ImportError (an optional extra not installed: its message says which)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # duckdb errors: show the message, not a traceback
-        if type(exc).__module__.startswith(("duckdb", "_duckdb")):
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a traceback
+        resume = " Run the same command again to resume from its last complete part." if (
+            args.run is _rescore) else ""
+        print(f"interrupted.{resume}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        duckdb_error = type(exc).__module__.startswith(("duckdb", "_duckdb"))
+        if duckdb_error:  # show the message, not a traceback
+            print(f"error: {one_line(str(exc))}", file=sys.stderr)
+            return 2
+        if isinstance(exc, (ValueError, UnknownModelError, OSError, ImportError)):  # ours; OSError: disk full,
+            # no file; ImportError: an optional extra not installed (its message says which)
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise
+
+
+def one_line(message: str) -> str:
+    """A DuckDB message's first line: what went wrong (the rest quotes the SQL, or suggests names)."""
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return first.removeprefix("Invalid Input Error: ")  # the recipes' own checks say all in one line
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ def route_best_among(router: Router, prompts: pa.Array, candidates: pa.Array) ->
 
 
 def route_scores(router: Router, prompts: pa.Array) -> pa.Array:
-    return score_map(router.models, router.score(prompts.to_pylist()))
+    names = sorted(router.models)  # the order of router_models (an added LLM is last in the bundle)
+    return score_map(names, router.score(prompts.to_pylist(), names))
 
 
 FUNCTIONS: tuple[SqlFunction, ...] = (

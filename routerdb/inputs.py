@@ -45,8 +45,13 @@ def llm_names(text: str) -> list[str]:
     """A comma-separated list of LLM names from the command line: 'a, b' -> ['a', 'b']."""
     names = [name.strip() for name in text.split(",")]
     if not all(names):
-        raise ValueError(f"--models {text!r}: an empty name between commas; allowed: LLM names separated "
-                         "by commas, e.g. --models gpt-4,llama-3-8b")
+        raise ValueError(f"--models {text!r}: an empty name{' between commas' if text.strip() else ''}; "
+                         "allowed: LLM names separated by commas, e.g. --models gpt-4,llama-3-8b (leave "
+                         "--models out for every LLM)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # rescore would write a MAP with the key twice, which DuckDB refuses to read
+        raise ValueError(f"--models {text!r}: {', '.join(map(repr, repeated))} named more than once; "
+                         "allowed: each LLM once. Drop the repeats.")
     return names
 
 

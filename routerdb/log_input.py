@@ -1,9 +1,10 @@
-"""A prompt log read as a stream of Arrow record batches, in file order: Parquet, CSV or a DuckDB table.
+"""A prompt log read as a stream of Arrow record batches, in file order: a file or a DuckDB table.
 
-Values come out as they are in the file: Parquet through pyarrow (its exact Arrow types), CSV and
-DuckDB tables through DuckDB. A quoted empty CSV field (`""`) is the empty string, not NULL, as the
-same row read from Parquet would be (DuckDB's default reads it as NULL); an unquoted empty field
-is NULL.
+Files are read by `routerdb.table_file`, the reader training uses too: Parquet with its exact Arrow
+types; CSV / TSV (also gzipped, any common delimiter) with every column as the text it holds (no
+type guessed from the first rows: a column numeric early and text later stopped runs a million rows
+in); JSON Lines. A CSV or JSON Lines file is read through once before any row is scored, so a
+malformed line stops the run at once. DuckDB tables come through DuckDB with their own types.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from routerdb import table_file
 
 BATCH_ROWS = 8_192  # rows read and scored at a time
 DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
@@ -53,19 +55,29 @@ def open_input(path: str | os.PathLike[str], table: str | None = None,
     """The input's rows in order, as a stream."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no input file {str(path)!r}; pass a Parquet, CSV or DuckDB file.")
+        raise FileNotFoundError(f"no input file {str(path)!r}; pass a Parquet, CSV, JSON Lines or DuckDB "
+                                "file.")
     suffix = path.suffix.lower()
     if table is not None or suffix in DUCKDB_SUFFIXES:
         return _duckdb_table(path, table, batch_rows)
-    if suffix in (".parquet", ".pq"):
-        return _parquet(path, batch_rows)
-    if suffix in (".csv", ".tsv") or path.name.lower().endswith((".csv.gz", ".tsv.gz")):
-        con = _reader_connection()
-        # allow_quoted_nulls=false: "" stays the empty string (a prompt), as in Parquet.
-        relation = con.sql("SELECT * FROM read_csv(?, allow_quoted_nulls = false)", params=[str(path)])
-        return LogInput(path, _keep_open(relation.fetch_record_batch(batch_rows), con), None)
-    raise RescoreError(f"input {str(path)!r} has suffix {suffix!r}; rescore reads .parquet, .csv/.tsv, "
-                       "or a DuckDB database (.duckdb/.db, with --table NAME).")
+    found = table_file.kind(path)
+    if found is None:
+        raise RescoreError(f"input {str(path)!r} has suffix {suffix!r}; rescore reads "
+                           f"{table_file.described_suffixes()}, or a DuckDB database (.duckdb/.db, with "
+                           "--table NAME).")
+    try:
+        rows = None if found == "parquet" else table_file.check_stream(path)  # malformed: stop now
+        stream = table_file.open_stream(path, batch_rows)
+    except (pa.ArrowException, OSError, table_file.TableFileError) as exc:
+        raise RescoreError(f"input {str(path)!r} cannot be read as {found} ({_first_line(exc)}); nothing "
+                           "was scored. Fix the file (every CSV row as many fields as the header, a field "
+                           "holding the separator quoted), or pass Parquet.") from None
+    return LogInput(path, stream.reader, stream.rows if rows is None else rows, stream.row_groups)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def skip_rows(reader: pa.RecordBatchReader, skip: int) -> Iterator[pa.RecordBatch]:
@@ -76,18 +88,6 @@ def skip_rows(reader: pa.RecordBatchReader, skip: int) -> Iterator[pa.RecordBatc
             continue
         yield batch.slice(skip) if skip else batch
         skip = 0
-
-
-def _parquet(path: Path, batch_rows: int) -> LogInput:
-    try:
-        source = pq.ParquetFile(path)  # pyarrow keeps the file's exact Arrow types
-    except (pa.ArrowException, OSError) as exc:
-        raise RescoreError(f"input {str(path)!r} cannot be read as Parquet ({exc}); pass a Parquet, "
-                           "CSV or DuckDB file.") from None
-    batches = source.iter_batches(batch_size=batch_rows)
-    reader = pa.RecordBatchReader.from_batches(source.schema_arrow, batches)
-    groups = [source.metadata.row_group(i).num_rows for i in range(source.metadata.num_row_groups)]
-    return LogInput(path, reader, source.metadata.num_rows, groups)
 
 
 def _reader_connection() -> duckdb.DuckDBPyConnection:

@@ -1,8 +1,9 @@
 """The SQL recipes of `sql/`, shipped inside the package (`routerdb/sql` is that folder), and run.
 
-`routerdb sql BUNDLE sql/cost_routing.sql` runs a recipe from a checkout; `run_recipe` runs the same
-file from an installed routerdb, so `routerdb report` draws exactly the numbers the recipes define
-(one implementation of the threshold table and the cost-quality curve).
+`routerdb sql BUNDLE --recipe cost_routing` (or `-f sql/cost_routing.sql` in a checkout) runs a
+recipe from any directory on the user's tables; `run_recipe` runs the same file from Python, so
+`routerdb report` draws exactly the numbers the recipes define (one implementation of the threshold
+table and the cost-quality curve).
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ import duckdb
 RECIPES = resources.files("routerdb") / "sql"
 
 
+def names() -> list[str]:
+    """The names of the shipped SQL recipes (`routerdb sql BUNDLE --recipe NAME`)."""
+    return sorted(p.name.removesuffix(".sql") for p in RECIPES.iterdir() if p.name.endswith(".sql"))
+
+
 def recipe_text(name: str) -> str:
-    """The text of the shipped recipe `name` (e.g. 'cost_routing.sql')."""
-    path = RECIPES / name
-    if not path.is_file():
-        known = sorted(p.name for p in RECIPES.iterdir() if p.name.endswith(".sql"))
-        raise FileNotFoundError(f"no recipe {name!r} in {RECIPES}; the shipped recipes are {known}.")
-    return path.read_text(encoding="utf-8")
+    """The text of the shipped recipe `name`, with or without `.sql` (e.g. 'cost_routing')."""
+    stem = name.removesuffix(".sql")
+    if stem not in names():
+        raise ValueError(f"--recipe {name!r} is not a shipped recipe; allowed: {', '.join(names())}. "
+                         "Pass one of them, or your own file with -f FILE.")
+    return (RECIPES / f"{stem}.sql").read_text(encoding="utf-8")
 
 
 def run_recipe(con: duckdb.DuckDBPyConnection, name: str,

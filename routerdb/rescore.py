@@ -82,6 +82,12 @@ class RescoreJob:
         object.__setattr__(self, "output", Path(self.output))
         if self.models is not None:
             object.__setattr__(self, "models", tuple(self.models))
+            repeated = sorted({name for name in self.models if self.models.count(name) > 1})
+            if not self.models or repeated:  # a MAP with a key twice is a file DuckDB refuses to read
+                what = "no LLM" if not self.models else f"repeats {repeated!r}"
+                raise RescoreError(f"models={list(self.models)!r:.200}: {what}; allowed: each LLM of the "
+                                   "bundle at most once, at least one (None for all). Drop the repeats, or "
+                                   "pass None.")
         if not (is_int(self.batch_rows, 1) and is_int(self.part_rows, 1)):
             raise RescoreError(f"batch_rows={self.batch_rows!r:.40}, part_rows={self.part_rows!r:.40}: both "
                                "must be integers of at least 1.")
@@ -91,7 +97,7 @@ class RescoreJob:
 
     def llm_names(self, router: Router) -> list[str]:
         """The LLMs this job scores with `router`."""
-        return list(self.models) if self.models else list(router.models)
+        return list(self.models) if self.models else sorted(router.models)  # as route_scores in SQL
 
     def fingerprint(self, router: Router) -> dict:
         """What a resumed run must share with the run that wrote the parts (kept as JSON in the
@@ -123,7 +129,7 @@ def score_batch(router: Router, batch: pa.RecordBatch, prompt_column: str = "pro
     text, or a type cast to text); it is written out as it was. Raises InvalidUtf8 naming the row
     of the batch whose bytes are not UTF-8, unless `on_invalid_utf8="replace"`.
     """
-    names = list(models) if models else list(router.models)
+    names = list(models) if models else sorted(router.models)  # the order of route_scores in SQL
     cols = router.model_columns(names)
     prompts = prompt_texts(batch.column(prompt_column), on_invalid_utf8)
     valid = np.fromiter((p is not None for p in prompts), dtype=bool, count=len(prompts))

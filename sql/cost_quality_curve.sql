@@ -1,8 +1,8 @@
 -- cost_quality_curve.sql: the quality-versus-cost curve of cost-aware routing across all LLMs,
 -- measured on prompts with known per-LLM quality, beside each LLM alone and the oracle.
 --
--- Run:  routerdb sql BUNDLE sql/cost_quality_curve.sql
---       routerdb sql BUNDLE sql/cost_quality_curve.sql --database my.duckdb --set scores_table=evals
+-- Run:  routerdb sql BUNDLE --recipe cost_quality_curve
+--       routerdb sql BUNDLE --recipe cost_quality_curve --database my.duckdb --set scores_table=evals
 -- Inputs (variables; each unset one takes the demo default):
 --   scores_table   one row per (prompt, model): prompt, model, score (the quality the LLM reached,
 --                  e.g. 0/1 correctness), cost (USD for that call; NULL: estimated from the prices)
@@ -17,15 +17,30 @@
 -- Result: kind 'router' (one row per lambda), 'llm' (always calling one LLM) and 'oracle' (per
 -- prompt the best LLM, the cheapest among equals), each with mean cost and mean quality.
 
-SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');
-SET VARIABLE scores_table = COALESCE(getvariable('scores_table'), 'demo_scores');
+-- Parameters are checked first: a bad one stops the recipe with one line naming it.
+CREATE OR REPLACE TEMP MACRO recipe_number(name, value, fallback, low, high, allowed) AS
+    CASE WHEN value IS NULL THEN fallback
+         WHEN TRY_CAST(value AS DOUBLE) BETWEEN low AND high THEN TRY_CAST(value AS DOUBLE)  -- NaN, inf: no
+         ELSE error(format('{} = {}: allowed {}; fix: --set {}=NUMBER', name, value::VARCHAR, allowed, name))
+    END;
+SET VARIABLE output_tokens = recipe_number('output_tokens', getvariable('output_tokens'), 300, 0, 1e9,
+                                           'a number of tokens >= 0');
+SET VARIABLE max_weight = recipe_number('max_weight', getvariable('max_weight'), 2.0, 0, 1e12, 'a number >= 0');
+SET VARIABLE weight_step = recipe_number('weight_step', getvariable('weight_step'), 0.1, 1e-300, 1e12,
+                                         'a number > 0');
+SET VARIABLE recipe_checked = CASE WHEN getvariable('max_weight') / getvariable('weight_step') > 100000
+    THEN error(format('max_weight / weight_step = {}: allowed at most 100,000 points on the grid; fix: '
+                      '--set weight_step=LARGER', getvariable('max_weight') / getvariable('weight_step'))) END;
 SET VARIABLE prices_table = COALESCE(getvariable('prices_table'), 'demo_prices');
-SET VARIABLE output_tokens = COALESCE(getvariable('output_tokens')::DOUBLE, 300);
-SET VARIABLE max_weight = COALESCE(getvariable('max_weight')::DOUBLE, 2.0);
-SET VARIABLE weight_step = COALESCE(getvariable('weight_step')::DOUBLE, 0.1);
-
-CREATE OR REPLACE TEMP VIEW demo_scores AS
-SELECT prompt, model, score, cost FROM read_parquet(getvariable('sample_path'));
+-- The demo default reads the shipped sample only when scores_table is not set (any directory then works).
+SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');
+SET VARIABLE recipe_checked = CASE WHEN getvariable('scores_table') IS NULL
+    AND NOT EXISTS (SELECT 1 FROM glob(getvariable('sample_path'))) THEN error(format(
+    'scores_table is not set and the demo sample {} is not here; fix: --set scores_table=YOUR_TABLE (prompt, model, score[, cost] rows)',
+    getvariable('sample_path'))) END;
+SET VARIABLE scores_query = CASE WHEN getvariable('scores_table') IS NULL
+    THEN 'SELECT prompt, model, score, cost FROM read_parquet(getvariable(''sample_path''))'
+    ELSE 'SELECT * FROM query_table(getvariable(''scores_table''))' END;
 
 -- Made-up prices (USD per million tokens) so the demo runs with any bundle: replace with yours.
 CREATE OR REPLACE TEMP VIEW demo_prices AS
@@ -40,7 +55,7 @@ WITH rows AS (
     SELECT s.prompt, s.model, s.score::DOUBLE AS quality,
            COALESCE(s.cost, (ceil(length(s.prompt) / 4) * p.usd_per_1m_input_tokens
                              + getvariable('output_tokens') * p.usd_per_1m_output_tokens) / 1e6) AS cost
-    FROM query_table(getvariable('scores_table')) s
+    FROM query(getvariable('scores_query')) s
     JOIN router_models r ON r.model = s.model
     LEFT JOIN query_table(getvariable('prices_table')) p ON p.model = s.model
     WHERE s.prompt IS NOT NULL AND s.score IS NOT NULL
@@ -54,7 +69,7 @@ FROM rows SEMI JOIN complete USING (prompt);
 SET VARIABLE cost_scale = (SELECT COALESCE(NULLIF(max(cost), 0), 1) FROM curve_cells);
 
 WITH weights AS (
-    SELECT range * getvariable('weight_step')::DOUBLE AS cost_weight
+    SELECT range * getvariable('weight_step') AS cost_weight
     FROM range(CAST(round(getvariable('max_weight') / getvariable('weight_step')) AS BIGINT) + 1)
 ), picks AS (
     SELECT w.cost_weight, c.quality, c.cost,

@@ -1,5 +1,5 @@
 -- demo.sql: score a few prompts against every LLM of the bundle and mark the best one.
--- Run: routerdb sql build/demo/bundle sql/demo.sql
+-- Run: routerdb sql build/demo/bundle --recipe demo
 CREATE OR REPLACE TEMP TABLE prompts AS
 SELECT * FROM (VALUES
     ('Write a Python function that returns the n-th Fibonacci number.'),

@@ -2,7 +2,7 @@
 -- route_best_among (the best of a candidate list), route_score (one LLM's score) and route_scores
 -- (every LLM's score as a MAP).
 --
--- Run:  routerdb sql BUNDLE sql/route_functions.sql [--set candidates=llm-a,llm-b]
+-- Run:  routerdb sql BUNDLE --recipe route_functions [--set candidates=llm-a,llm-b]
 -- Inputs (variables):
 --   candidates  comma-separated LLM names for route_best_among (default: the bundle's first two
 --               LLMs by name)

@@ -1,8 +1,8 @@
 -- routing_curve_apgr.sql: the strong / weak routing curve and its area (APGR) from a table of
 -- (prompt, strong_score, weak_score) rows and route_score.
 --
--- Run:  routerdb sql BUNDLE sql/routing_curve_apgr.sql
---       routerdb sql BUNDLE sql/routing_curve_apgr.sql --database my.duckdb --set pairs_table=evals \
+-- Run:  routerdb sql BUNDLE --recipe routing_curve_apgr
+--       routerdb sql BUNDLE --recipe routing_curve_apgr --database my.duckdb --set pairs_table=evals \
 --           --set strong_model=big-llm --set weak_model=small-llm
 -- Inputs (variables; each unset one takes the demo default):
 --   pairs_table    prompt, strong_score, weak_score: the quality each LLM reached on the prompt
@@ -19,31 +19,44 @@
 -- Same definitions as training.evaluation.metrics.routing_curve / apgr.
 -- Result: the 11 points (strong-call %, quality, threshold) with apgr and apgr_exact on each row.
 
+-- Parameters are checked first: a bad one stops the recipe with one line naming it.
+CREATE OR REPLACE TEMP MACRO recipe_llm(name, value) AS
+    CASE WHEN value IS NULL OR value IN (SELECT model FROM router_models) THEN value
+         ELSE error(format('{} = ''{}'' is not an LLM of the bundle; allowed: {}; fix: --set {}=ONE_OF_THEM',
+                           name, value, (SELECT string_agg(model, ', ' ORDER BY model) FROM router_models), name))
+    END;
+SET VARIABLE strong_model = recipe_llm('strong_model', getvariable('strong_model'));
+SET VARIABLE weak_model = recipe_llm('weak_model', getvariable('weak_model'));
+-- The demo default reads the shipped sample only when pairs_table is not set (any directory then works).
 SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');
-SET VARIABLE pairs_table = COALESCE(getvariable('pairs_table'), 'demo_pairs');
+SET VARIABLE recipe_checked = CASE WHEN getvariable('pairs_table') IS NULL
+    AND NOT EXISTS (SELECT 1 FROM glob(getvariable('sample_path'))) THEN error(format(
+    'pairs_table is not set and the demo sample {} is not here; fix: --set pairs_table=YOUR_TABLE (prompt, strong_score, weak_score rows, with strong_model and weak_model)',
+    getvariable('sample_path'))) END;
+SET VARIABLE recipe_checked = CASE WHEN getvariable('pairs_table') IS NOT NULL
+    AND (getvariable('strong_model') IS NULL OR getvariable('weak_model') IS NULL) THEN error(
+    'pairs_table is set but strong_model or weak_model is not; fix: --set strong_model=LLM --set weak_model=LLM '
+    '(the LLMs whose scores pairs_table holds)') END;
 
-CREATE OR REPLACE TEMP VIEW demo_means AS
-SELECT model, avg(score) AS mean_score
-FROM read_parquet(getvariable('sample_path')) JOIN router_models USING (model)
-GROUP BY model;
-
+-- Demo defaults: among the LLMs that the sample and the bundle share, the highest and lowest mean score.
+SET VARIABLE demo_means_query = CASE WHEN getvariable('pairs_table') IS NULL
+    THEN 'SELECT model, avg(score) AS mean_score FROM read_parquet(getvariable(''sample_path'')) '
+         'JOIN router_models USING (model) GROUP BY model'
+    ELSE 'SELECT NULL::VARCHAR AS model, NULL::DOUBLE AS mean_score LIMIT 0' END;
 SET VARIABLE strong_model = COALESCE(getvariable('strong_model'),
-    (SELECT model FROM demo_means ORDER BY mean_score DESC, model LIMIT 1));
+    (SELECT model FROM query(getvariable('demo_means_query')) ORDER BY mean_score DESC, model LIMIT 1));
 SET VARIABLE weak_model = COALESCE(getvariable('weak_model'),
-    (SELECT model FROM demo_means ORDER BY mean_score, model LIMIT 1));
-
-CREATE OR REPLACE TEMP VIEW demo_pairs AS
-SELECT prompt,
-       max(score) FILTER (WHERE model = getvariable('strong_model')) AS strong_score,
-       max(score) FILTER (WHERE model = getvariable('weak_model')) AS weak_score
-FROM read_parquet(getvariable('sample_path'))
-GROUP BY prompt
-HAVING strong_score IS NOT NULL AND weak_score IS NOT NULL;
+    (SELECT model FROM query(getvariable('demo_means_query')) ORDER BY mean_score, model LIMIT 1));
+SET VARIABLE pairs_query = CASE WHEN getvariable('pairs_table') IS NULL
+    THEN 'SELECT prompt, max(score) FILTER (WHERE model = getvariable(''strong_model'')) AS strong_score, '
+         'max(score) FILTER (WHERE model = getvariable(''weak_model'')) AS weak_score '
+         'FROM read_parquet(getvariable(''sample_path'')) GROUP BY prompt'
+    ELSE 'SELECT prompt, strong_score, weak_score FROM query_table(getvariable(''pairs_table''))' END;
 
 CREATE OR REPLACE TEMP TABLE routing_rows AS
 SELECT strong_score::DOUBLE AS strong, weak_score::DOUBLE AS weak,
        route_score(prompt, getvariable('strong_model')) - route_score(prompt, getvariable('weak_model')) AS diff
-FROM query_table(getvariable('pairs_table'))
+FROM query(getvariable('pairs_query'))
 WHERE prompt IS NOT NULL AND strong_score IS NOT NULL AND weak_score IS NOT NULL;
 
 CREATE OR REPLACE TEMP TABLE routing_curve AS

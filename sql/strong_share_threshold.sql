@@ -1,8 +1,8 @@
 -- strong_share_threshold.sql: calibrate the threshold that sends a chosen share of traffic
 -- (e.g. 20 %) to a strong LLM and the rest to a weak one, on a sample of your prompts.
 --
--- Run:  routerdb sql BUNDLE sql/strong_share_threshold.sql --set strong_share=0.2
---       routerdb sql BUNDLE sql/strong_share_threshold.sql --database my.duckdb \
+-- Run:  routerdb sql BUNDLE --recipe strong_share_threshold --set strong_share=0.2
+--       routerdb sql BUNDLE --recipe strong_share_threshold --database my.duckdb \
 --           --set prompts_table=traffic_sample --set strong_model=big-llm --set weak_model=small-llm
 -- Inputs (variables; each unset one takes the demo default):
 --   prompts_table  calibration prompts, a representative sample of your traffic (`prompt` column;
@@ -19,17 +19,35 @@
 -- production:  CASE WHEN route_score(prompt, '<strong>') - route_score(prompt, '<weak>') > <threshold>
 --              THEN '<strong>' ELSE '<weak>' END
 
+-- Parameters are checked first: a bad one stops the recipe with one line naming it.
+CREATE OR REPLACE TEMP MACRO recipe_number(name, value, fallback, low, high, allowed) AS
+    CASE WHEN value IS NULL THEN fallback
+         WHEN TRY_CAST(value AS DOUBLE) BETWEEN low AND high THEN TRY_CAST(value AS DOUBLE)  -- NaN, inf: no
+         ELSE error(format('{} = {}: allowed {}; fix: --set {}=NUMBER', name, value::VARCHAR, allowed, name))
+    END;
+CREATE OR REPLACE TEMP MACRO recipe_llm(name, value) AS
+    CASE WHEN value IS NULL OR value IN (SELECT model FROM router_models) THEN value
+         ELSE error(format('{} = ''{}'' is not an LLM of the bundle; allowed: {}; fix: --set {}=ONE_OF_THEM',
+                           name, value, (SELECT string_agg(model, ', ' ORDER BY model) FROM router_models), name))
+    END;
+SET VARIABLE strong_share = recipe_number('strong_share', getvariable('strong_share'), 0.2, 0, 1,
+                                          'a share from 0 to 1 (0.2: 20 % to the strong LLM)');
+SET VARIABLE strong_model = recipe_llm('strong_model', getvariable('strong_model'));
+SET VARIABLE weak_model = recipe_llm('weak_model', getvariable('weak_model'));
+-- The demo default reads the shipped sample only when prompts_table is not set (any directory then works).
 SET VARIABLE sample_path = COALESCE(getvariable('sample_path'), 'data/sample/llmrouter_sample.parquet');
-SET VARIABLE prompts_table = COALESCE(getvariable('prompts_table'), 'demo_prompts');
-SET VARIABLE strong_share = COALESCE(getvariable('strong_share')::DOUBLE, 0.2);
-
-CREATE OR REPLACE TEMP VIEW demo_prompts AS
-SELECT DISTINCT prompt FROM read_parquet(getvariable('sample_path'));
+SET VARIABLE recipe_checked = CASE WHEN getvariable('prompts_table') IS NULL
+    AND NOT EXISTS (SELECT 1 FROM glob(getvariable('sample_path'))) THEN error(format(
+    'prompts_table is not set and the demo sample {} is not here; fix: --set prompts_table=YOUR_TABLE (calibration prompts: a table or view with a prompt column)',
+    getvariable('sample_path'))) END;
+SET VARIABLE prompts_query = CASE WHEN getvariable('prompts_table') IS NULL
+    THEN 'SELECT DISTINCT prompt FROM read_parquet(getvariable(''sample_path''))'
+    ELSE 'SELECT DISTINCT prompt FROM query_table(getvariable(''prompts_table''))' END;
 
 -- Every calibration prompt against every LLM: each distinct prompt is encoded once.
 CREATE OR REPLACE TEMP TABLE calibration_scores AS
 SELECT p.prompt, r.model, route_score(p.prompt, r.model) AS score
-FROM (SELECT DISTINCT prompt FROM query_table(getvariable('prompts_table')) WHERE prompt IS NOT NULL) p
+FROM (SELECT prompt FROM query(getvariable('prompts_query')) WHERE prompt IS NOT NULL) p
 CROSS JOIN router_models r;
 
 SET VARIABLE strong_model = COALESCE(getvariable('strong_model'),
@@ -51,8 +69,8 @@ WITH grid AS (
            false AS requested
     FROM calibration_diff
 ), asked AS (
-    SELECT getvariable('strong_share')::DOUBLE AS strong_share,
-           quantile_cont(diff, 1 - LEAST(getvariable('strong_share')::DOUBLE, 1)) AS threshold,
+    SELECT getvariable('strong_share') AS strong_share,
+           quantile_cont(diff, 1 - LEAST(getvariable('strong_share'), 1)) AS threshold,
            true AS requested
     FROM calibration_diff
 ), thresholds AS (

@@ -16,6 +16,18 @@ from tests import tiny_models  # noqa: E402
 from tests.paths import REPO, SAMPLE
 
 
+@pytest.fixture(scope="session", autouse=True)
+def verified_stamps_in_a_temporary_directory(tmp_path_factory):
+    """Bundles' verified stamps go to a directory of this run, not the user's ~/.cache/routerdb."""
+    before = os.environ.get("ROUTERDB_CACHE")
+    os.environ["ROUTERDB_CACHE"] = str(tmp_path_factory.mktemp("routerdb-cache"))
+    yield
+    if before is None:
+        os.environ.pop("ROUTERDB_CACHE", None)
+    else:
+        os.environ["ROUTERDB_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_encoders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("encoders")

@@ -1,5 +1,5 @@
 """Every dotted path into `training` or `routerdb`, and every file path, that the prose names still
-exists: in README.md, docs/, sql/, and the docstrings and comments of the code (and the strings of
+exists: in README.md, docs/, sql/, the docstrings and comments of the code (and the strings of
 the two packages, which users read in error messages). A path resolves when its longest importable prefix is a
 module and the rest are attributes of it (a class's pydantic or dataclass field, or an attribute
 its methods assign to `self`, counts)."""
@@ -138,11 +138,12 @@ def test_every_dotted_path_resolves():
 def test_the_check_sees_every_place(tmp_path):
     """A planted bad path is found in prose, SQL, a comment and a docstring; good ones pass."""
     (tmp_path / "docs").mkdir()
-    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql").mkdir(parents=True)
     (tmp_path / "training").mkdir()
     (tmp_path / "README.md").write_text("Run `training.fit.main`, see training.metrics.apgr.\n")
     (tmp_path / "docs" / "x.md").write_text("The Router: routerdb.Bundle.load and routerdb.no_such.\n")
-    (tmp_path / "sql" / "x.sql").write_text("-- the rule of training.evaluation.metrics.cost_quality_curve\n")
+    (tmp_path / "sql" / "x.sql").write_text(
+        "-- the rule of training.evaluation.metrics.cost_quality_curve\n")
     (tmp_path / "training" / "x.py").write_text(
         '"""Reads training.specs.FitSpec.output and training.model.nowhere."""\n'
         "# see training.command.Command.run and routerdb.router.Router.nope\n"

@@ -177,6 +177,7 @@ def _manifest(model: Exportable, spec, opset, quantize, merge_gap, quantized_bas
         "head": {"file": HEAD_FILE, "kind": model.config.head.kind,
                  "prompt_dim": int(model.net.head.prompt_dim), "llm_dim": int(model.llm_embeddings.shape[1])},
         "history": described["history"],
+        "dropped_llms": described["dropped_llms"],  # LLMs in the data left out of the router, and why
     }
 
 

@@ -39,8 +39,9 @@ def fit(spec: FitSpec, *, resume: bool = False) -> Path:
     check(spec)
     run_dir = Path(spec.output.run_dir)
     check_outputs(spec)
+    pairs = _training_data(spec)  # every row checked before the run writes its first file
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
-    pairs = _training_data(spec)
     model = TransformerEmbeddingModel(spec.router_config())
     frozen_transformer = spec.finetuning.kind == "frozen" and spec.encoder.kind == "transformer"
     if frozen_transformer and spec.encoder.pooling == "auto":
@@ -66,9 +67,10 @@ def _training_data(spec: FitSpec) -> pa.Table:
     return pairs
 
 
-def check(spec: FitSpec, where: str = "<spec>") -> None:
-    """SpecError listing every problem of `training.preflight.problems`, if any."""
-    found = preflight.problems(spec)
+def check(spec: FitSpec, where: str = "<spec>", *, rows: bool = False) -> None:
+    """SpecError listing every problem of `training.preflight.problems` (every data row read with
+    `rows`), if any."""
+    found = preflight.problems(spec, rows=rows)
     if found:
         raise SpecError("\n".join([f"{where}: {len(found)} problem(s) found before training:",
                                     *(f"  - {p}" for p in found)]))
@@ -90,18 +92,19 @@ def check_outputs(spec) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="path to a JSON spec (see examples/specs/)")
-    parser.add_argument("--validate-only", action="store_true", help="check the spec and stop")
+    parser.add_argument("--validate-only", action="store_true",
+                        help="check the spec, the encoder, the outputs and every data row, and stop")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the spec (every problem at once), then train and export, logging into the run's train.log."""
     spec = load_spec(args.spec)
-    check(spec, args.spec)
+    check(spec, args.spec, rows=args.validate_only)
     if args.validate_only:
         what = spec.encoder.name if spec.encoder.kind == "transformer" else f"static {spec.encoder.name}"
         print(f"{args.spec}: valid ({spec.finetuning.kind} fine-tuning of {what}, "
-              f"{spec.epochs} epoch(s), {len(spec.data.train)} data file(s))")
+              f"{spec.epochs} epoch(s), {len(spec.data.train)} data file(s), every row read)")
         return command.OK
     check_outputs(spec)
     command.log_to_file(Path(spec.output.run_dir) / "train.log")

@@ -5,6 +5,8 @@ it writes its first file, so a run that would fail on a missing file or an unwri
 fails in seconds, not after an hour of training:
 
 * every data file exists, is a file, can be read, and has a known schema (from its header);
+  with `rows` (`--validate-only`) every row is read and checked as training reads it, and LLM
+  names across the files too (a run reads them before it writes anything);
 * the aliases file reads; the encoder (and a phase-1 embedder's own encoder) is a local
   directory, an installed packaged copy, or a hub id (cached, where HF_HUB_OFFLINE is set);
   `load_embedding_model_from` holds an LLM embedder;
@@ -20,7 +22,7 @@ from pathlib import Path
 from huggingface_hub import try_to_load_from_cache
 
 from routerdb.bundle import BundleError, check_replaceable
-from training.data import DataError, load_aliases
+from training.data import DataError, concat_pairs, load_aliases, load_pairs
 from training.data.read import peek_schema
 from training.encoder.finetuning import STATIC_METHODS
 from training.encoder.pretrained import resolve_encoder
@@ -30,25 +32,34 @@ from training.specs import FitSpec
 RUN_FILES = ("spec.json", "train.log", "checkpoint", "state", "history.json")  # a run directory's own
 
 
-def problems(spec: FitSpec) -> list[str]:
-    """Every problem found, each naming the spec field, what it holds and the fix; [] if none."""
-    return [*_data(spec), *_encoders(spec), *_outputs(spec)]
+def problems(spec: FitSpec, *, rows: bool = False) -> list[str]:
+    """Every problem found, each naming the spec field, what it holds and the fix; [] if none.
+    With `rows`, every row of the data is read and checked (else each file's header)."""
+    return [*_data(spec, rows), *_encoders(spec), *_outputs(spec)]
 
 
-def _data(spec: FitSpec) -> list[str]:
-    out = []
+def _data(spec: FitSpec, rows: bool) -> list[str]:
+    out, aliases = [], None
+    if spec.data.aliases:
+        try:
+            aliases = load_aliases(spec.data.aliases)
+        except (OSError, DataError) as exc:
+            out.append(f"data.aliases: {exc}")
+    tables = []
     for k, path in enumerate(spec.data.train):
         try:
             if not os.access(path, os.R_OK) and Path(path).is_file():
                 raise PermissionError(f"{path}: cannot be read (permission denied); fix its permissions")
             peek_schema(path)
+            if rows:
+                tables.append(load_pairs(path, aliases=aliases))
         except (OSError, DataError) as exc:
             out.append(f"data.train[{k}]: {exc}")
-    if spec.data.aliases:
+    if len(tables) > 1 and len(tables) == len(spec.data.train):
         try:
-            load_aliases(spec.data.aliases)
-        except (OSError, DataError) as exc:
-            out.append(f"data.aliases: {exc}")
+            concat_pairs(tables)
+        except DataError as exc:
+            out.append(f"data.train: {exc}")
     return out
 
 

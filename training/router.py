@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 
 from routerdb.features import FEATURE_NAMES, FeatureStats, compute_features
 from routerdb.tokenizer import PromptTokenizer, length_batches
-from training.data.read import PAIR_COLUMNS, concat_pairs, load_pairs
-from training.data.splits import drop_rare_models, split_by_prompt
+from training.data.columns import check_llm_spellings
+from training.data.read import PAIR_COLUMNS, TABLE_NAME, concat_pairs, load_pairs, pair_llms
+from training.data.splits import decisive_counts, drop_llms, drop_rare_models, split_by_prompt
 from training.device import is_quantized, pick_device
 from training.encoder.finetuning import count_parameters, prepare_encoder
 from training.encoder.pooling import Pooling, detect_pooling
@@ -54,6 +55,8 @@ from training.specs import RouterConfig, ValidationSplit
 from training.trainer.loop import fit_loop
 
 log = logging.getLogger(__name__)
+
+FEW_DECISIVE_PAIRS = 10  # an LLM with fewer decisive training pairs than this is named in a warning
 
 
 class TransformerEmbeddingModel:
@@ -76,6 +79,7 @@ class TransformerEmbeddingModel:
         self.validation_prompts: list[str] = []  # the prompts `train` held out, sorted
         # the pairwise loss as trained (training.trainer.losses.PairLoss: e.g. its per-source scales)
         self.loss: nn.Module | None = None
+        self.dropped_llms: dict[str, str] = {}  # LLM name -> why `train` left it out (in the manifest)
         self.device = pick_device()
 
     # --- building --------------------------------------------------------------------------
@@ -199,14 +203,53 @@ class TransformerEmbeddingModel:
                validation_data: pa.Table | None) -> tuple[pa.Table, pa.Table]:
         cfg = self.config
         pairs, dropped = drop_rare_models(pairs, cfg.min_model_comparisons)
+        self.dropped_llms = {name: f"fewer than {cfg.min_model_comparisons} comparisons" for name in dropped}
         if dropped:
             log.info("dropped %d LLM(s) with fewer than %d comparisons: %s", len(dropped),
                      cfg.min_model_comparisons, ", ".join(dropped))
         if validation_data is not None:
-            return pairs, validation_data
-        if validation_split is not None:
-            return split_by_prompt(pairs, validation_split.fraction, validation_split.seed)
-        return pairs, pairs.slice(0, 0)
+            train, val = pairs, validation_data
+        elif validation_split is not None:
+            train, val = split_by_prompt(pairs, validation_split.fraction, validation_split.seed)
+        else:
+            train, val = pairs, pairs.slice(0, 0)
+        return self._drop_untrained(train, val)
+
+    def _drop_untrained(self, train: pa.Table, val: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Leave out every LLM without a decisive training pair (nothing would train its row: it
+        would be served as initialised), repeating while dropping one leaves another without any;
+        or stop, with `untrained_llms` "error"."""
+        names = sorted(pair_llms(train) | pair_llms(val))
+        check_llm_spellings(names, TABLE_NAME)  # pairs tables handed in directly were not checked
+        while True:
+            counts = decisive_counts(train, names)
+            untrained = [name for name, n in counts.items() if n == 0]
+            if not untrained:
+                break
+            if self.config.untrained_llms == "error":
+                raise ValueError(
+                    f"LLM(s) {', '.join(map(repr, untrained))} have no decisive training pair after the "
+                    "split (all their comparisons are ties or on validation prompts), so nothing would "
+                    "train their rows; allowed: LLMs with at least one win or loss on a training prompt; "
+                    "fix: add comparisons for them, drop them from the data, or set untrained_llms "
+                    '"drop" to leave them out of the router with a warning.')
+            log.warning("left out %d LLM(s) without a decisive training pair after the split (all their "
+                        "comparisons are ties or on validation prompts; served, they would score at "
+                        "random): %s. Add comparisons for them to route to them.", len(untrained),
+                        ", ".join(untrained))
+            self.dropped_llms.update(dict.fromkeys(untrained, "no decisive training pair after the split"))
+            train, val = drop_llms(train, untrained), drop_llms(val, untrained)
+            names = [name for name in names if name not in untrained]
+        few = {name: n for name, n in counts.items() if n < FEW_DECISIVE_PAIRS}
+        if few:
+            log.warning("LLM(s) with fewer than %d decisive training pairs, their rows barely trained: %s. "
+                        "Add comparisons for them, or drop them with min_model_comparisons.",
+                        FEW_DECISIVE_PAIRS, ", ".join(f"{k} ({v})" for k, v in few.items()))
+        if not names:
+            raise ValueError("no LLM has a decisive training pair (every comparison is a tie or on a "
+                             "validation prompt); allowed: data where some LLM wins or loses on a "
+                             "training prompt; fix: check the winner / score columns and the split.")
+        return train, val
 
     def _feature_stats(self, train_pairs: pa.Table) -> FeatureStats | None:
         if not self.config.use_prompt_features:
@@ -356,6 +399,7 @@ class TransformerEmbeddingModel:
                           "padding_side": self.tokenizer.padding_side,
                           "truncation": self.tokenizer.truncation},
             "history": self.history if history is None else history,
+            "dropped_llms": self.dropped_llms,
             "embedding_model": None if self.llm_embedder is None else {
                 "kind": self.llm_embedder.kind, **self.llm_embedder.report},
         }
@@ -388,6 +432,7 @@ class TransformerEmbeddingModel:
         model.build(meta["model_names"], stats)
         model.load_state_tensors(load_file(str(path / CHECKPOINT_WEIGHTS)))
         model.history = meta.get("history", [])
+        model.dropped_llms = meta.get("dropped_llms", {})
         if (path / "embedding_model").is_dir():
             model.llm_embedder = LLMEmbedder.load(path / "embedding_model", model.device)
         return model

@@ -380,6 +380,9 @@ class RouterConfig(Closed):
     embedding_spec: EmbeddingSpec = LearnedEmbedding()
     embedding_model_epochs: Int = Field(5, ge=0, le=10_000)
     min_model_comparisons: Int = Field(0, ge=0, le=1_000_000_000)  # drop LLMs with fewer comparisons (logged)
+    # an LLM without a decisive training pair after the split (all its rows on validation prompts,
+    # or all ties) would be served with an untrained row: "drop" it with a warning, or "error"
+    untrained_llms: Literal["drop", "error"] = "drop"
     load_embedding_model_from: str | None = None
     head: HeadSpec = MLPHeadSpec()
     use_prompt_features: bool = True

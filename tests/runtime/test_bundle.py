@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +162,126 @@ def test_bundle_directory_follows_the_umask(tmp_path):
         os.umask(before)
     assert stat.S_IMODE(target.stat().st_mode) == 0o755  # mkdtemp made it 0700 whatever the umask
     assert stat.S_IMODE((target / "manifest.json").stat().st_mode) == 0o644
+
+
+def test_every_bundle_file_follows_the_umask(tmp_path):
+    import os
+    import stat
+    import tempfile
+
+    from safetensors.numpy import save_file
+
+    def files(tmp):
+        import pyarrow.parquet as pq
+
+        save_file({"w": np.zeros(2, np.float32)}, str(tmp / "head.safetensors"))  # 0600 whatever the umask
+        os.close(tempfile.mkstemp(dir=tmp, prefix="made-by-mkstemp")[0])
+        (tmp / "sub").mkdir()
+        pq.write_table(models_table(["m"], np.zeros((1, 2))), tmp / "models.parquet")
+        return {"head": "head.safetensors", "models.parquet": "models.parquet"}
+
+    before = os.umask(0o027)
+    try:
+        target = write_bundle(tmp_path / "b", {"note": "x"}, files)
+    finally:
+        os.umask(before)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in target.iterdir()}
+    assert modes.pop("sub") == 0o750
+    assert set(modes.values()) == {0o640}, modes
+
+
+def _best_as_another_user(bundle) -> str:
+    """The best LLM for a prompt, scored by a user who reads `bundle` through its group/other bits."""
+    import os
+
+    import routerdb
+
+    if os.geteuid() != 0:  # give the owner exactly what others get: the owner's own bits no longer help
+        for path in [bundle, *bundle.rglob("*")]:
+            os.chmod(path, (path.stat().st_mode & 0o7) * 0o111)
+        return routerdb.Router(bundle).best(["What is 2 + 2?"])[0]
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(65534)
+    os.seteuid(65534)  # root reads everything: read it as `nobody`
+    try:
+        return routerdb.Router(bundle).best(["What is 2 + 2?"])[0]
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+def test_an_exported_bundle_loads_for_another_user(tiny_router):
+    import os
+    import stat
+    import tempfile
+
+    from tests import tiny_models
+    from training.export import export_bundle
+
+    root = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's tmp_path sits in a folder only its user may enter
+    try:
+        os.chmod(root, 0o755)
+        prompts = tiny_models.synthetic_scores()["prompt"].to_pylist()[:4]
+        before = os.umask(0o022)
+        try:
+            bundle = export_bundle(tiny_router, root / "bundle", prompts)
+        finally:
+            os.umask(before)
+        assert stat.S_IMODE((bundle / "head.safetensors").stat().st_mode) == 0o644  # was 0600
+        assert _best_as_another_user(bundle) in ("chat", "coder", "weak")
+        os.chmod(bundle / "head.safetensors", 0o600)  # as routerdb wrote it before: a one-line reason
+        with pytest.raises(BundleError, match=r"head.safetensors.*denied \(mode 600\).*chmod -R a\+rX"):
+            _best_as_another_user(bundle)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_verified_bundle_is_not_hashed_again_by_a_later_process(bundle_copy, monkeypatch):
+    import routerdb.bundle as rb
+
+    calls = []
+    real = rb.sha256_file
+    monkeypatch.setattr(rb, "sha256_file", lambda path: calls.append(path.name) or real(path))
+    monkeypatch.setattr(rb, "check_self_contained", lambda data: calls.append("model.onnx"))
+    first = Bundle.load(bundle_copy)
+    assert len(calls) == 4
+    monkeypatch.setattr(rb, "_VERIFIED", rb._VerifiedBundles(4))  # a new process: nothing remembered
+    calls.clear()
+    again = Bundle.load(bundle_copy)
+    assert calls == [] and again.digest == first.digest  # the stamp of the first check (was: 4 files hashed)
+    assert again.model_names == first.model_names
+
+
+def test_a_file_altered_after_its_stamp_is_still_refused(bundle_copy, monkeypatch):
+    import routerdb.bundle as rb
+
+    Bundle.load(bundle_copy)  # verified: stamped
+    monkeypatch.setattr(rb, "_VERIFIED", rb._VerifiedBundles(4))
+    path = bundle_copy / "models.parquet"
+    stat_before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))  # mtime set back; ctime moved
+    with pytest.raises(BundleError, match="'models.parquet' has sha256"):
+        Bundle.load(bundle_copy)
+
+
+def test_a_cache_directory_that_cannot_be_written_costs_only_the_stamp(bundle_copy, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("ROUTERDB_CACHE", str(tmp_path / "file"))  # below a file: no stamp can be written
+    assert Bundle.load(bundle_copy).model_names == ("chat", "coder", "weak")
+
+
+def test_loading_a_bundle_imports_neither_pandas_nor_pyarrow_dataset(tiny_bundle):
+    import subprocess
+    import sys
+
+    code = ("import sys, routerdb; r = routerdb.Router(sys.argv[1]); r.score(['hi']); "
+            "print(sorted(m for m in ('pandas', 'pyarrow.dataset') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_bundle)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"  # they cost 0.3-0.9 s of a one-shot `routerdb score`

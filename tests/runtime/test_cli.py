@@ -47,7 +47,8 @@ def test_sql_query_or_file_is_explicit(tiny_bundle, tmp_path, capsys, monkeypatc
     assert main(["sql", str(tiny_bundle), "missing.sql"]) == 2
     assert "'missing.sql' is no file here and reads as a file name" in capsys.readouterr().err
     assert main(["sql", str(tiny_bundle), "-f", "q.txt", "-c", "SELECT 1"]) == 2
-    assert "got 2 scripts; allowed: exactly one of -f FILE, -c SQL, or QUERY" in capsys.readouterr().err
+    assert "got 2 scripts; allowed: exactly one of -f FILE, -c SQL, --recipe NAME or QUERY" in (
+        capsys.readouterr().err)
 
 
 def test_set_values_are_text_unless_typed(tiny_bundle, capsys):
@@ -99,3 +100,30 @@ def test_table_on_a_locked_database_says_who_holds_it(tiny_bundle, tmp_path, cap
     assert rc == 2, err
     assert "busy.duckdb' is locked by another process" in err and f"PID {holder.pid}" in err, err
     assert "--table is only for DuckDB database files" not in err
+
+
+def test_a_model_list_names_each_llm_once_and_is_never_empty(tiny_bundle, tmp_path, capsys):
+    assert main(["score", str(tiny_bundle), "hi", "--models", "chat, chat"]) == 2
+    assert "'chat' named more than once; allowed: each LLM once" in capsys.readouterr().err
+    assert main(["score", str(tiny_bundle), "hi", "--models", ""]) == 2  # it meant every LLM, silently
+    assert "error: --models '': an empty name; allowed: LLM names" in capsys.readouterr().err
+    logs = tmp_path / "logs.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": ["hi", "there"]}), logs)
+    out = tmp_path / "o.parquet"
+    assert main(["rescore", str(tiny_bundle), str(logs), str(out), "--models", "chat, chat"]) == 2
+    assert "named more than once" in capsys.readouterr().err and not out.exists()  # a MAP DuckDB refuses
+
+
+def test_ctrl_c_during_rescore_is_one_line_saying_how_to_resume(tiny_bundle, tmp_path, capsys, monkeypatch):
+    import routerdb.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_job", interrupted)
+    assert main(["rescore", str(tiny_bundle), "in.parquet", str(tmp_path / "o.parquet")]) == 130
+    err = capsys.readouterr().err
+    assert err == "interrupted. Run the same command again to resume from its last complete part.\n"

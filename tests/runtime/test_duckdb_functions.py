@@ -310,3 +310,33 @@ def test_int8_copy_of_a_bundle(tiny_bundle, tmp_path, sample_path, capsys):
     assert gap <= copy.manifest["quantization"]["max_abs_diff_vs_fp32"] + 0.05
     assert export_main([str(out), str(tmp_path / "again"), "--quantize", "int8"]) == 2
     assert "already quantised" in capsys.readouterr().err
+
+
+def test_route_scores_keys_follow_router_models_after_an_llm_is_added_last(tiny_bundle, tmp_path):
+    from routerdb.bundle import write_bundle
+    from routerdb.rescore import rescore
+
+    base = Bundle.load(tiny_bundle)
+    order = [2, 0, 1]  # as add_model leaves it: a new LLM ('weak' here) after the sorted ones
+    names = [base.model_names[i] for i in order]
+
+    def files(tmp):
+        out = {}
+        for key, item in base.manifest["files"].items():
+            if key != "models.parquet":
+                shutil.copyfile(base.path / item["path"], tmp / key)
+                out[key] = key
+        pq.write_table(models_table(names, base.model_embeddings[order]), tmp / "models.parquet")
+        return {**out, "models.parquet": "models.parquet"}
+
+    manifest = {k: v for k, v in base.manifest.items()
+                if k not in ("format", "format_version", "files", "manifest_sha256")}
+    bundle = write_bundle(tmp_path / "reordered", manifest, files)
+    con = duckdb.connect()
+    register(con, bundle)
+    listed = [r[0] for r in con.execute("SELECT model FROM router_models").fetchall()]
+    keys = list(con.execute("SELECT map_keys(route_scores('Write a haiku.'))").fetchone()[0])
+    assert keys == listed == sorted(names)  # keys followed the bundle's order: weak, chat, coder
+    pq.write_table(pa.table({"prompt": ["Write a haiku."]}), tmp_path / "log.parquet")
+    out = rescore(bundle, tmp_path / "log.parquet", tmp_path / "out.parquet", progress=False)
+    assert [k for k, _ in pq.read_table(out)["route_scores"][0].as_py()] == listed

@@ -86,9 +86,10 @@ def test_csv_and_duckdb_table_inputs(tiny_bundle, log_file, expected, tmp_path):
     from_csv, from_db = tmp_path / "csv.parquet", tmp_path / "db.parquet"
     rescore(tiny_bundle, tmp_path / "logs.csv", from_csv, progress=False)
     rescore(tiny_bundle, tmp_path / "logs.duckdb", from_db, table="logs", progress=False)
+    assert pq.read_table(from_csv)["id"].to_pylist() == [str(i) for i in range(1_000)]  # CSV: the text
+    assert pq.read_table(from_db)["id"].to_pylist() == list(range(1_000))
     for path in (from_csv, from_db):
         got = pq.read_table(path)
-        assert got["id"].to_pylist() == list(range(1_000))
         assert got["prompt"].to_pylist() == expected["prompt"].to_pylist()
         assert got["route_best"].to_pylist() == expected["route_best"].to_pylist()
         assert got["route_scores"].to_pylist() == expected["route_scores"].to_pylist()

@@ -1,6 +1,7 @@
-"""Every shipped sql/ file: headed by what it does, runnable as shipped, and right on known inputs.
+"""Every shipped recipe (sql/*.sql, shipped as routerdb/sql/): headed by what it does, runnable as shipped from any
+directory, its parameters checked, and right on known inputs.
 
-Each file runs the way `routerdb sql BUNDLE FILE --set name=value` runs it. Its numbers are checked
+Each file runs the way `routerdb sql BUNDLE --recipe NAME --set name=value` runs it. Its numbers are checked
 against the Python definitions (training.evaluation.metrics) on the tiny bundle's own LLMs.
 """
 
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from routerdb.cli import main, parse_variable, statements
+from routerdb.recipes import RECIPES
 from routerdb.duckdb import register
 from routerdb.router import shared_router
 from tests import tiny_models
@@ -285,10 +287,11 @@ def _placeholders(arg: str) -> str:
 
 def run_example(argv: list[str], bundle: Path, sample: Path, tmp: Path, scores: pa.Table, capsys):
     """Run the example through the CLI, then again on a connection to read its answer."""
-    argv = [str(bundle) if a in ("BUNDLE", "build/demo/bundle") else str(REPO / a) if a.startswith("sql/")
+    argv = [str(bundle) if a in ("BUNDLE", "build/demo/bundle")
             else str(tmp / "my.duckdb") if a == "my.duckdb" else a for a in argv]
     argv = [_placeholders(a) for a in argv]
-    file = Path(argv[2]).name
+    assert argv[2] == "--recipe", argv
+    file = f"{argv[3]}.sql"
     if "--database" in argv:
         example_database(tmp / "my.duckdb", file, scores)
     argv += ["--set", f"sample_path={sample}"]  # the demo default, pointed at the tiny bundle's LLMs
@@ -301,7 +304,7 @@ def run_example(argv: list[str], bundle: Path, sample: Path, tmp: Path, scores: 
     for name, value in sets:
         con.execute(f"SET VARIABLE {name} = ?", [value])
     result = None
-    for statement in statements(Path(argv[2]).read_text()):
+    for statement in statements((SQL / file).read_text()):
         result = con.sql(statement)
     rows = [dict(zip(result.columns, r, strict=True)) for r in result.fetchall()]
     con.close()
@@ -349,9 +352,110 @@ def test_every_file_has_header_examples():
     assert len(EXAMPLES) == 13
 
 
-@pytest.mark.parametrize(("path", "argv"), EXAMPLES, ids=[" ".join(a[2:]).replace("sql/", "")
-                                                          for _, a in EXAMPLES])
+@pytest.mark.parametrize(("path", "argv"), EXAMPLES, ids=[" ".join(a[3:]) for _, a in EXAMPLES])
 def test_every_header_example_gives_a_meaningful_answer(tiny_bundle, sample_file, scores, tmp_path, capsys,
                                                         path, argv):
     file, sets, rows = run_example(argv, tiny_bundle, sample_file, tmp_path, scores, capsys)
     check_answer(file, sets, rows, tiny_bundle)
+
+
+# ------------------------------------------------------------------ anywhere, with the user's own tables
+
+USER_TABLES = {
+    "cost_routing": ["--set", "prompts_table=my_prompts", "--set", "prices_table=my_prices"],
+    "strong_share_threshold": ["--set", "prompts_table=traffic_sample", "--set", "strong_model=chat",
+                               "--set", "weak_model=weak"],
+    "cost_quality_curve": ["--set", "scores_table=evals"],
+    "routing_curve_apgr": ["--set", "pairs_table=evals", "--set", "strong_model=chat",
+                           "--set", "weak_model=weak"],
+}
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """Another directory, with no demo sample anywhere: an installed package away from the checkout."""
+    import routerdb.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "SAMPLE", tmp_path / "no-sample.parquet")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", sorted(USER_TABLES))
+def test_a_recipe_runs_from_any_directory_on_the_users_tables(tiny_bundle, scores, elsewhere, capsys, name):
+    example_database(elsewhere / "my.duckdb", f"{name}.sql", scores)
+    argv = ["sql", str(tiny_bundle), "--recipe", name, "--database", "my.duckdb", *USER_TABLES[name]]
+    assert main(argv) == 0, capsys.readouterr().err  # it read data/sample/... relative to the directory
+    assert "┌" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(USER_TABLES))
+def test_a_recipe_without_its_table_or_the_sample_says_which_to_set(tiny_bundle, elsewhere, capsys, name):
+    table = USER_TABLES[name][1].partition("=")[0]
+    assert main(["sql", str(tiny_bundle), "--recipe", name]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {table} is not set and the demo sample " in err
+    assert f"fix: --set {table}=YOUR_TABLE" in err
+
+
+def test_recipes_ship_as_package_data():
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-data"]["routerdb"] == ["sql/*.sql"]
+    shipped = sorted(p.name for p in RECIPES.iterdir() if p.name.endswith(".sql"))
+    assert shipped == [f.name for f in FILES] and len(FILES) == 6  # routerdb/sql is sql/
+
+
+def test_an_unknown_recipe_lists_the_shipped_ones(tiny_bundle, capsys):
+    assert main(["sql", str(tiny_bundle), "--recipe", "cost_routnig"]) == 2
+    assert ("error: --recipe 'cost_routnig' is not a shipped recipe; allowed: cost_quality_curve, "
+            "cost_routing, demo, route_functions, routing_curve_apgr, strong_share_threshold.") in (
+        capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("name", "sets", "message"), [
+    ("strong_share_threshold", ["strong_model=gpt-9"],
+     "strong_model = 'gpt-9' is not an LLM of the bundle; allowed: chat, coder, weak; fix: --set "
+     "strong_model="),
+    ("strong_share_threshold", ["weak_model=Chat"], "weak_model = 'Chat' is not an LLM of the bundle"),
+    ("strong_share_threshold", ["strong_share=-0.5"],
+     "strong_share = -0.5: allowed a share from 0 to 1 (0.2: 20 % to the strong LLM); fix: --set "
+     "strong_share="),
+    ("strong_share_threshold", ["strong_share=1.5"], "strong_share = 1.5: allowed a share from 0 to 1"),
+    ("cost_routing", ["cost_weight=nan"],
+     "cost_weight = nan: allowed a number >= 0; fix: --set cost_weight="),
+    ("cost_routing", ["cost_weight=-1"], "cost_weight = -1: allowed a number >= 0"),
+    ("cost_routing", ["cost_weight:float=inf"], "cost_weight = inf: allowed a number >= 0"),
+    ("cost_routing", ["budget_usd=nan"], "budget_usd = nan: allowed a number > 0 (USD per prompt)"),
+    ("cost_routing", ["budget_usd=cheap"], "budget_usd = cheap: allowed a number > 0"),
+    ("cost_routing", ["output_tokens=-5"], "output_tokens = -5: allowed a number of tokens >= 0"),
+    ("cost_quality_curve", ["weight_step=0"], "weight_step = 0: allowed a number > 0"),
+    ("cost_quality_curve", ["max_weight=nan"], "max_weight = nan: allowed a number >= 0"),
+    ("routing_curve_apgr", ["strong_model=nobody"], "strong_model = 'nobody' is not an LLM of the bundle"),
+])
+def test_a_bad_parameter_is_a_one_line_error_naming_it(tiny_bundle, sample_file, capsys, name, sets, message):
+    argv = ["sql", str(tiny_bundle), "--recipe", name, "--set", f"sample_path={sample_file}"]
+    for pair in sets:
+        argv += ["--set", pair]
+    assert main(argv) == 2  # each ran: NULL threshold, every prompt to one LLM, within_budget true, ...
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
+def test_prices_for_none_of_the_bundles_llms_are_an_error(tiny_bundle, sample_file, tmp_path, capsys):
+    con = duckdb.connect(str(tmp_path / "p.duckdb"))
+    con.execute("CREATE TABLE prices AS SELECT 'gpt-9' AS model, 1.0 AS usd_per_1m_input_tokens, "
+                "2.0 AS usd_per_1m_output_tokens")
+    con.close()
+    argv = ["sql", str(tiny_bundle), "--recipe", "cost_routing", "--database", str(tmp_path / "p.duckdb"),
+            "--set", "prices_table=prices", "--set", f"sample_path={sample_file}"]
+    assert main(argv) == 2
+    assert "error: prices_table prices prices none of the bundle's LLMs (chat, coder, weak)" in (
+        capsys.readouterr().err)
+
+
+def test_duckdb_errors_reach_the_command_line_as_one_line(tiny_bundle, capsys):
+    assert main(["sql", str(tiny_bundle), "-c", "SELECT * FROM no_such_table"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: Catalog Error: Table with name no_such_table does not exist!\n", err

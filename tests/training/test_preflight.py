@@ -90,7 +90,8 @@ def test_a_hub_encoder_offline_without_a_cached_copy_is_reported(tiny_encoders, 
 def test_a_valid_spec_passes_and_a_previous_run_directory_is_reused(tiny_encoders, tmp_path, capsys):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"prompt": "p", "model_a": "x", "model_b": "y", "winner": "model_a"}) + "\n")
-    pq.write_table(pa.table({"prompt": ["p"], "model": ["x"], "score": [1.0]}), tmp_path / "s.parquet")
+    pq.write_table(pa.table({"prompt": ["p", "p"], "model": ["x", "y"], "score": [1.0, 0.0]}),
+                   tmp_path / "s.parquet")  # every row is read: two LLMs scored on the prompt
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "spec.json").write_text("{}")  # an earlier run of this spec
     spec = _spec(tmp_path, tiny_encoders["bert"], data__train=[str(data), str(tmp_path / "s.parquet")])
@@ -110,3 +111,38 @@ def test_a_valid_spec_passes_and_a_previous_run_directory_is_reused(tiny_encoder
 def test_numbers_are_strict_and_bounded(tiny_encoders, tmp_path, capsys, field, value, message):
     spec = _spec(tmp_path, tiny_encoders["bert"], **{field: value})
     assert message in _errors(capsys, [str(spec), "--validate-only"])
+
+
+def _scores_with_a_nan(tmp_path: Path) -> Path:
+    rows = [{"prompt": f"prompt {i}", "model": m, "score": float(i % 2)} for i in range(400) for m in "xyz"]
+    rows[1000]["score"] = float("nan")
+    path = tmp_path / "scores.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=100)
+    return path
+
+
+def test_validate_only_reads_every_row(tiny_encoders, tmp_path, capsys):
+    spec = _spec(tmp_path, tiny_encoders["bert"], data__train=[str(_scores_with_a_nan(tmp_path))])
+    err = _errors(capsys, [str(spec), "--validate-only"])  # it said "valid": only the header was read
+    assert "1 problem(s) found before training" in err
+    assert "data.train[0]:" in err and "row 1000, column 'score': received score nan" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_only_checks_llm_names_across_files(tiny_encoders, tmp_path, capsys):
+    for name, llm in (("a.parquet", "gpt-4"), ("b.parquet", "GPT-4")):
+        pq.write_table(pa.table({"prompt": ["p", "p"], "model": [llm, "other"], "score": [1.0, 0.0]}),
+                       tmp_path / name)
+    spec = _spec(tmp_path, tiny_encoders["bert"], data__train=[str(tmp_path / "a.parquet"),
+                                                               str(tmp_path / "b.parquet")])
+    err = _errors(capsys, [str(spec), "--validate-only"])
+    assert "data.train: <2 tables>: received LLM names 'GPT-4', 'gpt-4' that differ only" in err
+
+
+def test_a_run_rejects_bad_rows_before_writing_and_says_so_once(tiny_encoders, tmp_path, capsys):
+    spec = _spec(tmp_path, tiny_encoders["bert"], data__train=[str(_scores_with_a_nan(tmp_path))])
+    assert fit_main([str(spec)]) == 2  # bad input
+    err = capsys.readouterr().err
+    assert err.count("received score nan") == 1, err
+    assert not (tmp_path / "run" / "spec.json").exists()
+    assert "received score nan" in (tmp_path / "run" / "train.log").read_text()

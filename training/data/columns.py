@@ -3,6 +3,7 @@ numbers, each raising `training.data.errors.DataError` for the first bad value (
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +67,27 @@ def llm_column(table, column, name, aliases: Mapping[str, str]) -> pa.ChunkedArr
     index = pc.index_in(col, value_set=pa.array(list(aliases), pa.string()))
     mapped = pc.take(pa.array(list(aliases.values()), pa.string()), index)
     return pc.coalesce(mapped, col)
+
+
+def check_llm_spellings(names, name: str) -> None:
+    """Refuse LLM names that differ only in letter case or surrounding spaces ('GPT-4', 'gpt-4 '):
+    they would silently become two LLMs, one of them near-empty. An alias merges them explicitly."""
+    groups: dict[str, list[str]] = {}
+    for llm in sorted(set(names)):
+        groups.setdefault(llm.strip().casefold(), []).append(llm)
+    clashes = [spellings for spellings in groups.values() if len(spellings) > 1]
+    if not clashes:
+        return
+    first = clashes[0]
+    merge = json.dumps({"aliases": {first[0].strip(): [s for s in first if s != first[0].strip()]}})
+    more = f" (and {len(clashes) - 1} more name(s) like it)" if len(clashes) > 1 else ""
+    raise data_error(
+        name,
+        received=f"LLM names {', '.join(map(repr, first))} that differ only in letter case or surrounding "
+                 f"spaces{more}",
+        allowed="one spelling per LLM",
+        fix=f"merge them with an aliases file (data.aliases / aliases=), e.g. {merge}, or correct the data",
+    )
 
 
 def prompt_column(table: pa.Table, name: str) -> pa.ChunkedArray:

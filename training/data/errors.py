@@ -30,6 +30,8 @@ def data_error(name, *, row=None, column=None, received: str, allowed: str, fix:
     where = name + (f", row {row}" if row is not None else "")
     where += f", column {column!r}" if column is not None else ""
     message = f"{where}: received {received}; allowed: {allowed}; fix: {fix}"
+    if row is not None:
+        message += " (rows count from 0 in the order read; a CSV header is not a row)"
     return DataError(message, name=name, row=row, column=column)
 
 

@@ -23,7 +23,6 @@ prompt-disjoint splitting and near-duplicate grouping are in `training.data.spli
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -33,13 +32,12 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
+from routerdb import table_file
 from training.data.aliases import load_aliases
 from training.data.columns import (
     as_string,
+    check_llm_spellings,
     llm_column,
     map_unique,
     number_column,
@@ -58,7 +56,7 @@ PAIRWISE_REQUIRED = ("prompt", "model_a", "model_b", "winner")
 SCORES_REQUIRED = ("prompt", "model", "score")
 WINNER_LABELS = {"model_a": 1, "model_b": -1, "tie": 0, "tie (bothbad)": 0}
 TABLE_NAME = "<table>"  # display name of in-memory data in error messages
-SUFFIXES = (".parquet", ".csv", ".jsonl", ".ndjson", ".json")
+SUFFIXES = table_file.SUFFIXES  # and .gz after a CSV / TSV / JSON Lines suffix
 
 PAIRS_SCHEMA = pa.schema(
     [
@@ -94,8 +92,8 @@ SCORES_SCHEMA = pa.schema(
 
 
 def read_table(src) -> tuple[pa.Table, str]:
-    """Read a path (.parquet, .csv, .jsonl/.ndjson/.json as JSON Lines), a ``pa.Table`` or a pandas
-    DataFrame; return the table and a display name for error messages."""
+    """Read a path (Parquet, CSV / TSV, JSON Lines, see `routerdb.table_file`, the reader rescore
+    uses too), a ``pa.Table`` or a pandas DataFrame; return the table and a display name."""
     if isinstance(src, pa.Table):
         return src, TABLE_NAME
     pandas = sys.modules.get("pandas")
@@ -116,35 +114,47 @@ def read_table(src) -> tuple[pa.Table, str]:
 
 
 def _check_suffix(path: Path, name: str) -> None:
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
+    if table_file.kind(path) is None:
         raise data_error(
             name,
-            received=f"file suffix {suffix!r}",
-            allowed=", ".join(SUFFIXES),
-            fix="save the data as Parquet, CSV or JSON Lines with one of these suffixes",
+            received=f"file suffix {path.suffix.lower()!r}",
+            allowed=table_file.described_suffixes(),
+            fix="save the data as Parquet, CSV / TSV or JSON Lines with one of these suffixes",
         )
 
 
 def _read_file(path: Path, name: str) -> pa.Table:
-    suffix = path.suffix.lower()
     _check_suffix(path, name)
     if not path.is_file():
         raise FileNotFoundError(f"{name}: no such file; pass the path of an existing data file")
+    found = table_file.kind(path)
     try:
-        if suffix == ".parquet":
-            return pq.read_table(path)
-        if suffix == ".csv":
-            options = pacsv.ParseOptions(newlines_in_values=True)
-            return pacsv.read_csv(path, parse_options=options)
-        return pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 24))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        return table_file.read_table(path)  # the reader `routerdb rescore` uses too
+    except (pa.ArrowInvalid, pa.ArrowTypeError, table_file.TableFileError) as exc:
+        hint = ""
+        if found == "csv":
+            dialect = _dialect_or_none(path)
+            if dialect is not None:
+                hint = (f" (read as {_DELIMITER_NAMES.get(dialect.delimiter, repr(dialect.delimiter))}-"
+                        f"separated, {len(dialect.columns)} header columns)")
         raise data_error(
             name,
-            received=f"a file that cannot be parsed as {suffix[1:]} ({exc})",
-            allowed="Parquet, CSV with a header row, or JSON Lines (one object per line)",
-            fix="check the file format; write .json files as one JSON object per line",
+            received=f"a file that cannot be parsed as {found}{hint} ({exc})",
+            allowed="Parquet, CSV / TSV with a header row (comma, tab, semicolon or pipe separated, "
+                    "quoted fields may hold the separator), or JSON Lines (one object per line)",
+            fix="check the file format: every row needs as many fields as the header, a field holding "
+                "the separator must be quoted; write .json files as one JSON object per line",
         ) from exc
+
+
+_DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+def _dialect_or_none(path: Path):
+    try:
+        return table_file.csv_dialect(path)
+    except (OSError, table_file.TableFileError):
+        return None
 
 
 def peek_schema(path: str | os.PathLike) -> Literal["pairwise", "scores"]:
@@ -170,17 +180,7 @@ def peek_schema(path: str | os.PathLike) -> Literal["pairwise", "scores"]:
 
 
 def _header_columns(path: Path) -> list[str]:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pq.read_schema(path).names
-    if suffix == ".csv":
-        return pacsv.open_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True)).schema.names
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        first = next((line for line in fh if line.strip()), "{}")
-    row = json.loads(first)
-    if not isinstance(row, dict):
-        raise ValueError(f"the first line is a JSON {type(row).__name__}, not an object")
-    return list(row)
+    return table_file.columns(path)
 
 
 def detect_schema(table: pa.Table | list[str], *, name: str = TABLE_NAME) -> Literal["pairwise", "scores"]:
@@ -224,6 +224,7 @@ def load_pairs(src, *, aliases=None, source: str | None = None) -> pa.Table:
     else:
         columns = score_pair_columns(_scores(table, name, mapping, fallback), name)
         pairs = _pairs_table(columns, len(columns["label"]))
+    check_llm_spellings(pair_llms(pairs), name)
     ties = pc.sum(pc.equal(pairs["label"], 0)).as_py() or 0
     logger.info("%s: %d %s rows -> %d pairs (%d ties)", name, table.num_rows, kind, len(pairs), ties)
     return pairs
@@ -319,8 +320,14 @@ def _scores(table: pa.Table, name: str, aliases, fallback: str) -> pa.Table:
     }
     arrays = [pc.cast(columns[f.name], f.type) for f in SCORES_SCHEMA]
     scores = pa.Table.from_arrays(arrays, schema=SCORES_SCHEMA)
+    check_llm_spellings(pc.unique(scores["model"]).to_pylist(), name)
     check_duplicates(scores, name)
     return scores
+
+
+def pair_llms(pairs: pa.Table) -> set[str]:
+    """The LLMs named on either side of a pairs table."""
+    return set(pc.unique(pairs["model_a"]).to_pylist()) | set(pc.unique(pairs["model_b"]).to_pylist())
 
 
 def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
@@ -347,4 +354,6 @@ def concat_pairs(tables: Iterable[pa.Table]) -> pa.Table:
         parts.append(_pairs_table(columns, table.num_rows))
     if not parts:
         raise ValueError("concat_pairs got no tables; pass at least one pairs table")
-    return pa.concat_tables(parts)
+    pairs = pa.concat_tables(parts)
+    check_llm_spellings(pair_llms(pairs), f"<{len(parts)} tables>")
+    return pairs

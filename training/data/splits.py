@@ -4,7 +4,8 @@
 (``normalise_prompt``), or the same group id, land on one side, chosen by a seeded blake2b hash
 that is the same on every machine. ``near_duplicate_groups`` links prompts whose embeddings are
 near-identical (cosine >= threshold, transitively) into groups to split by. ``model_counts`` and
-``drop_rare_models`` count comparisons per LLM and drop the rarely compared ones.
+``drop_rare_models`` count comparisons per LLM and drop the rarely compared ones;
+``decisive_counts`` counts what trains an LLM's row after the split: its decisive (non-tie) pairs.
 """
 
 from __future__ import annotations
@@ -116,6 +117,22 @@ def drop_rare_models(pairs: pa.Table, min_comparisons: int) -> tuple[pa.Table, l
         if not rare:
             return pairs, sorted(dropped)
         dropped += rare
-        value_set = pa.array(rare, pa.string())
-        hit = pc.or_(pc.is_in(pairs["model_a"], value_set), pc.is_in(pairs["model_b"], value_set))
-        pairs = pairs.filter(pc.invert(hit))
+        pairs = drop_llms(pairs, rare)
+
+
+def decisive_counts(pairs: pa.Table, names: list[str]) -> dict[str, int]:
+    """Decisive (non-tie) pairs per LLM of `names` in `pairs` (0 for one without any): the pairs
+    that move an LLM's row in the ranking loss. Count them on the training split."""
+    decisive = pairs.filter(pc.not_equal(pairs["label"], 0))
+    counts = dict.fromkeys(names, 0)
+    for name, n in model_counts(decisive).items():
+        if name in counts:
+            counts[name] = n
+    return counts
+
+
+def drop_llms(pairs: pa.Table, names: list[str]) -> pa.Table:
+    """`pairs` without the rows that involve one of `names`."""
+    value_set = pa.array(names, pa.string())
+    hit = pc.or_(pc.is_in(pairs["model_a"], value_set), pc.is_in(pairs["model_b"], value_set))
+    return pairs.filter(pc.invert(hit))

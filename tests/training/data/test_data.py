@@ -402,3 +402,11 @@ def test_every_shared_file_loads(file_name, shared_data):
     if file_name.startswith("scores_"):
         scores = load_scores(shared_data / file_name, aliases=aliases)
         assert scores.num_rows == pq.read_metadata(shared_data / file_name).num_rows
+
+
+def test_a_row_number_says_that_rows_count_from_0(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("prompt,model,score\np,x,1\np,y,oops\n")
+    with pytest.raises(DataError, match=r"s\.csv, row 1, column 'score': received score 'oops'.* \(rows "
+                                        r"count from 0 in the order read; a CSV header is not a row\)$"):
+        load_pairs(path)

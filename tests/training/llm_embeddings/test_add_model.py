@@ -212,10 +212,40 @@ def test_few_records_keep_the_new_row_near_the_average_llm(learned, built, tmp_p
 
 
 def test_a_bundle_without_head_weights_says_re_export(learned, built):
+    import dataclasses
+
     from training.add_model import fitted_row
 
-    loaded = Bundle.load(learned["bundle"])
-    loaded.manifest.pop("head")  # as a bundle exported before head.safetensors
+    loaded = Bundle.load(learned["bundle"])  # the process's verified copy: change a copy, not it
+    loaded = dataclasses.replace(loaded, manifest={k: v for k, v in loaded.manifest.items() if k != "head"})
     records = comparison_records(data_mod.load_pairs(built["records"])).of(HELD_OUT)
     with pytest.raises(ValueError, match="neither an LLM embedder nor the head's weights .* re-export it"):
         fitted_row(loaded, records)
+
+
+def test_the_row_fit_runs_on_its_own_thread_count(learned, built, tmp_path, monkeypatch):
+    import torch
+
+    import training.add_model as am
+
+    seen = []
+    real = am.fit_llm_row
+    monkeypatch.setattr(am, "fit_llm_row",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)  # the default pool on a 4-core machine: on a busy one it ran 12x slower
+    try:
+        add_model(learned["bundle"], built["records"], HELD_OUT, tmp_path / "t")
+        assert seen == [am.TORCH_THREADS] == [1] and torch.get_num_threads() == 4  # the caller's, restored
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_non_empty_out_is_refused_before_any_work_in_this_commands_words(built, tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    args = [str(built["bundle"]), str(built["records"]), "--name", HELD_OUT, "--out", str(tmp_path / "notes")]
+    assert main(args) == 2  # bad input
+    err = capsys.readouterr().err
+    assert "not a routerdb bundle" in err and "(--out)" in err and "output.bundle_dir" not in err
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
