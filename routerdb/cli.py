@@ -19,10 +19,10 @@ from pathlib import Path
 
 import duckdb
 
+from routerdb import recipes
 from routerdb.bundle import Bundle
 from routerdb.duckdb import register
 from routerdb.inputs import llm_names
-from routerdb import recipes
 from routerdb.log_input import BATCH_ROWS
 from routerdb.prompt_column import ON_INVALID_UTF8
 from routerdb.report import report
@@ -159,8 +159,8 @@ existing file is read as a script, anything else is run as SQL (a single word th
 name but is no file, such as q.sql, is an error rather than SQL). Variables: --set NAME=VALUE sets
 getvariable('NAME') to the text VALUE, as given (--set id=007 is '007'); --set NAME:TYPE=VALUE with
 TYPE int, float, bool or text types it (--set strong_share:float=0.2). The shipped recipes
-(--recipe NAME; the files are sql/ of the checkout, routerdb/sql/ installed) check and cast their variables, so plain --set
-works for them."""
+(--recipe NAME; the files are sql/ of the checkout, routerdb/sql/ installed) check and cast their
+variables, so plain --set works for them."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -257,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         if duckdb_error:  # show the message, not a traceback
             print(f"error: {one_line(str(exc))}", file=sys.stderr)
             return 2
-        if isinstance(exc, (ValueError, UnknownModelError, OSError, ImportError)):  # ours; OSError: disk full,
-            # no file; ImportError: an optional extra not installed (its message says which)
+        # ours; OSError: disk full, no file; ImportError: an optional extra not installed (it says which)
+        if isinstance(exc, (ValueError, UnknownModelError, OSError, ImportError)):
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

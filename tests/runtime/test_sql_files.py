@@ -1,5 +1,5 @@
-"""Every shipped recipe (sql/*.sql, shipped as routerdb/sql/): headed by what it does, runnable as shipped from any
-directory, its parameters checked, and right on known inputs.
+"""Every shipped recipe (sql/*.sql, shipped as routerdb/sql/): headed by what it does, runnable as
+shipped from any directory, its parameters checked, and right on known inputs.
 
 Each file runs the way `routerdb sql BUNDLE --recipe NAME --set name=value` runs it. Its numbers are checked
 against the Python definitions (training.evaluation.metrics) on the tiny bundle's own LLMs.
@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from routerdb.cli import main, parse_variable, statements
-from routerdb.recipes import RECIPES
 from routerdb.duckdb import register
+from routerdb.recipes import RECIPES
 from routerdb.router import shared_router
 from tests import tiny_models
 from tests.paths import REPO
