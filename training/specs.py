@@ -360,6 +360,24 @@ def migrate_flat_loss(data: dict) -> dict:
     return out
 
 
+# the flat HeadSpec of configs stored before issue 17 carried both heads' fields; a head of the other
+# kind at these defaults (what every such config holds) means nothing for this one
+OTHER_HEAD_DEFAULTS = {"mlp": {"skills": 8, "coverage": False, "bradley_terry_level": False},
+                       "irt": {"llm_strength": False}}
+
+
+def migrate_flat_head(data: dict) -> dict:
+    """A stored config whose `head` carries the other head kind's fields at their defaults (the flat
+    HeadSpec of checkpoints and bundles written before issue 17) without those fields; anything else
+    comes back unchanged, so a real conflict is still refused by the union."""
+    head = data.get("head") if isinstance(data, dict) else None
+    if not isinstance(head, dict):
+        return data
+    other = OTHER_HEAD_DEFAULTS.get(head.get("kind", "mlp"), {})
+    kept = {k: v for k, v in head.items() if not (k in other and v == other[k])}
+    return data if kept == head else {**data, "head": kept}
+
+
 class OutputSpec(Closed):
     run_dir: Path_  # checkpoints and the training log
     bundle_dir: Path_  # the exported ONNX bundle
@@ -426,8 +444,8 @@ class RouterConfig(Closed):
     @classmethod
     def from_stored(cls, data: dict) -> RouterConfig:
         """The config a checkpoint's router.json or a bundle's manifest stored (a FitSpec's fields
-        beyond RouterConfig's are left out; the flat loss format of older ones is migrated)."""
-        data = migrate_flat_loss(data)
+        beyond RouterConfig's are left out; the flat loss and head formats of older ones are migrated)."""
+        data = migrate_flat_head(migrate_flat_loss(data))
         return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
 
     @field_validator("encoder", mode="before")

@@ -83,6 +83,22 @@ def test_the_flat_loss_format_is_refused_with_its_migration():
         margin=0.3, ties="half", pointwise_weight=1.0)  # a checkpoint or manifest of the flat format
 
 
+@pytest.mark.parametrize("kind", ["mlp", "irt"])
+def test_a_stored_flat_head_loads_and_a_real_conflict_is_still_refused(kind):
+    """Checkpoints and manifests written before issue 17 hold the flat HeadSpec: both heads' fields."""
+    flat_head = {"kind": kind, "skills": 8, "coverage": False, "bradley_terry_level": False,
+                 "hidden_dims": [32], "dropout": 0.1, "negative_slope": 0.01, "lr_multiplier": 10.0,
+                 "llm_strength": False}
+    loss = {"loss": "margin_ranking", "margin": 0.1} if kind == "mlp" else {"loss": "bradley_terry"}
+    stored = {"head": flat_head, **loss,
+              "embedding_spec": {"kind": "learned", "dim": 9 if kind == "irt" else 32}}
+    head = specs.RouterConfig.from_stored(stored).head
+    assert (head.kind, head.hidden_dims) == (kind, [32])
+    other = {"mlp": {"coverage": True}, "irt": {"llm_strength": True}}[kind]  # not a default: meant
+    with pytest.raises(ValueError, match="head"):
+        specs.RouterConfig.from_stored({**stored, "head": {**flat_head, **other}})
+
+
 def test_all_problems_reported_at_once():
     bad = {"data": {"train": []}, "output": {"run_dir": "r", "bundle_dir": "b"},
            "finetuning": {"kind": "lorax"}, "epochs": 0, "learning_rate": 1}
