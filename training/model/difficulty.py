@@ -10,7 +10,7 @@ among them) to the prompt's mean correctness over the LLMs that answered it tran
     prior = DifficultyPrior.fit(vectors, targets.mean, alpha=1.0, weight=targets.count)
     d0 = prior(vectors)                             # [P, 1] difficulty in logits: -logit(mean)
 
-The IRT head adds it to its learned difficulty (`training.model.head.IRTHead`, `difficulty_prior`),
+The IRT head adds it to its learned difficulty (`training.model.heads.IRTHead`, `difficulty_prior`),
 so the learned part only corrects it; `TransformerEmbeddingModel.train` fits it on the training
 pairs before the first step (`fit_prior`). Its weights are buffers: saved with the head, exported in
 the ONNX graph, and not trained.
