@@ -46,7 +46,7 @@ from experiments.study import (
     train_side,
     validate,
 )
-from experiments.transfer_study import stage_domain, stage_loso, stage_unseen
+from experiments.transfer_study import stage_domain, stage_loso, stage_records_level, stage_unseen
 from training import specs
 from training.evaluate import evaluate
 from training.evaluation import dataset as eval_data
@@ -96,7 +96,7 @@ def stage_ablate(ds, cache, study: Study, extra: list[tuple[str, dict]] = (),
     done = done_runs(runs)
     kinds = embedding_kind_ablations() if with_embedding_kinds else []
     for name, overrides in [*ablations(), *kinds, *extra]:
-        if name in done:
+        if name in done or (study.only and name not in study.only):
             continue
         model, seconds = train(router_config(overrides, study.encoder), pairs, cache)
         record(runs, summarise(name, overrides, validate(model, tv, study.pair), seconds))
@@ -176,6 +176,18 @@ TRANSFER_CANDIDATES: list[tuple[str, dict]] = [
 ]
 
 
+def prior_candidate(alpha: float, learned: float) -> tuple[str, dict]:
+    """Round 2 (issue 18): the recommended irt8 with the ridge difficulty prior of strength `alpha`
+    (training/model/difficulty.py) under its learned difficulty, scaled by `learned`."""
+    name = f"irt8 + ridge difficulty prior (alpha {alpha:g}), learned difficulty x{learned:g}"
+    head = {"kind": "irt", "skills": 8, "difficulty_prior": alpha, "learned_difficulty": learned}
+    return name, {**IRT, "pair_sources": "all", "head": head}
+
+
+PRIOR_ALPHA = 1.0  # chosen by experiments/difficulty_study.py (the prior alone, domain stage)
+TRANSFER_CANDIDATES += [prior_candidate(PRIOR_ALPHA, learned) for learned in (1.0, 0.3, 0.0)]
+
+
 def ablations() -> list[tuple[str, dict]]:
     """The validation-side runs: every transfer candidate (in distribution), then the ablations."""
     return [*TRANSFER_CANDIDATES, *ABLATIONS]
@@ -188,18 +200,20 @@ PREVIOUS = ("mlp head (the spec before the transfer work)", TIE_AWARE)
 RECOMMENDED = "irt8, pointwise + all pairs"
 
 
-def transfer_configs() -> list[tuple[str, dict]]:
+def transfer_configs(only: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
     """The configurations the transfer stages compare: the previous spec and the candidates (the
-    recommended spec is one of them)."""
-    return [PREVIOUS, *TRANSFER_CANDIDATES]
+    recommended spec is one of them); with `only`, those named there."""
+    return [(name, o) for name, o in [PREVIOUS, *TRANSFER_CANDIDATES] if not only or name in only]
 
 
 STAGES = {
-    "domain": lambda ds, cache, embed, study: stage_domain(ds, cache, embed, study, transfer_configs()),
-    "unseen": lambda ds, cache, embed, study: stage_unseen(ds, cache, study, transfer_configs()),
+    "domain": lambda ds, cache, embed, study: stage_domain(ds, cache, embed, study,
+                                                           transfer_configs(study.only)),
+    "unseen": lambda ds, cache, embed, study: stage_unseen(ds, cache, study, transfer_configs(study.only)),
+    "records_level": lambda ds, cache, embed, study: stage_records_level(ds, study),
     "ablate": lambda ds, cache, embed, study: stage_ablate(ds, cache, study),
     "lora": lambda ds, cache, embed, study: stage_lora(ds, cache, study),
-    "loso": lambda ds, cache, embed, study: stage_loso(ds, cache, study, transfer_configs()),
+    "loso": lambda ds, cache, embed, study: stage_loso(ds, cache, study, transfer_configs(study.only)),
     "final": stage_final,
 }
 
@@ -216,10 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair", default="gpt-4-1106-preview:mixtral-8x7b-instruct-v0.1",
                         help="STRONG:WEAK LLMs of the routing curve")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="run only this configuration (repeatable; 'baselines' for the domain baselines)")
     args = parser.parse_args(argv)
     strong, _, weak = args.pair.partition(":")
     study = Study(Path(args.data_dir), Path(args.out), Path(args.docs), Path(args.cache_root), args.encoder,
-                  args.threshold, (strong, weak))
+                  args.threshold, (strong, weak), only=tuple(args.only))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)  # a head-only step is small: extra threads mostly wait
     if args.stage != "docs":

@@ -25,6 +25,7 @@ from training.specs import DEFAULT_TRUNCATION, RouterConfig, migrate_flat_loss
 log = logging.getLogger("experiments.study")
 
 TEST_SPLIT, VAL_SPLIT = (0.2, 0), (0.15, 1)
+LEVELS = "router levels"  # validate's third router: each LLM's mean router score, prompt-agnostic
 TRUNCATION = DEFAULT_TRUNCATION  # what the encoder keeps of a prompt over 128 tokens (routerdb/tokenizer.py)
 # The starting point of every configuration the study trains: head-only on the frozen encoder.
 BASE = {"finetuning": {"kind": "frozen", "lr": 1e-3}, "epochs": 3, "batch_size": 256, "progress": False,
@@ -43,6 +44,7 @@ class Study:
     threshold: float  # cosine at which two prompts count as one
     pair: tuple[str, str]  # the strong / weak LLMs of the routing curve
     transfer: Path = Path("experiments/transfer.json")  # domain-transfer tasks, unseen LLMs
+    only: tuple[str, ...] = ()  # run only these configurations (and "baselines"); empty: all
 
 def load(study: Study):
     """(dataset with the test split, cache, embed function) over every file of the data folder."""
@@ -133,10 +135,12 @@ def validate(model, ds: eval_data.Dataset, pair: tuple[str, str], n_boot: int = 
     bt = BradleyTerry().fit(None, None, fit.a, fit.b, fit.label)
     bt_models = list(bt.models_)
     bt_scores = Scores(bt_models, bt.score(None, np.ones(len(val.prompts)), bt_models))
-    routers = {ROUTER: router, BT: bt_scores}
+    # the router's own prompt-agnostic levels: each LLM's mean score over these prompts
+    levels = Scores(router.models, np.broadcast_to(router.matrix.mean(0), router.matrix.shape).copy())
+    routers = {ROUTER: router, BT: bt_scores, LEVELS: levels}
     val = val.take(common_rows(val, routers))
     out = pair_metrics(val, routers, n_boot=n_boot)
-    return {"pairs": out, "routing": routing_results(val, routers, [pair], n_boot=50)}
+    return {"pairs": out, "routing": routing_results(val, {ROUTER: router, BT: bt_scores}, [pair], n_boot=50)}
 
 
 def summarise(name: str, overrides: dict, result: dict, seconds: float) -> dict:
@@ -148,6 +152,9 @@ def summarise(name: str, overrides: dict, result: dict, seconds: float) -> dict:
            "per_source": {s: e["routers"][ROUTER]["minus_bt"] for s, e in result["pairs"].items()
                           if s != "pooled"},
            "n_pairs": result["pairs"]["pooled"]["n_pairs"]}
+    levels = result["pairs"]["pooled"]["routers"].get(LEVELS)
+    if levels is not None:  # the router's prompt-agnostic levels, minus BT
+        row["levels_minus_bt"], row["levels_minus_bt_ci"] = levels["minus_bt"], levels["minus_bt_ci"]
     if result["routing"]:
         row["apgr"] = result["routing"][0]["routers"][ROUTER]["apgr"]
     return row

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from experiments.study import Study, done_runs, record, router_config, summarise, train, validate
 from training.evaluation import dataset as eval_data
+from training.evaluation.baselines import BradleyTerry
 from training.evaluation.metrics import boot_weights, ratio_ci
 from training.evaluation.scores import Scores, baseline_scores
 from training.evaluation.transfer import (
@@ -31,7 +32,7 @@ from training.evaluation.transfer import (
     task_side,
     unseen_llm_accuracy,
 )
-from training.llm_embeddings.records import comparison_records
+from training.llm_embeddings.records import comparison_records, strength_given
 from training.llm_embeddings.row_fit import fit_llm_row, own_scores
 
 log = logging.getLogger("experiments.transfer")
@@ -46,7 +47,7 @@ def stage_domain(ds: eval_data.Dataset, cache, embed, study: Study, configs: lis
         train_side, test = eval_data.side(fds, test=False), eval_data.side(fds, test=True)
         families = families_of(fds, spec.families)[fds.is_test]
         todo = [(name, o) for name, o in [("baselines", None), *configs]
-                if f"domain {fold} {name}" not in done_runs(runs)]
+                if f"domain {fold} {name}" not in done_runs(runs) and (not study.only or name in study.only)]
         for name, overrides in todo:
             t0 = time.perf_counter()
             if overrides is None:
@@ -97,12 +98,59 @@ def _unseen(config, train_pairs: pa.Table, test, llm: str, full: Scores, cache, 
     known = list(without.llm_names)
     among = {*known, llm}  # the pairs both routers can score
     trained_with = unseen_llm_accuracy(test, llm, full, among)
-    out = {"records": len(records), "trained_with": _accuracy(trained_with), "added": {}}
+    out = {"records": len(records), "trained_with": _accuracy(trained_with), "added": {}, "records_level": {}}
+    level = records_level(train_pairs.filter(pa.array(~involves)), records, llm, test, among, spec)
     for n in spec.unseen_records:
         draws = [_added(without, config, mine, records, llm, n, test, among, seed)
                  for seed in range(spec.unseen_draws)]
         added = mean_over_draws(draws)
         out["added"][str(n)] = _accuracy(added) | _paired(added, trained_with) | {"draws": len(draws)}
+        out["records_level"][str(n)] = _accuracy(level[n]) | _paired(level[n], trained_with)
+        out["added"][str(n)]["minus_records_level"] = added["accuracy"] - level[n]["accuracy"]
+    return out
+
+
+def stage_records_level(ds: eval_data.Dataset, study: Study) -> None:
+    """The unseen-LLM stage's baseline alone (no router is trained): per held-out LLM, its accuracy
+    on its test pairs when ranked by its records' level (`records_level`), against every LLM the
+    training pairs without it name."""
+    spec = load_transfer_spec(study.transfer)
+    runs = study.out / "transfer.jsonl"
+    train_pairs, test = _training_pairs(ds), eval_data.side(ds, test=True)
+    for llm in spec.unseen_llms:
+        if f"records level {llm}" in done_runs(runs):
+            continue
+        a = np.asarray(train_pairs["model_a"].to_pylist(), dtype=object)
+        b = np.asarray(train_pairs["model_b"].to_pylist(), dtype=object)
+        involves = (a == llm) | (b == llm)
+        others = train_pairs.filter(pa.array(~involves))
+        records = comparison_records(train_pairs.filter(pa.array(involves))).of(llm)
+        among = {*others["model_a"].to_pylist(), *others["model_b"].to_pylist(), llm}
+        level = records_level(others, records, llm, test, among, spec)
+        record(runs, {"name": f"records level {llm}", "stage": "records_level", "llm": llm,
+                      "records_level": {str(n): _accuracy(v) for n, v in level.items()}})
+
+
+def records_level(others: pa.Table, records, llm: str, test, among: set[str], spec: TransferSpec) -> dict:
+    """{N: accuracy} of the baseline "rank a new LLM by its records": Bradley-Terry strengths of the
+    known LLMs on the training pairs without it (decisive pairs, as `strength_given` reads records), and
+    its own strength from N of its records against
+    them (`strength_given`), prompt-agnostic; averaged over the same draws of records as `_added`."""
+    bt = BradleyTerry().fit(None, None, others["model_a"].to_numpy(zero_copy_only=False),
+                                       others["model_b"].to_numpy(zero_copy_only=False),
+                                       others["label"].to_numpy())
+    known = list(bt.strengths)
+    out = {}
+    for n in spec.unseen_records:
+        draws = []
+        for seed in range(spec.unseen_draws):  # the draws of `_added`: same generator, same records
+            rng = np.random.default_rng(seed)
+            sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
+            theta = strength_given(sub, bt.strengths)
+            row = np.array([*(bt.strengths[m] for m in known), theta])
+            scores = Scores([*known, llm], np.broadcast_to(row, (len(test.prompts), len(row))).copy())
+            draws.append(unseen_llm_accuracy(test, llm, scores, among))
+        out[n] = mean_over_draws(draws)
     return out
 
 

@@ -96,19 +96,19 @@ def resolve_source(source: str | Path, bundle: str | Path | None = None):
 
 
 def add_model(source: str | Path, records_path, name: str, out: str | Path, *, bundle=None,
-              aliases=None) -> Path:
+              aliases=None, refit: bool = False) -> Path:
     """Write `out`: the router of `source` plus LLM `name`, its row from its records (the fit on
-    `TORCH_THREADS` torch threads, whatever the caller's setting)."""
+    `TORCH_THREADS` torch threads, whatever the caller's setting); with `refit`, the router with
+    known LLM `name`'s row re-fitted from these records instead (its own records correct a level
+    the training data got wrong), every other row unchanged."""
     check_replaceable(Path(out), "--out")  # before any work
     with torch_threads(TORCH_THREADS):
-        return _add_model(source, records_path, name, out, bundle=bundle, aliases=aliases)
+        return _add_model(source, records_path, name, out, bundle=bundle, aliases=aliases, refit=refit)
 
 
-def _add_model(source, records_path, name: str, out, *, bundle, aliases) -> Path:
+def _add_model(source, records_path, name: str, out, *, bundle, aliases, refit: bool) -> Path:
     loaded, embedder = resolve_source(source, bundle)
-    if name in loaded.model_names:
-        raise ValueError(f"LLM {name!r} is already in {loaded.path} ({len(loaded.model_names)} LLMs); "
-                         "pick another --name, or add it to the original bundle without it.")
+    _check_name(loaded, name, refit)
     pairs = load_pairs(records_path, aliases=load_aliases(aliases) if aliases else None)
     records = comparison_records(pairs).of(name)
     if len(records) < MIN_RECORDS:
@@ -117,22 +117,43 @@ def _add_model(source, records_path, name: str, out, *, bundle, aliases) -> Path
     if embedder is not None:
         vector, how = _embed(embedder, records, name, loaded.model_embeddings.shape[1]), "embedded"
     else:
-        vector, how = fitted_row(loaded, records, pairs), "fitted against the head"
+        vector = fitted_row(loaded, records, pairs, exclude=name if refit else None)
+        how = "fitted against the head"
     entry = _added_entry(loaded, embedder, records, name, str(records_path)) | {"row": how}
     manifest = {k: v for k, v in loaded.manifest.items()
                 if k not in ("format", "format_version", "files", "manifest_sha256")}
-    manifest["models"] = {**manifest.get("models", {}), "count": len(loaded.model_names) + 1}
-    manifest["added_models"] = [*manifest.get("added_models", []), entry]
-    table = models_table((*loaded.model_names, name), np.vstack([loaded.model_embeddings, vector]))
+    names, rows = list(loaded.model_names), np.array(loaded.model_embeddings)
+    if refit:
+        rows[names.index(name)] = vector[0]
+        manifest["refitted_models"] = [*manifest.get("refitted_models", []), entry]
+    else:
+        names, rows = [*names, name], np.vstack([rows, vector])
+        manifest["models"] = {**manifest.get("models", {}), "count": len(names)}
+        manifest["added_models"] = [*manifest.get("added_models", []), entry]
+    table = models_table(tuple(names), rows)
     check_prompts = [records.prompts[p] for p in np.unique(records.prompt)[:16]]
-    log.info("adding %s (%s) from %d of its %d records (%d prompts) to %s", name, how, entry["used_records"],
-             len(records), entry["prompts"], loaded.path)
+    log.info("%s %s (%s) from %d of its %d records (%d prompts) in %s", "re-fitting" if refit else "adding",
+             name, how, entry["used_records"], len(records), entry["prompts"], loaded.path)
+    changed = names.index(name)
     return write_bundle(out, manifest, lambda tmp: _write_files(loaded, embedder, table, tmp),
-                        verify=lambda tmp: _verify(loaded, tmp, check_prompts))
+                        verify=lambda tmp: _verify(loaded, tmp, check_prompts, changed))
 
 
-def fitted_row(loaded: Bundle, records: Records, pairs=None) -> np.ndarray:
-    """[1, D]: the new LLM's row fitted against the bundle's head (`training.llm_embeddings.row_fit`)."""
+def _check_name(loaded: Bundle, name: str, refit: bool) -> None:
+    known = name in loaded.model_names
+    if refit and not known:
+        raise ValueError(f"--refit re-fits an LLM the router knows, but {name!r} is not among the "
+                         f"{len(loaded.model_names)} LLMs of {loaded.path}; drop --refit to add it as a new "
+                         "LLM.")
+    if not refit and known:
+        raise ValueError(f"LLM {name!r} is already in {loaded.path} ({len(loaded.model_names)} LLMs); "
+                         "pick another --name, pass --refit to re-fit its row from these records, or add "
+                         "it to the original bundle without it.")
+
+
+def fitted_row(loaded: Bundle, records: Records, pairs=None, exclude: str | None = None) -> np.ndarray:
+    """[1, D]: the new LLM's row fitted against the bundle's head (`training.llm_embeddings.row_fit`);
+    `exclude`: a known LLM (the one re-fitted) whose own row neither opposes nor sets the prior."""
     head_entry = loaded.manifest.get("head")
     if not head_entry or head_entry.get("file") not in loaded.manifest["files"]:
         raise ValueError(f"bundle {str(loaded.path)!r} has neither an LLM embedder nor the head's weights "
@@ -145,8 +166,10 @@ def fitted_row(loaded: Bundle, records: Records, pairs=None) -> np.ndarray:
     router = Router.for_verification(loaded)
     vectors = router.prompt_vectors(list(records.prompts))
     scores = own_scores(pairs, records.llms[records.llm[0]], records.prompts) if pairs is not None else None
-    return fit_llm_row(head, vectors, records, list(loaded.model_names), loaded.model_embeddings,
-                       own_scores=scores, pointwise_weight=config.loss.pointwise_weight)
+    keep = [j for j, m in enumerate(loaded.model_names) if m != exclude]
+    return fit_llm_row(head, vectors, records, [loaded.model_names[j] for j in keep],
+                       np.asarray(loaded.model_embeddings)[keep], own_scores=scores,
+                       pointwise_weight=config.loss.pointwise_weight)
 
 
 def _embed(embedder: LLMEmbedder, records: Records, name: str, width: int) -> np.ndarray:
@@ -184,10 +207,11 @@ def _write_files(loaded: Bundle, embedder: LLMEmbedder, table, tmp: Path) -> dic
     return {**files, "models.parquet": "models.parquet"}
 
 
-def _verify(loaded: Bundle, tmp: Path, prompts: list[str]) -> dict:
-    """The known LLMs score as before; the new one scores finite."""
+def _verify(loaded: Bundle, tmp: Path, prompts: list[str], changed: int) -> dict:
+    """The other LLMs score as before; the added (or re-fitted) one, column `changed`, scores finite."""
     before, after = bundle_scores(loaded, prompts), bundle_scores(tmp, prompts)
-    diff = max_gap(after[:, :-1], before)
+    others = [j for j in range(after.shape[1]) if j != changed]
+    diff = max_gap(after[:, others], before[:, others])  # added: the others are all of before
     if diff > 1e-5 or not np.isfinite(after).all():
         raise ExportError(f"the new bundle changes the known LLMs' scores by {diff:.3g}; not written")
     return {"add_model_check": {"prompts": len(prompts), "max_abs_diff_known_llms": diff}}
@@ -200,16 +224,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory of the new bundle")
     parser.add_argument("--bundle", help="with a run directory: its bundle, if not the spec's bundle_dir")
     parser.add_argument("--aliases", help="model_aliases.json mapping spellings to one name")
+    parser.add_argument("--refit", action="store_true",
+                        help="NAME is a known LLM: re-fit its row from these records (the others unchanged)")
 
 
 def run(args: argparse.Namespace) -> int:
-    out = add_model(args.source, args.records, args.name, args.out, bundle=args.bundle, aliases=args.aliases)
-    print(f"wrote {out}: {args.name} added")
+    out = add_model(args.source, args.records, args.name, args.out, bundle=args.bundle, aliases=args.aliases,
+                    refit=args.refit)
+    print(f"wrote {out}: {args.name} {'re-fitted' if args.refit else 'added'}")
     return command.OK
 
 
-COMMAND = command.Command("add-model", "add an LLM to a trained router from its comparison records",
-                          add_arguments, run, description=__doc__)
+COMMAND = command.Command("add-model", "add an LLM to a trained router from its comparison records "
+                          "(or re-fit a known one's row, --refit)", add_arguments, run, description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

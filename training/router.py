@@ -47,6 +47,7 @@ from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.phase1 import phase1_embedder
 from training.llm_embeddings.records import comparison_records
 from training.llm_embeddings.tables import FixedTable, LearnedTable, phase1_table
+from training.model.difficulty import fit_prior, prompt_targets
 from training.model.heads import Head, build_head
 from training.model.network import FeatureNorm, RouterNet
 from training.model.priors import bradley_terry_strengths
@@ -195,6 +196,7 @@ class TransformerEmbeddingModel:
             self.build(names, self._feature_stats(train_pairs))
         if EMBEDDING_KINDS[self.config.embedding_spec.kind].phase1:
             self._phase1(train_pairs, names, run_dir, resume)
+        self._fit_difficulty_prior(train_pairs)
         result = fit_loop(self, train_pairs, val_pairs, run_dir=run_dir, resume=resume)
         self.history, self.loss = result.history, result.loss
         return self.history
@@ -255,6 +257,16 @@ class TransformerEmbeddingModel:
         if not self.config.use_prompt_features:
             return None
         return FeatureStats.fit(compute_features(sorted(set(train_pairs["prompt"].to_pylist()))))
+
+    def _fit_difficulty_prior(self, train_pairs: pa.Table) -> None:
+        """With head.difficulty_prior: fit the head's fixed difficulty prior on the training prompts'
+        mean correctness (`training.model.difficulty`), before the first step."""
+        prior = getattr(self.net.head, "prior", None)
+        if prior is None:
+            return
+        targets = prompt_targets(train_pairs, centre=self.config.head.difficulty_centred)
+        vectors = self.prompt_vectors(targets.prompts) if targets.prompts else np.zeros((0, 0))
+        fit_prior(prior, vectors.astype(np.float64), targets, self.config.head.difficulty_prior)
 
     def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
         """Train (or load) the LLM embedder on the training split; set the head's LLM table."""

@@ -190,6 +190,15 @@ class IRTHeadSpec(_Head):
     # training on a linear map of its Bradley-Terry strength on the training pairs: the prompt-agnostic
     # prior that the prompt only corrects, inside the LLM's measured region
     bradley_terry_level: bool = False
+    # difficulty = a fixed ridge prior + the learned difficulty x learned_difficulty. The prior is
+    # fitted before training on the training prompts' mean correctness over the LLMs scored on them
+    # (training/model/difficulty.py); the value is its ridge strength (None: no prior)
+    difficulty_prior: Float | None = Field(None, ge=0, le=1e6)
+    difficulty_centred: bool = False  # the prior's target: scores relative to each LLM's mean
+    learned_difficulty: Float = Field(1.0, ge=0, le=10)  # 0: the prior alone is the difficulty
+    # the prompt's skill term b . z(p) x this: below 1 the prompt moves an LLM off its level more
+    # slowly (a shrinkage of the prompt's correction; 0: levels and difficulty only)
+    learned_skills: Float = Field(1.0, ge=0, le=10)
 
     @property
     def row_width(self) -> int:

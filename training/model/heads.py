@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.model.difficulty import DifficultyPrior
 from training.specs import HeadSpec, IRTHeadSpec, MLPHeadSpec
 
 log = logging.getLogger(__name__)
@@ -150,10 +151,16 @@ class IRTHead(nn.Module):
     the LLMs' Bradley-Terry strengths."""
 
     def __init__(self, prompt_dim: int, llm_dim: int, hidden_dims: list[int], dropout: float,
-                 negative_slope: float = 0.01, coverage: bool = False, bradley_terry_level: bool = False):
+                 negative_slope: float = 0.01, coverage: bool = False, bradley_terry_level: bool = False,
+                 difficulty_prior: bool = False, learned_difficulty: float = 1.0,
+                 learned_skills: float = 1.0):
         super().__init__()
         self.prompt_dim = prompt_dim
         self.coverage = coverage
+        # difficulty = prior(p) + learned_difficulty x trunk's d(p) (training/model/difficulty.py)
+        self.prior = DifficultyPrior(prompt_dim) if difficulty_prior else None
+        self.learned_difficulty = float(learned_difficulty)
+        self.learned_skills = float(learned_skills)  # the prompt's skill term b . z(p), scaled
         self.needs_measured_prompts = coverage
         self.needs_strengths = coverage and bradley_terry_level
         self.skills = (llm_dim - 2) // 2 if coverage else llm_dim - 1
@@ -164,7 +171,9 @@ class IRTHead(nn.Module):
     @classmethod
     def from_spec(cls, spec: IRTHeadSpec, prompt_dim: int, llm_dim: int) -> IRTHead:
         return cls(prompt_dim, llm_dim, list(spec.hidden_dims), spec.dropout, spec.negative_slope,
-                   coverage=spec.coverage, bradley_terry_level=spec.bradley_terry_level)
+                   coverage=spec.coverage, bradley_terry_level=spec.bradley_terry_level,
+                   difficulty_prior=spec.difficulty_prior is not None,
+                   learned_difficulty=spec.learned_difficulty, learned_skills=spec.learned_skills)
 
     def loadings(self, prompt: torch.Tensor) -> torch.Tensor:
         """[P, 1 + K]: each prompt's difficulty and skill loadings."""
@@ -175,10 +184,17 @@ class IRTHead(nn.Module):
         k = self.skills
         b = llms[:, 1:1 + k]
         skill = h[:, 1:] @ b.T  # [P, M]
+        if self.learned_skills != 1.0:
+            skill = skill * self.learned_skills
         if self.coverage:  # b . (mu + g (z - mu)) = g b . z + (1 - g) b . mu
             g = self.gate(h[:, 1:], llms)
             skill = g * skill + (1.0 - g) * (b * llms[:, 1 + k:1 + 2 * k]).sum(-1).unsqueeze(0)
-        return llms[:, 0].unsqueeze(0) - h[:, :1] + skill  # [P, M]
+        return llms[:, 0].unsqueeze(0) - self.difficulty(prompt, h) + skill  # [P, M]
+
+    def difficulty(self, prompt: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """[P, 1]: the learned difficulty (scaled), on top of the fitted prior where there is one."""
+        d = h[:, :1] if self.learned_difficulty == 1.0 else h[:, :1] * self.learned_difficulty
+        return d if self.prior is None else d + self.prior(prompt)
 
     def gate(self, z: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
         """[P, M] in (0, 1]: 1 within an LLM's measured region of skill space, falling outside it."""

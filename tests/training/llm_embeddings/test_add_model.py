@@ -115,7 +115,7 @@ def test_add_from_a_run_directory_and_the_cli(built, tmp_path, capsys):
 
 
 def test_errors_name_the_problem_and_the_fix(built, tiny_bundle, tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"already in .*pick another --name"):
+    with pytest.raises(ValueError, match=r"already in .*pick another --name, pass --refit"):
         add_model(built["bundle"], built["records"], "gemma-2-9b-it", tmp_path / "x")
     with pytest.raises(KeyError, match="no comparison records of LLM 'nobody'"):
         add_model(built["bundle"], built["records"], "nobody", tmp_path / "x")

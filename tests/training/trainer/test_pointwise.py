@@ -169,3 +169,31 @@ def test_bradley_terry_level_puts_measured_levels_on_a_line_of_strengths(tiny_en
     beta = np.array([bt.strengths[name] for name in model.llm_names])
     assert abs(np.corrcoef(level, beta)[0, 1]) > 0.999
     assert list(np.argsort(level)) == list(np.argsort(beta))  # the prior's order, LLM by LLM
+
+
+def test_refit_moves_a_known_llms_row_from_its_own_records(tiny_encoders, data, tmp_path):
+    import pyarrow.parquet as pq
+
+    from routerdb.bundle import Bundle
+    from training.add_model import add_model
+
+    model = _model(tiny_encoders["bert"])
+    model.train(data, ValidationSplit(0.25, 0))
+    prompts = sorted(set(data["prompt"].to_pylist()))[:12]
+    bundle = export_bundle(model, tmp_path / "bundle", prompts)
+    # the user's own records: 'weak' answers every prompt right, beside the other two as trained
+    scores = tiny_models.synthetic_scores(40)
+    own = scores.set_column(3, "score", pa.array([1.0 if m == "weak" else s for m, s in zip(
+        scores["model"].to_pylist(), scores["score"].to_pylist(), strict=True)]))
+    pq.write_table(own, tmp_path / "records.parquet")
+    out = add_model(bundle, tmp_path / "records.parquet", "weak", tmp_path / "refit", refit=True)
+    before, after = Router(bundle).score(prompts), Router(out).score(prompts)
+    col = list(Router(bundle).models).index("weak")
+    others = [j for j in range(before.shape[1]) if j != col]
+    np.testing.assert_allclose(after[:, others], before[:, others], atol=1e-6)
+    assert after[:, col].mean() > before[:, col].mean() + 0.5  # from the worst to about the best
+    manifest = Bundle.load(out).manifest
+    assert Bundle.load(out).model_names == Bundle.load(bundle).model_names
+    assert manifest["refitted_models"][-1]["name"] == "weak" and "added_models" not in manifest
+    with pytest.raises(ValueError, match="'oracle' is not among the 3 LLMs .*drop --refit to add it"):
+        add_model(bundle, tmp_path / "records.parquet", "oracle", tmp_path / "x", refit=True)

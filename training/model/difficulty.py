@@ -1,0 +1,136 @@
+"""A prompt's difficulty prior: ridge regression of pooled per-prompt mean correctness.
+
+The IRT head learns a difficulty d(p) jointly with the LLMs' abilities and skills; off the training
+distribution it was worth about as much as the prompt's length. A plain, strongly regularised
+linear map from the prompt vector (frozen encoder vector + normalised prompt features, log length
+among them) to the prompt's mean correctness over the LLMs that answered it transfers much better
+(docs/quality.md, "Difficulty prior"). This module fits that map and holds it as a fixed module:
+
+    targets = prompt_targets(pairs)                 # per-prompt mean correctness (score rows only)
+    prior = DifficultyPrior.fit(vectors, targets.mean, alpha=1.0, weight=targets.count)
+    d0 = prior(vectors)                             # [P, 1] difficulty in logits: -logit(mean)
+
+The IRT head adds it to its learned difficulty (`training.model.heads.IRTHead`, `difficulty_prior`),
+so the learned part only corrects it; `TransformerEmbeddingModel.train` fits it on the training
+pairs before the first step (`fit_prior`). Its weights are buffers: saved with the head, exported in
+the ONNX graph, and not trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+CLIP = 0.02  # predicted mean correctness is clipped to [CLIP, 1 - CLIP] before the logit
+
+
+@dataclass(frozen=True)
+class PromptTargets:
+    """Per distinct prompt with per-model scores: its mean correctness over the LLMs scored on it."""
+
+    prompts: list[str]
+    mean: np.ndarray  # [P] in [0, 1]
+    count: np.ndarray  # [P] how many LLMs were scored on it
+
+
+def prompt_targets(pairs: pa.Table, centre: bool = False) -> PromptTargets:
+    """Mean correctness per prompt from the `score_a` / `score_b` columns (rows of pairwise data
+    have none and are skipped). With `centre`, each (prompt, LLM) score is first taken relative to
+    that LLM's mean over all its scores (plus the overall mean), so that which LLMs a source scored
+    does not read as difficulty."""
+    prompt, llm, score = _scores(pairs)
+    if not len(score):
+        return PromptTargets([], np.zeros(0), np.zeros(0))
+    codes, p = np.unique(prompt, return_inverse=True)
+    if centre:
+        names, m = np.unique(llm, return_inverse=True)
+        own = np.bincount(m, score) / np.bincount(m)
+        score = score - own[m] + score.mean()
+    count = np.bincount(p)
+    mean = np.clip(np.bincount(p, score) / count, 0.0, 1.0)
+    return PromptTargets(codes.tolist(), mean, count.astype(np.float64))
+
+
+def _scores(pairs: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prompt, llm, score) once per scored (prompt, LLM)."""
+    prompt = np.asarray(pairs["prompt"].to_pylist(), dtype=object)
+    parts = []
+    for llm_col, score_col in (("model_a", "score_a"), ("model_b", "score_b")):
+        score = pairs[score_col].to_numpy(zero_copy_only=False).astype(np.float64)
+        keep = np.isfinite(score)
+        llm = np.asarray(pairs[llm_col].to_pylist(), dtype=object)
+        parts.append((prompt[keep], llm[keep], score[keep]))
+    prompt, llm, score = (np.concatenate(x) for x in zip(*parts, strict=True))
+    if not len(score):
+        return prompt, llm, score
+    _, p = np.unique(prompt, return_inverse=True)
+    names, m = np.unique(llm, return_inverse=True)
+    _, first = np.unique(p * len(names) + m, return_index=True)
+    first = np.sort(first)
+    return prompt[first], llm[first], score[first]
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float,
+              weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(coef [D], intercept) of weighted ridge regression on standardised columns; the penalty is
+    alpha x (sum of weights) x |coef|^2 in standardised units, so alpha does not depend on how many
+    prompts there are (alpha 1: a direction of the prompt vectors explaining less than 1 unit of
+    variance is mostly shrunk away)."""
+    x = np.asarray(x, np.float64)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
+    w = w / w.sum()
+    mu = w @ x
+    sd = np.sqrt(w @ (x - mu) ** 2)
+    sd[sd < 1e-8] = 1.0
+    z = (x - mu) / sd
+    y_mu = float(w @ y)
+    gram = (z * w[:, None]).T @ z + alpha * np.eye(x.shape[1])
+    beta = np.linalg.solve(gram, (z * w[:, None]).T @ (y - y_mu))
+    coef = beta / sd
+    return coef, y_mu - float(mu @ coef)
+
+
+class DifficultyPrior(nn.Module):
+    """d0(p) = -logit(clip(x . coef + intercept)): a fixed linear prediction of the prompt's mean
+    correctness, read as a difficulty in logits. Zero (no prior) until `set` or `fit` fills it."""
+
+    def __init__(self, prompt_dim: int):
+        super().__init__()
+        self.register_buffer("coef", torch.zeros(prompt_dim))
+        self.register_buffer("intercept", torch.full((), 0.5))
+
+    def forward(self, prompt: torch.Tensor) -> torch.Tensor:
+        mean = (prompt @ self.coef + self.intercept).clamp(CLIP, 1.0 - CLIP)
+        return (torch.log1p(-mean) - torch.log(mean)).unsqueeze(-1)  # [P, 1]
+
+    @torch.no_grad()
+    def set(self, coef: np.ndarray, intercept: float) -> DifficultyPrior:
+        if coef.shape != tuple(self.coef.shape):
+            raise ValueError(f"difficulty prior: got {coef.shape[0]} coefficients for prompt vectors of "
+                             f"{self.coef.shape[0]}; fit it on the vectors the head reads")
+        self.coef.copy_(torch.as_tensor(coef, dtype=self.coef.dtype))
+        self.intercept.fill_(float(intercept))
+        return self
+
+
+def fit_prior(prior: DifficultyPrior, vectors: np.ndarray, targets: PromptTargets, alpha: float) -> dict:
+    """Fit `prior` on the prompt vectors [P, H + F] of `targets.prompts` (each prompt weighted by
+    how many LLMs were scored on it, square-rooted); returns what was fitted, for the log."""
+    if not len(targets.prompts):
+        raise ValueError("head.difficulty_prior fits a prompt's mean correctness from per-model scores, "
+                         "but the training data has none (only pairwise rows); drop difficulty_prior or "
+                         "add a per-model-score file")
+    coef, intercept = fit_ridge(vectors, targets.mean, alpha, weight=np.sqrt(targets.count))
+    prior.set(coef, intercept)
+    pred = np.clip(vectors @ coef + intercept, 0.0, 1.0)
+    r = float(np.corrcoef(pred, targets.mean)[0, 1]) if len(pred) > 2 else float("nan")
+    log.info("difficulty prior: ridge (alpha %g) on %d prompts' mean correctness, training r = %.3f",
+             alpha, len(pred), r)
+    return {"prompts": len(pred), "alpha": alpha, "r": r}
