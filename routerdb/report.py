@@ -160,8 +160,9 @@ def _recipe_tables(con, sample: str, prices: str, strong, weak, strong_share: fl
     pair = {k: v for k, v in (("strong_model", strong), ("weak_model", weak)) if v is not None}
     tables = {"thresholds": _rows(run_recipe(con, "strong_share_threshold.sql",
                                              {**common, **pair, "strong_share": strong_share}))}
-    # any budget makes cost_routing.sql route at every cost weight of its grid (route_lambdas)
-    run_recipe(con, "cost_routing.sql", {**common, "budget_usd": 0.0})
+    # any budget makes cost_routing.sql route at every cost weight of its grid (route_lambdas); the
+    # recipe accepts budgets in (0, 1e12] USD: the largest leaves every weight within it
+    run_recipe(con, "cost_routing.sql", {**common, "budget_usd": 1e12})
     tables["predicted_curve"] = _rows(con.sql("SELECT cost_weight, mean_cost_usd, mean_score "
                                               "FROM route_lambdas ORDER BY cost_weight"))
     tables["predicted_llms"] = _rows(con.sql("SELECT model, avg(cost_usd) AS mean_cost_usd, avg(score) "
