@@ -250,7 +250,14 @@ def prepare_encoder(spec, ref: EncoderRef) -> nn.Module:
 
 
 def export_encoder(spec, ref: EncoderRef, trained: nn.Module) -> nn.Module:
-    return METHODS[spec.kind].for_export(spec, ref, trained).float().cpu().eval()
+    encoder = METHODS[spec.kind].for_export(spec, ref, trained).float().cpu().eval()
+    if hasattr(encoder, "set_attn_implementation"):  # a transformers model (the static tier is not)
+        # Eager attention traces to MatMul, Add, Softmax; SDPA's trace adds a Where over every
+        # [batch, heads, length, length] score tensor (its NaN guard), which was a tenth of the fp32
+        # graph's time and a fifth of the int8 graph's (bench/int8.py, docs/performance.md). The
+        # copy is ours: training keeps its own attention. The scores agree within 1e-7.
+        encoder.set_attn_implementation("eager")
+    return encoder
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import json
 import logging
 
 import numpy as np
+import onnx as onnx_lib
 import pytest
 import torch
 from torch import nn
@@ -34,6 +35,14 @@ def _spec(kind: str, **fields):
 
 def _prepare(tiny_encoders, kind: str, method: str, **fields) -> nn.Module:
     return finetuning.prepare_encoder(_spec(method, **fields), resolve_encoder(str(tiny_encoders[kind])))
+
+
+def test_export_copy_uses_eager_attention_and_training_keeps_its_own(tiny_encoders):
+    trained = _prepare(tiny_encoders, "bert", "full")
+    before = trained.config._attn_implementation
+    exported = finetuning.export_encoder(_spec("full"), resolve_encoder(str(tiny_encoders["bert"])), trained)
+    assert exported.config._attn_implementation == "eager"
+    assert trained.config._attn_implementation == before
 
 
 def _trainable(module: nn.Module) -> set[str]:
@@ -89,6 +98,8 @@ def test_train_export_and_bundle_matches_torch(tiny_encoders, scores, tmp_path, 
         assert manifest["verification"]["against"] == "trained model"
     assert manifest["verification"]["max_abs_diff"] <= 1e-4
     assert manifest["finetuning"]["kind"] == method
+    # exported with eager attention: no SDPA NaN guard (IsNaN + Where over every score tensor)
+    assert "IsNaN" not in {n.op_type for n in onnx_lib.load(bundle / "model.onnx").graph.node}
     assert manifest["spec"]["finetuning"]["kind"] == method
 
 
