@@ -187,6 +187,14 @@ def prior_candidate(alpha: float, learned: float) -> tuple[str, dict]:
 PRIOR_ALPHA = 1.0  # chosen by experiments/difficulty_study.py (the prior alone, domain stage)
 TRANSFER_CANDIDATES += [prior_candidate(PRIOR_ALPHA, learned) for learned in (1.0, 0.3, 0.0)]
 
+# The fast tier (issue 19): the recommended spec with the static encoder distilled from the study's
+# encoder, its table tuned, no prompt features (tests/experiments/test_quality.py holds it equal to
+# examples/specs/router-fast.json).
+FAST = "fast tier: static encoder, table tuned (router-fast.json)"
+TRANSFER_CANDIDATES.append((FAST, {**IRT, "pair_sources": "all", "use_prompt_features": False,
+                                   "encoder": {"kind": "static", "static_dims": 256},
+                                   "finetuning": {"kind": "full", "lr": 0.001}}))
+
 
 def ablations() -> list[tuple[str, dict]]:
     """The validation-side runs: every transfer candidate (in distribution), then the ablations."""

@@ -3,6 +3,8 @@ previous spec it is compared with is the one examples/specs/router.json held bef
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from experiments import quality
 from experiments.study import recommended_overrides, router_config
 from training.specs import DEFAULT_ENCODER
@@ -22,6 +24,13 @@ def test_the_shipped_router_spec_is_the_recommended_candidate():
     shipped = router_config(recommended_overrides(), DEFAULT_ENCODER)
     assert shipped == router_config(candidates[quality.RECOMMENDED], DEFAULT_ENCODER)
     assert shipped != router_config(quality.PREVIOUS[1], DEFAULT_ENCODER)
+
+
+def test_the_shipped_fast_spec_is_the_fast_candidate():
+    candidates = dict(quality.TRANSFER_CANDIDATES)
+    shipped = router_config(recommended_overrides(Path("examples/specs/router-fast.json")), DEFAULT_ENCODER)
+    assert shipped == router_config(candidates[quality.FAST], DEFAULT_ENCODER)
+    assert shipped.encoder.kind == "static"
 
 
 def test_the_previous_spec_is_the_router_spec_before_the_transfer_work():
