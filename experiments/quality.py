@@ -3,6 +3,7 @@
     python -m experiments.quality --stage ablate    # head-only ablations on the validation split
     python -m experiments.quality --stage lora      # frozen vs LoRA on a subsample
     python -m experiments.quality --stage loso      # leave-one-source-out
+    python -m experiments.quality --stage refit     # a known LLM re-fitted on a left-out source
     python -m experiments.quality --stage final     # recommended spec: bundle + test report + docs
     python -m experiments.quality                   # all of them, in that order (`make quality`)
 
@@ -46,7 +47,13 @@ from experiments.study import (
     train_side,
     validate,
 )
-from experiments.transfer_study import stage_domain, stage_loso, stage_records_level, stage_unseen
+from experiments.transfer_study import (
+    stage_domain,
+    stage_loso,
+    stage_records_level,
+    stage_refit,
+    stage_unseen,
+)
 from training import specs
 from training.evaluate import evaluate
 from training.evaluation import dataset as eval_data
@@ -194,6 +201,11 @@ FAST = "fast tier: static encoder, table tuned (router-fast.json)"
 TRANSFER_CANDIDATES.append((FAST, {**IRT, "pair_sources": "all", "use_prompt_features": False,
                                    "encoder": {"kind": "static", "static_dims": 256},
                                    "finetuning": {"kind": "full", "lr": 0.001}}))
+# The same with the distilled table as it is: a head-only training (minutes here, where tuning the
+# table on all of ../shared/data takes about half an hour a run).
+FAST_FROZEN = "fast tier: static encoder, distilled table frozen"
+TRANSFER_CANDIDATES.append((FAST_FROZEN, {**dict(TRANSFER_CANDIDATES)[FAST],
+                                          "finetuning": {"kind": "frozen"}}))
 
 
 def ablations() -> list[tuple[str, dict]]:
@@ -222,6 +234,7 @@ STAGES = {
     "ablate": lambda ds, cache, embed, study: stage_ablate(ds, cache, study),
     "lora": lambda ds, cache, embed, study: stage_lora(ds, cache, study),
     "loso": lambda ds, cache, embed, study: stage_loso(ds, cache, study, transfer_configs(study.only)),
+    "refit": lambda ds, cache, embed, study: stage_refit(ds, cache, study, transfer_configs(study.only)),
     "final": stage_final,
 }
 

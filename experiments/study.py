@@ -87,7 +87,8 @@ def router_config(overrides: dict, encoder_name: str) -> RouterConfig:
 def cached_model(config: RouterConfig, cache: PromptCache | None):
     """A TransformerEmbeddingModel whose frozen encoder's vectors are read from the cache."""
     model = TransformerEmbeddingModel(config)
-    if cache is not None and config.finetuning.kind == "frozen":
+    # the cache holds the study's transformer's vectors; a static encoder embeds its prompts itself
+    if cache is not None and config.finetuning.kind == "frozen" and config.encoder.kind == "transformer":
         if cache.truncation != config.encoder.truncation:  # e.g. the truncation ablation
             cache = PromptCache(cache.directory, cache.encoder, cache.max_length, config.encoder.truncation)
         model.frozen_vectors = cache.vectors

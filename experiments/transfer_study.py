@@ -3,6 +3,7 @@
     python -m experiments.quality --stage domain    # domain transfer for LLM pairs, per fold
     python -m experiments.quality --stage unseen    # an LLM held out, added back from N records
     python -m experiments.quality --stage loso      # leave one source out
+    python -m experiments.quality --stage refit     # known LLMs re-fitted on a left-out source
 
 Each configuration (a name and RouterConfig overrides of experiments.study.BASE) is trained on
 cached frozen prompt vectors; results are appended to `transfer.jsonl` in the study's output
@@ -170,6 +171,97 @@ def _added(without, config, mine: pa.Table, records, llm: str, n: int, test, amo
     with_new = np.vstack([table, new_row])
     scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=with_new).astype(float))
     return unseen_llm_accuracy(test, llm, scores, among)
+
+
+def stage_refit(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[str, dict]],
+                source: str = "scores_routerbench_subset", n: int = 200) -> None:
+    """A known LLM whose level is wrong on a source the router never saw, re-fitted from n of its
+    records there (`training.add_model --refit`). Train without `source` (as leave-one-source-out;
+    RouterBench is the correctness source whose LLMs the judge sources also name), then per LLM that
+    `source` shares with the others: its row re-fitted from n of its training-side records in
+    `source`, the others' rows unchanged; accuracy on `source`'s test pairs that involve it, before
+    and after (the same pairs, `unseen_draws` draws of records averaged), and Bradley-Terry on the
+    same training rows."""
+    spec = load_transfer_spec(study.transfer)
+    runs = study.out / "transfer.jsonl"
+    mine = ds.source == source
+    rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
+    sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
+                            ds.prompt_idx[rows], ds.group, ds.is_test[rows])
+    test = eval_data.side(sub, test=True)
+    there = ds.pairs.filter(pa.array(~ds.is_test & mine))  # the source's training side: the records
+    a = np.asarray(there["model_a"].to_pylist(), dtype=object)
+    b = np.asarray(there["model_b"].to_pylist(), dtype=object)
+    train_pairs = _training_pairs(sub)
+    bt = BradleyTerry().fit(None, None, train_pairs["model_a"].to_numpy(zero_copy_only=False),
+                            train_pairs["model_b"].to_numpy(zero_copy_only=False),
+                            train_pairs["label"].to_numpy())
+    for name, overrides in configs:
+        config = router_config(overrides, study.encoder)
+        model = None
+        for llm in sorted(set(a) | set(b)):
+            key = f"refit {llm} on {source} {name}"
+            if key in done_runs(runs):
+                continue
+            if model is None:
+                model, _ = train(config, train_pairs, cache)
+                known = list(model.llm_names)
+                before_scores = Scores(known, model.score_matrix(test.prompts).astype(float))
+                flat = np.array([bt.strengths.get(m, 0.0) for m in known])
+                bt_scores = Scores(known, np.broadcast_to(flat, (len(test.prompts), len(known))).copy())
+            if llm not in known:
+                continue
+            t0 = time.perf_counter()
+            involves = (a == llm) | (b == llm)
+            own = there.filter(pa.array(involves))
+            records = comparison_records(own).of(llm)
+            before = unseen_llm_accuracy(test, llm, before_scores, set(known))
+            draws = [_refitted(model, config.loss.pointwise_weight, own, records, llm, n, test, seed)
+                     for seed in range(spec.unseen_draws)]
+            after = mean_over_draws(draws)
+            pairs_only = mean_over_draws([_refitted(model, 0.0, own, records, llm, n, test, seed)
+                                          for seed in range(spec.unseen_draws)])
+            around = {w: mean_over_draws([_refitted(model, w, own, records, llm, n, test, seed,
+                                                    around_own=True) for seed in range(spec.unseen_draws)])
+                      for w in (config.loss.pointwise_weight, 0.0)}
+            row = {"name": key, "stage": "refit", "llm": llm, "source": source, "config": name, "n": n,
+                   "records": len(records), "before": _accuracy(before),
+                   "refitted": _accuracy(after) | _paired(after, before),
+                   "refitted_pairs_only": _accuracy(pairs_only) | _paired(pairs_only, before),
+                   "around_own_row": _accuracy(around[config.loss.pointwise_weight])
+                   | _paired(around[config.loss.pointwise_weight], before),
+                   "around_own_row_pairs_only": _accuracy(around[0.0]) | _paired(around[0.0], before),
+                   "bradley_terry": _accuracy(unseen_llm_accuracy(test, llm, bt_scores, set(known))),
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            log.info("%s: before %.4f, re-fitted %.4f (pairs only %.4f; around its row %.4f, pairs only "
+                     "%.4f), Bradley-Terry %.4f (%d pairs)", key, before["accuracy"], after["accuracy"],
+                     pairs_only["accuracy"], around[config.loss.pointwise_weight]["accuracy"],
+                     around[0.0]["accuracy"], row["bradley_terry"]["accuracy"], before["n_pairs"])
+            record(runs, row)
+
+
+def _refitted(model, pointwise_weight: float, own: pa.Table, records, llm: str, n: int, test,
+              seed: int, around_own: bool = False) -> dict:
+    """Accuracy on `llm`'s test pairs once its known row is re-fitted from n of its records (draw
+    `seed`), as `training.add_model --refit` does: its own row neither opposes nor sets the prior;
+    its own per-model scores weigh `pointwise_weight` (0: its comparisons alone); `around_own`: the
+    prior is centred on its current row (records correct it) instead of the average LLM."""
+    rng = np.random.default_rng(seed)
+    sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
+    vectors = model.prompt_vectors(list(sub.prompts))
+    rows, values = own_scores(own, llm, sub.prompts)
+    sampled = np.isin(rows, np.unique(sub.prompt))
+    names = list(model.llm_names)
+    j = names.index(llm)
+    table = model.llm_embeddings.detach().cpu().numpy()
+    others = [m for m in names if m != llm]
+    new_row = fit_llm_row(model.net.head.cpu(), vectors, sub, others, np.delete(table, j, axis=0),
+                          own_scores=(rows[sampled], values[sampled]) if pointwise_weight else None,
+                          pointwise_weight=pointwise_weight, prior_mean=table[j] if around_own else None)
+    refitted = table.copy()
+    refitted[j] = new_row
+    scores = Scores(names, model.score_matrix(test.prompts, llm_embeddings=refitted).astype(float))
+    return unseen_llm_accuracy(test, llm, scores, set(names))
 
 
 def _paired(added: dict, trained_with: dict) -> dict:

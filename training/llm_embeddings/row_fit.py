@@ -71,14 +71,19 @@ class _Problem:
 def fit_llm_row(head: Head, prompt_vectors: np.ndarray, records: Records, known: list[str],
                 known_rows: np.ndarray, *, own_scores: tuple[np.ndarray, np.ndarray] | None = None,
                 pointwise_weight: float = 0.0, seed: int = 0,
-                prior_scales: tuple[float, ...] = PRIOR_SCALES) -> np.ndarray:
+                prior_scales: tuple[float, ...] = PRIOR_SCALES,
+                prior_mean: np.ndarray | None = None) -> np.ndarray:
     """[1, D]: the MAP row of the LLM whose `records` these are. `prompt_vectors` [len(records.prompts),
     H + F] are the head's inputs for `records.prompts`; `known` / `known_rows` [M, D] the table;
     `own_scores` (rows of records.prompts, scores in [0, 1]) its per-model scores, used with
     `pointwise_weight` > 0 as the router's training used them; the prior's weight is the one of
-    `prior_scales` with the best cross-validated likelihood."""
+    `prior_scales` with the best cross-validated likelihood. The prior is centred on the known rows'
+    mean (a new LLM starts as the average one) or on `prior_mean` [D] (a known LLM's own row, which
+    its records then correct rather than replace)."""
     problem = _problem(head.eval().requires_grad_(False), prompt_vectors, records, known, known_rows,
                        own_scores, pointwise_weight)
+    if prior_mean is not None:
+        problem.mean = torch.as_tensor(np.asarray(prior_mean, dtype=np.float32).reshape(-1))
     scale = _cross_validated_scale(problem, prior_scales, seed)
     return _fit(problem, scale).detach().numpy()[None, :]
 

@@ -58,3 +58,16 @@ def test_too_few_prompts_to_cross_validate_keep_the_first_prior():
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert not np.allclose(got, row_fit.fit_llm_row(BilinearHead(), u, records, known, rows,
                                                     prior_scales=(0.05,)), atol=1e-3)
+
+
+def test_a_refit_with_few_records_stays_near_the_row_its_prior_is_centred_on():
+    """`prior_mean` (a known LLM's own row, `training.add_model --refit`): with a handful of records
+    and a strong prior the fit stays by that row, not by the average known LLM."""
+    truth = np.array([1.0, -0.5, 0.5], dtype=np.float32)
+    u, records, known, rows = _problem(truth, 4)
+    own = np.array([0.8, -0.4, 0.6], dtype=np.float32)
+    around_own = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, prior_scales=(50.0,),
+                                     prior_mean=own)[0]
+    around_mean = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, prior_scales=(50.0,))[0]
+    assert np.linalg.norm(around_own - own) < 0.1
+    assert np.linalg.norm(around_mean - rows.mean(0)) < 0.1 < np.linalg.norm(around_mean - own)
