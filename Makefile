@@ -45,8 +45,9 @@ router: install
 	$(BIN)/routerdb info build/router/bundle
 
 # The same router on the fast tier (examples/specs/router-fast.json: a static encoder distilled
-# from all-MiniLM-L6-v2 on first use, ~0.5 to 2.5 min, cached in build/cache/static/):
-# build/router-fast/bundle/. Which tier to pick: README.md, docs/performance.md.
+# from all-MiniLM-L6-v2 on first use, ~0.5 to 2.5 min, cached in build/cache/static/; its table
+# frozen; 6.6 min in all here): build/router-fast/bundle/. Which tier to pick: README.md,
+# docs/performance.md; how it transfers: docs/quality.md.
 router-fast: install
 	@mkdir -p build/router-fast
 	@start=$$(date +%s); $(BIN)/python -m training.fit examples/specs/router-fast.json && \
