@@ -112,3 +112,42 @@ def test_prompt_vectors_of_a_bundle_without_them_say_re_export(tiny_bundle, tmp_
     monkeypatch.setattr(router, "_outputs", ["scores"])  # as a bundle exported before them
     with pytest.raises(routerdb.BundleError, match="not 'prompt_vectors' .* re-export the bundle"):
         router.prompt_vectors(["hi"])
+
+
+def test_features_beside_tokenising_give_the_same_scores(tiny_bundle, monkeypatch):
+    """From OVERLAP_MIN prompts up the features are computed on a worker thread while the prompts
+    are tokenised; the scores are those of doing one after the other."""
+    import routerdb.router as router_mod
+
+    prompts = [f"Prompt {i}: what is {i} + {i * 7}? Answer in Python." for i in range(150)]
+    router = Router(tiny_bundle, cache_size=0)
+    assert "features" in router._inputs and len(prompts) >= router_mod.OVERLAP_MIN
+    calls = []
+    real = router_mod._feature_pool
+    monkeypatch.setattr(router_mod, "_feature_pool", lambda: calls.append(1) or real())
+    overlapped = router.score(prompts)
+    assert calls == [1]
+    monkeypatch.setattr(router_mod, "OVERLAP_MIN", 10**9)
+    np.testing.assert_array_equal(overlapped, router.score(prompts))
+    assert calls == [1]  # the second run computed them on the calling thread
+
+
+def test_a_feature_error_on_the_worker_reaches_the_caller(tiny_bundle, monkeypatch):
+    import routerdb.router as router_mod
+
+    def broken(texts):
+        raise ValueError("feature rules failed on a prompt")
+
+    monkeypatch.setattr(router_mod, "compute_features", broken)
+    with pytest.raises(ValueError, match="feature rules failed"):
+        Router(tiny_bundle, cache_size=0).score([f"p{i}" for i in range(router_mod.OVERLAP_MIN)])
+
+
+def test_the_feature_pool_is_made_anew_after_fork(monkeypatch):
+    import routerdb.router as router_mod
+
+    first = router_mod._feature_pool()
+    assert router_mod._feature_pool() is first
+    monkeypatch.setattr(router_mod.os, "getpid", lambda: -1)  # as in a forked child
+    child = router_mod._feature_pool()
+    assert child is not first and child.submit(lambda: 42).result(timeout=10) == 42
