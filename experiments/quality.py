@@ -213,8 +213,13 @@ def ablations() -> list[tuple[str, dict]]:
 # examples/specs/router.json before the transfer work: the mlp head with TIE_AWARE (the same
 # RouterConfig; tests/experiments/test_quality.py checks it against that spec's fields).
 PREVIOUS = ("mlp head (the spec before the transfer work)", TIE_AWARE)
+# Round 2 (issue 18): the round-1 recommended spec with the head's dropout 0.1 -> 0.3, better on
+# every transfer stage (docs/quality.md, "Round 2").
+DROPOUT = "irt8, pointwise + all pairs, head dropout 0.3"
+TRANSFER_CANDIDATES.append((DROPOUT, {**IRT, "pair_sources": "all",
+                                      "head": {"kind": "irt", "skills": 8, "dropout": 0.3}}))
 # The candidate examples/specs/router.json is (tests/experiments/test_quality.py holds them equal).
-RECOMMENDED = "irt8, pointwise + all pairs"
+RECOMMENDED = DROPOUT
 
 
 def transfer_configs(only: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
