@@ -39,11 +39,10 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from routerdb.features import compute_features
 from routerdb.router import Router
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sql_throughput import real_prompts, validation_accuracy  # noqa: E402  (bench/ is not a package)
+from sql_throughput import prepared_batches, real_prompts, validation_accuracy  # noqa: E402  (bench/ is not a package)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,20 +76,6 @@ def session(path: Path, threads: int | None, profile: str | None = None) -> ort.
         options.enable_profiling = True
         options.profile_file_prefix = profile
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def batches(router: Router, prompts: list[str]) -> list[dict]:
-    ids = router.tokenizer.token_ids(prompts)
-    features = compute_features(prompts)
-    order = np.argsort([len(x) for x in ids], kind="stable")
-    out = []
-    for start in range(0, len(order), router.batch_size):
-        rows = order[start:start + router.batch_size]
-        batch = router.tokenizer.pad([ids[i] for i in rows])
-        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                 "features": features[rows], "model_embeddings": router.bundle.model_embeddings}
-        out.append({k: v for k, v in feeds.items() if k in router._inputs})
-    return out
 
 
 def run_all(sess: ort.InferenceSession, feeds: list[dict]) -> float:
@@ -129,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     prompts = real_prompts(args.data, args.prompts)
     router = Router(args.bundle, cache_size=0, threads=args.threads)
-    feeds = batches(router, prompts)
+    feeds = prepared_batches(router, prompts)
     result: dict = {"bundle": str(args.bundle), "prompts": len(prompts), "rounds": args.rounds,
                     "threads": args.threads or "default", "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         fp32_scores = None
         for name in names:
             router.session = sessions[name]
-            acc = validation_accuracy_with(router, args)
+            acc = validation_accuracy(args.bundle, args.sample, args.val_fraction, args.seed,
+                                      router=router)["accuracy"]
             scores = router.score(prompts)
             fp32_scores = scores if fp32_scores is None else fp32_scores
             gap = np.abs(scores - fp32_scores)
@@ -166,19 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
     return 0
-
-
-def validation_accuracy_with(router: Router, args) -> float:
-    """validation_accuracy for a Router whose session was swapped (the bundle path alone would load
-    the bundle's own graph)."""
-    import routerdb.router as router_mod
-
-    original = router_mod.Router
-    try:  # validation_accuracy builds Router(bundle, cache_size=0): hand it this one
-        sys.modules["sql_throughput"].Router = lambda *a, **k: router
-        return validation_accuracy(args.bundle, args.sample, args.val_fraction, args.seed)["accuracy"]
-    finally:
-        sys.modules["sql_throughput"].Router = original
 
 
 if __name__ == "__main__":

@@ -95,6 +95,15 @@ def with_models(source: Path, m: int, target: Path) -> Path:
 
 def ort_limit(router: Router, prompts: list[str]) -> float:
     """Seconds ONNX Runtime alone takes to score `prompts` (inputs prepared beforehand)."""
+    batches = prepared_batches(router, prompts)
+    t0 = time.perf_counter()
+    for feeds in batches:
+        router.session.run(["scores"], feeds)
+    return time.perf_counter() - t0
+
+
+def prepared_batches(router: Router, prompts: list[str]) -> list[dict[str, np.ndarray]]:
+    """The router's ONNX feeds for `prompts`: tokenised, with features, in length-sorted batches."""
     ids = router.tokenizer.token_ids(prompts)
     features = compute_features(prompts)
     order = np.argsort([len(x) for x in ids], kind="stable")
@@ -105,10 +114,7 @@ def ort_limit(router: Router, prompts: list[str]) -> float:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "features": features[rows], "model_embeddings": router.bundle.model_embeddings}
         batches.append({k: v for k, v in feeds.items() if k in router._inputs})
-    t0 = time.perf_counter()
-    for feeds in batches:
-        router.session.run(["scores"], feeds)
-    return time.perf_counter() - t0
+    return batches
 
 
 def connection(router: Router, prompts: list[str], groups: int = 1) -> duckdb.DuckDBPyConnection:
@@ -223,8 +229,10 @@ def latency(bundle: Path, prompts: list[str], threads: int | None) -> dict:
             "router_p50_ms": ms(plain, 50), "router_p99_ms": ms(plain, 99)}
 
 
-def validation_accuracy(bundle: Path, sample: Path, fraction: float, seed: int) -> dict:
-    """Pairwise accuracy on the prompt-disjoint validation split the demo spec trains with."""
+def validation_accuracy(bundle: Path, sample: Path, fraction: float, seed: int,
+                        router: Router | None = None) -> dict:
+    """Pairwise accuracy on the prompt-disjoint validation split the demo spec trains with (of
+    `router` where given, e.g. one whose ONNX session was swapped, else of the bundle's own)."""
     from training.data import read as data_mod
     from training.data.splits import split_by_prompt
     from training.evaluation.metrics import pair_diff, pairwise_accuracy
@@ -233,7 +241,7 @@ def validation_accuracy(bundle: Path, sample: Path, fraction: float, seed: int) 
     _, val = split_by_prompt(pairs, fraction, seed)
     prompts = sorted(set(val["prompt"].to_pylist()))
     index = {p: i for i, p in enumerate(prompts)}
-    router = Router(bundle, cache_size=0)
+    router = router or Router(bundle, cache_size=0)
     scores = router.score(prompts)
     diff = pair_diff(scores, router.models, np.array([index[p] for p in val["prompt"].to_pylist()]),
                      np.array(val["model_a"].to_pylist()), np.array(val["model_b"].to_pylist()))

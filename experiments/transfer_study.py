@@ -158,19 +158,23 @@ def records_level(others: pa.Table, records, llm: str, test, among: set[str], sp
 def _added(without, config, mine: pa.Table, records, llm: str, n: int, test, among: set[str],
            seed: int) -> dict:
     """Accuracy on `llm`'s test pairs once its row is fitted from n of its records (draw `seed`)."""
-    rng = np.random.default_rng(seed)
-    sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
+    sub, own = _drawn(mine, records, llm, n, seed)
     vectors = without.prompt_vectors(list(sub.prompts))
-    rows, values = own_scores(mine, llm, sub.prompts)
-    sampled = np.isin(rows, np.unique(sub.prompt))  # its scores on the sampled records' prompts
     known = list(without.llm_names)
     table = without.llm_embeddings.detach().cpu().numpy()
-    own = (rows[sampled], values[sampled])
     new_row = fit_llm_row(without.net.head.cpu(), vectors, sub, known, table, own_scores=own,
                           pointwise_weight=config.loss.pointwise_weight)
     with_new = np.vstack([table, new_row])
     scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=with_new).astype(float))
     return unseen_llm_accuracy(test, llm, scores, among)
+
+
+def _left_out(ds: eval_data.Dataset, source: str) -> eval_data.Dataset:
+    """`source`'s test side with every other source's training side (leave one source out)."""
+    mine = ds.source == source
+    rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
+    return eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
+                             ds.prompt_idx[rows], ds.group, ds.is_test[rows])
 
 
 def stage_refit(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[str, dict]],
@@ -184,12 +188,9 @@ def stage_refit(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[
     same training rows."""
     spec = load_transfer_spec(study.transfer)
     runs = study.out / "transfer.jsonl"
-    mine = ds.source == source
-    rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
-    sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
-                            ds.prompt_idx[rows], ds.group, ds.is_test[rows])
+    sub = _left_out(ds, source)
     test = eval_data.side(sub, test=True)
-    there = ds.pairs.filter(pa.array(~ds.is_test & mine))  # the source's training side: the records
+    there = ds.pairs.filter(pa.array(~ds.is_test & (ds.source == source)))  # its training side: the records
     a = np.asarray(there["model_a"].to_pylist(), dtype=object)
     b = np.asarray(there["model_b"].to_pylist(), dtype=object)
     train_pairs = _training_pairs(sub)
@@ -246,22 +247,28 @@ def _refitted(model, pointwise_weight: float, own: pa.Table, records, llm: str, 
     `seed`), as `training.add_model --refit` does: its own row neither opposes nor sets the prior;
     its own per-model scores weigh `pointwise_weight` (0: its comparisons alone); `around_own`: the
     prior is centred on its current row (records correct it) instead of the average LLM."""
-    rng = np.random.default_rng(seed)
-    sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
+    sub, scores_of_llm = _drawn(own, records, llm, n, seed)
     vectors = model.prompt_vectors(list(sub.prompts))
-    rows, values = own_scores(own, llm, sub.prompts)
-    sampled = np.isin(rows, np.unique(sub.prompt))
     names = list(model.llm_names)
     j = names.index(llm)
     table = model.llm_embeddings.detach().cpu().numpy()
     others = [m for m in names if m != llm]
     new_row = fit_llm_row(model.net.head.cpu(), vectors, sub, others, np.delete(table, j, axis=0),
-                          own_scores=(rows[sampled], values[sampled]) if pointwise_weight else None,
+                          own_scores=scores_of_llm if pointwise_weight else None,
                           pointwise_weight=pointwise_weight, prior_mean=table[j] if around_own else None)
     refitted = table.copy()
     refitted[j] = new_row
     scores = Scores(names, model.score_matrix(test.prompts, llm_embeddings=refitted).astype(float))
     return unseen_llm_accuracy(test, llm, scores, set(names))
+
+
+def _drawn(pairs: pa.Table, records, llm: str, n: int, seed: int):
+    """(draw `seed` of n of `llm`'s records, its own per-model scores on their prompts)."""
+    rng = np.random.default_rng(seed)
+    sub = records.take(np.sort(rng.choice(len(records), min(n, len(records)), replace=False)))
+    rows, values = own_scores(pairs, llm, sub.prompts)
+    sampled = np.isin(rows, np.unique(sub.prompt))  # its scores on the sampled records' prompts
+    return sub, (rows[sampled], values[sampled])
 
 
 def _paired(added: dict, trained_with: dict) -> dict:
@@ -291,10 +298,7 @@ def stage_loso(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[s
             done = done_runs(runs)
             if name in done or np.sum((test.source == src) & (test.label != 0)) < min_pairs:
                 continue
-            mine = ds.source == src
-            rows = np.flatnonzero((ds.is_test & mine) | (~ds.is_test & ~mine))
-            sub = eval_data.Dataset(ds.pairs.take(pa.array(rows)), ds.source[rows], ds.prompts,
-                                    ds.prompt_idx[rows], ds.group, ds.is_test[rows])
+            sub = _left_out(ds, src)
             model, seconds = train(config, _training_pairs(sub), cache)
             result = validate(model, sub, study.pair)
             if "pooled" not in result["pairs"]:
