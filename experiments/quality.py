@@ -218,8 +218,21 @@ PREVIOUS = ("mlp head (the spec before the transfer work)", TIE_AWARE)
 DROPOUT = "irt8, pointwise + all pairs, head dropout 0.3"
 TRANSFER_CANDIDATES.append((DROPOUT, {**IRT, "pair_sources": "all",
                                       "head": {"kind": "irt", "skills": 8, "dropout": 0.3}}))
+# Round 2: that spec serving a ridge difficulty prior (alpha 0.1) in place of its learned
+# difficulty after training (training/model/difficulty.py): every ranking of LLMs as trained, the
+# score gaps of a pair follow difficulty learned from pooled correctness.
+SERVED = "irt8, head dropout 0.3, served ridge difficulty (alpha 0.1)"
+TRANSFER_CANDIDATES.append((SERVED, {**IRT, "pair_sources": "all",
+                                     "head": {"kind": "irt", "skills": 8, "dropout": 0.3,
+                                              "served_difficulty": 0.1}}))
+# ... only off the prompts the learned difficulty was taught on (a logistic gate: prompts like the
+# per-model-score prompts keep the learned difficulty, prompts like the pairwise-only ones get the prior)
+GATED = "irt8, head dropout 0.3, served ridge difficulty (alpha 0.1) off the scored prompts"
+TRANSFER_CANDIDATES.append((GATED, {**IRT, "pair_sources": "all",
+                                    "head": {"kind": "irt", "skills": 8, "dropout": 0.3,
+                                             "served_difficulty": 0.1, "served_difficulty_gate": True}}))
 # The candidate examples/specs/router.json is (tests/experiments/test_quality.py holds them equal).
-RECOMMENDED = DROPOUT
+RECOMMENDED = GATED
 
 
 def transfer_configs(only: tuple[str, ...] = ()) -> list[tuple[str, dict]]:

@@ -47,7 +47,7 @@ from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.phase1 import phase1_embedder
 from training.llm_embeddings.records import comparison_records
 from training.llm_embeddings.tables import FixedTable, LearnedTable, phase1_table
-from training.model.difficulty import fit_prior, prompt_targets
+from training.model.difficulty import fit_logistic, fit_prior, prompt_targets, ridge_prior
 from training.model.heads import Head, build_head
 from training.model.network import FeatureNorm, RouterNet
 from training.model.priors import bradley_terry_strengths
@@ -57,6 +57,8 @@ from training.trainer.loop import fit_loop
 
 log = logging.getLogger(__name__)
 
+# ridge strength of the scored-prompt gate (head.served_difficulty_gate), in standardised units
+GATE_ALPHA = 0.01
 FEW_DECISIVE_PAIRS = 10  # an LLM with fewer decisive training pairs than this is named in a warning
 
 
@@ -268,6 +270,36 @@ class TransformerEmbeddingModel:
         vectors = self.prompt_vectors(targets.prompts) if targets.prompts else np.zeros((0, 0))
         fit_prior(prior, vectors.astype(np.float64), targets, self.config.head.difficulty_prior)
 
+    def _serve_difficulty(self, train_pairs: pa.Table) -> None:
+        """With head.served_difficulty: the ridge prior of the training prompts' mean correctness
+        becomes the difficulty the head serves, on its learned difficulty's scale."""
+        alpha = getattr(self.config.head, "served_difficulty", None)
+        if alpha is None:
+            return
+        targets = prompt_targets(train_pairs, centre=self.config.head.difficulty_centred)
+        vectors = self.prompt_vectors(targets.prompts) if targets.prompts else np.zeros((0, 0))
+        coef, intercept, _ = ridge_prior(vectors.astype(np.float64), targets, alpha, "head.served_difficulty")
+        gated = self.config.head.served_difficulty_gate
+        gate = self._scored_prompt_gate(train_pairs, targets) if gated else None
+        # prompt_vectors left the network in eval mode: the trained difficulty without dropout, as served
+        self.net.head.serve_difficulty(torch.as_tensor(vectors, dtype=torch.float32, device=self.device),
+                                       coef, intercept, gate)
+
+    def _scored_prompt_gate(self, train_pairs: pa.Table, targets) -> tuple[np.ndarray, float]:
+        """(coef, intercept) of the logistic gate telling the training prompts with per-model scores
+        (1) from those with pairwise judgments only (0), the two classes weighted equally."""
+        prompts = sorted(set(train_pairs["prompt"].to_pylist()))
+        scored = np.isin(np.asarray(prompts, dtype=object), np.asarray(targets.prompts, dtype=object))
+        if scored.all():
+            return np.zeros(self.net.head.prompt_dim), 30.0  # every prompt was scored: always open
+        vectors = self.prompt_vectors(prompts).astype(np.float64)
+        weight = np.where(scored, 0.5 / scored.sum(), 0.5 / (~scored).sum())
+        coef, intercept = fit_logistic(vectors, scored.astype(np.float64), GATE_ALPHA, weight)
+        g = 1.0 / (1.0 + np.exp(-(vectors @ coef + intercept)))
+        log.info("scored-prompt gate: mean %.3f on the %d scored prompts, %.3f on the %d pairwise-only ones",
+                 g[scored].mean(), scored.sum(), g[~scored].mean(), (~scored).sum())
+        return coef, intercept
+
     def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
         """Train (or load) the LLM embedder on the training split; set the head's LLM table."""
         cfg = self.config
@@ -289,6 +321,7 @@ class TransformerEmbeddingModel:
         """After the last epoch: the head completes the LLM rows from what the training pairs say
         of each LLM (the IRT head's measured regions and levels; nothing for the mlp head)."""
         head = self.net.head
+        self._serve_difficulty(train_pairs)
         if not head.needs_measured_prompts:
             return
         prompt_codes, prompts = np.unique(np.asarray(train_pairs["prompt"].to_pylist(), dtype=object),

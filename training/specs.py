@@ -199,10 +199,25 @@ class IRTHeadSpec(_Head):
     # the prompt's skill term b . z(p) x this: below 1 the prompt moves an LLM off its level more
     # slowly (a shrinkage of the prompt's correction; 0: levels and difficulty only)
     learned_skills: Float = Field(1.0, ge=0, le=10)
+    # after training, the difficulty served (and exported) is a ridge prior of the training prompts'
+    # mean correctness, put on the learned difficulty's scale by least squares; the value is its ridge
+    # strength (None: the learned difficulty is served). Difficulty cancels in every pair's logit, so
+    # the LLMs' ranking on each prompt is unchanged; what changes is where a pair's gap is large
+    served_difficulty: Float | None = Field(None, ge=0, le=1e6)
+    # served_difficulty only off the prompts the learned difficulty was taught on: a logistic gate
+    # fitted to tell the per-model-score prompts from the pairwise-only ones mixes the two
+    served_difficulty_gate: bool = False
 
     @property
     def row_width(self) -> int:
         return 2 * self.skills + 2 if self.coverage else self.skills + 1
+
+    @model_validator(mode="after")
+    def _gate_needs_served_difficulty(self) -> IRTHeadSpec:
+        if self.served_difficulty_gate and self.served_difficulty is None:
+            raise ValueError("served_difficulty_gate chooses where the served difficulty replaces the "
+                             "learned one; set served_difficulty (its ridge strength, e.g. 0.1) too")
+        return self
 
     @model_validator(mode="after")
     def _level_needs_coverage(self) -> IRTHeadSpec:

@@ -10,10 +10,20 @@ among them) to the prompt's mean correctness over the LLMs that answered it tran
     prior = DifficultyPrior.fit(vectors, targets.mean, alpha=1.0, weight=targets.count)
     d0 = prior(vectors)                             # [P, 1] difficulty in logits: -logit(mean)
 
-The IRT head adds it to its learned difficulty (`training.model.heads.IRTHead`, `difficulty_prior`),
-so the learned part only corrects it; `TransformerEmbeddingModel.train` fits it on the training
-pairs before the first step (`fit_prior`). Its weights are buffers: saved with the head, exported in
-the ONNX graph, and not trained.
+The IRT head uses it in one of two ways (`training.model.heads.IRTHead`):
+
+* `difficulty_prior`: added under the learned difficulty, which only corrects it;
+  `TransformerEmbeddingModel.train` fits it before the first step (`fit_prior`);
+* `served_difficulty`: after training it replaces the learned difficulty in what the router serves,
+  put on the learned one's scale (`IRTHead.serve_difficulty`, called by `finish_training`). A pair's
+  logit does not read the difficulty, so every ranking of LLMs stays as trained; what moves is
+  where a strong and a weak LLM's scores lie far apart, the reading routing by a score gap makes.
+  With `served_difficulty_gate` it replaces it only off the prompts the learned difficulty was
+  taught on: a logistic gate (`ScoredPromptGate`) tells prompts like the per-model-score prompts
+  from prompts like those with pairwise judgments only, and the served difficulty is
+  g x learned + (1 - g) x prior.
+
+Its weights are buffers: saved with the head, exported in the ONNX graph, and not trained.
 """
 
 from __future__ import annotations
@@ -97,6 +107,53 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float,
     return coef, y_mu - float(mu @ coef)
 
 
+def fit_logistic(x: np.ndarray, y: np.ndarray, alpha: float, weight: np.ndarray | None = None,
+                 iterations: int = 25) -> tuple[np.ndarray, float]:
+    """(coef [D], intercept) of weighted L2-penalised logistic regression of y in {0, 1} on
+    standardised columns (Newton's method; the penalty alpha x (sum of weights) x |coef|^2, in
+    standardised units, as `fit_ridge`'s)."""
+    x = np.asarray(x, np.float64)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
+    w = w / w.sum()
+    mu = w @ x
+    sd = np.sqrt(w @ (x - mu) ** 2)
+    sd[sd < 1e-8] = 1.0
+    z = np.hstack([(x - mu) / sd, np.ones((len(x), 1))])
+    penalty = np.full(z.shape[1], 2.0 * alpha)
+    penalty[-1] = 0.0  # the intercept is not shrunk
+    beta = np.zeros(z.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(z @ beta)))
+        grad = z.T @ (w * (p - y)) + penalty * beta
+        hess = (z * (w * p * (1.0 - p))[:, None]).T @ z + np.diag(penalty + 1e-12)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    coef = beta[:-1] / sd
+    return coef, float(beta[-1] - mu @ coef)
+
+
+class ScoredPromptGate(nn.Module):
+    """g(p) = sigmoid(x . coef + intercept): how much a prompt is like the prompts the training data
+    has per-model scores on (where the learned difficulty was taught) rather than like the prompts it
+    only has pairwise judgments on. Open (1) everywhere until `set`."""
+
+    def __init__(self, prompt_dim: int):
+        super().__init__()
+        self.register_buffer("coef", torch.zeros(prompt_dim))
+        self.register_buffer("intercept", torch.full((), 30.0))
+
+    def forward(self, prompt: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(prompt @ self.coef + self.intercept).unsqueeze(-1)  # [P, 1]
+
+    @torch.no_grad()
+    def set(self, coef: np.ndarray, intercept: float) -> ScoredPromptGate:
+        self.coef.copy_(torch.as_tensor(coef, dtype=self.coef.dtype))
+        self.intercept.fill_(float(intercept))
+        return self
+
+
 class DifficultyPrior(nn.Module):
     """d0(p) = -logit(clip(x . coef + intercept)): a fixed linear prediction of the prompt's mean
     correctness, read as a difficulty in logits. Zero (no prior) until `set` or `fit` fills it."""
@@ -123,14 +180,23 @@ class DifficultyPrior(nn.Module):
 def fit_prior(prior: DifficultyPrior, vectors: np.ndarray, targets: PromptTargets, alpha: float) -> dict:
     """Fit `prior` on the prompt vectors [P, H + F] of `targets.prompts` (each prompt weighted by
     how many LLMs were scored on it, square-rooted); returns what was fitted, for the log."""
-    if not len(targets.prompts):
-        raise ValueError("head.difficulty_prior fits a prompt's mean correctness from per-model scores, "
-                         "but the training data has none (only pairwise rows); drop difficulty_prior or "
-                         "add a per-model-score file")
-    coef, intercept = fit_ridge(vectors, targets.mean, alpha, weight=np.sqrt(targets.count))
+    coef, intercept, fitted = ridge_prior(vectors, targets, alpha, "head.difficulty_prior")
     prior.set(coef, intercept)
+    return fitted
+
+
+def ridge_prior(vectors: np.ndarray, targets: PromptTargets, alpha: float,
+                field: str) -> tuple[np.ndarray, float, dict]:
+    """(coef, intercept, what was fitted) of the ridge regression of `targets.mean` on the prompt
+    vectors [P, H + F] of `targets.prompts`, each prompt weighted by sqrt(how many LLMs were scored
+    on it); `field` names the spec field that asked for it, for the error."""
+    if not len(targets.prompts):
+        raise ValueError(f"{field} fits a prompt's mean correctness from per-model scores, but the "
+                         f"training data has none (only pairwise rows); drop {field} or add a "
+                         "per-model-score file")
+    coef, intercept = fit_ridge(vectors, targets.mean, alpha, weight=np.sqrt(targets.count))
     pred = np.clip(vectors @ coef + intercept, 0.0, 1.0)
     r = float(np.corrcoef(pred, targets.mean)[0, 1]) if len(pred) > 2 else float("nan")
     log.info("difficulty prior: ridge (alpha %g) on %d prompts' mean correctness, training r = %.3f",
              alpha, len(pred), r)
-    return {"prompts": len(pred), "alpha": alpha, "r": r}
+    return coef, intercept, {"prompts": len(pred), "alpha": alpha, "r": r}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.model.difficulty import DifficultyPrior
+from training.model.difficulty import DifficultyPrior, ScoredPromptGate
 from training.specs import HeadSpec, IRTHeadSpec, MLPHeadSpec
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,8 @@ class IRTHead(nn.Module):
     def __init__(self, prompt_dim: int, llm_dim: int, hidden_dims: list[int], dropout: float,
                  negative_slope: float = 0.01, coverage: bool = False, bradley_terry_level: bool = False,
                  difficulty_prior: bool = False, learned_difficulty: float = 1.0,
-                 learned_skills: float = 1.0):
+                 learned_skills: float = 1.0, served_difficulty: bool = False,
+                 served_difficulty_gate: bool = False):
         super().__init__()
         self.prompt_dim = prompt_dim
         self.coverage = coverage
@@ -161,6 +162,15 @@ class IRTHead(nn.Module):
         self.prior = DifficultyPrior(prompt_dim) if difficulty_prior else None
         self.learned_difficulty = float(learned_difficulty)
         self.learned_skills = float(learned_skills)  # the prompt's skill term b . z(p), scaled
+        # with served_difficulty: after training, a ridge prior on the learned difficulty's scale
+        # (scale, shift) replaces it (`serve_difficulty`); off (the trained difficulty) until then
+        self.served = DifficultyPrior(prompt_dim) if served_difficulty else None
+        # and with served_difficulty_gate, only off the prompts the learned difficulty was taught on
+        gated = served_difficulty and served_difficulty_gate
+        self.served_gate = ScoredPromptGate(prompt_dim) if gated else None
+        if self.served is not None:
+            self.register_buffer("served_map", torch.tensor([1.0, 0.0]))
+            self.register_buffer("served_on", torch.zeros((), dtype=torch.bool))
         self.needs_measured_prompts = coverage
         self.needs_strengths = coverage and bradley_terry_level
         self.skills = (llm_dim - 2) // 2 if coverage else llm_dim - 1
@@ -173,7 +183,9 @@ class IRTHead(nn.Module):
         return cls(prompt_dim, llm_dim, list(spec.hidden_dims), spec.dropout, spec.negative_slope,
                    coverage=spec.coverage, bradley_terry_level=spec.bradley_terry_level,
                    difficulty_prior=spec.difficulty_prior is not None,
-                   learned_difficulty=spec.learned_difficulty, learned_skills=spec.learned_skills)
+                   learned_difficulty=spec.learned_difficulty, learned_skills=spec.learned_skills,
+                   served_difficulty=spec.served_difficulty is not None,
+                   served_difficulty_gate=spec.served_difficulty_gate)
 
     def loadings(self, prompt: torch.Tensor) -> torch.Tensor:
         """[P, 1 + K]: each prompt's difficulty and skill loadings."""
@@ -192,9 +204,45 @@ class IRTHead(nn.Module):
         return llms[:, 0].unsqueeze(0) - self.difficulty(prompt, h) + skill  # [P, M]
 
     def difficulty(self, prompt: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """[P, 1]: the served difficulty once `serve_difficulty` has fitted it; until then the
+        trained one (`trained_difficulty`)."""
+        d = self.trained_difficulty(prompt, h)
+        if self.served is None:
+            return d
+        served = self.served(prompt) * self.served_map[0] + self.served_map[1]
+        if self.served_gate is not None:  # the learned difficulty where it was taught, the prior elsewhere
+            g = self.served_gate(prompt)
+            served = g * d + (1.0 - g) * served
+        return torch.where(self.served_on, served, d)
+
+    def trained_difficulty(self, prompt: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """[P, 1]: the learned difficulty (scaled), on top of the fitted prior where there is one."""
         d = h[:, :1] if self.learned_difficulty == 1.0 else h[:, :1] * self.learned_difficulty
         return d if self.prior is None else d + self.prior(prompt)
+
+    @torch.no_grad()
+    def serve_difficulty(self, prompt: torch.Tensor, coef: np.ndarray, intercept: float,
+                         gate: tuple[np.ndarray, float] | None = None) -> dict:
+        """After training (`served_difficulty`): serve the ridge prior (coef, intercept) of a prompt's
+        mean correctness as the difficulty, on the trained difficulty's scale: least squares of the
+        trained difficulty on the prior's over `prompt` [P, H + F] (the prompts the prior was fitted
+        on); with `served_difficulty_gate`, `gate` (coef, intercept) is the fitted ScoredPromptGate.
+        A pair's logit does not read the difficulty, so no ranking of LLMs changes."""
+        if self.served_gate is not None:
+            if gate is None:
+                raise ValueError("this head serves its difficulty through a gate: pass the fitted gate")
+            self.served_gate.set(*gate)
+        self.served.set(coef, intercept)
+        x = self.served(prompt)[:, 0].double()
+        y = self.trained_difficulty(prompt, self.loadings(prompt))[:, 0].double()
+        basis = torch.stack([x, torch.ones_like(x)], 1)
+        scale, shift = torch.linalg.lstsq(basis, y.unsqueeze(1)).solution[:, 0].tolist()
+        self.served_map.copy_(torch.tensor([scale, shift]))
+        self.served_on.fill_(True)
+        r = float(torch.corrcoef(torch.stack([x, y]))[0, 1]) if len(x) > 2 else float("nan")
+        log.info("served difficulty: %.3f x ridge prior %+.3f (r = %.3f with the trained difficulty "
+                 "on %d prompts)", scale, shift, r, len(x))
+        return {"scale": scale, "shift": shift, "r": r, "prompts": len(x)}
 
     def gate(self, z: torch.Tensor, llms: torch.Tensor) -> torch.Tensor:
         """[P, M] in (0, 1]: 1 within an LLM's measured region of skill space, falling outside it."""

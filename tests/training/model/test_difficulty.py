@@ -11,7 +11,7 @@ import torch
 
 from tests import tiny_models
 from training.data import load_pairs
-from training.model.difficulty import DifficultyPrior, fit_ridge, prompt_targets
+from training.model.difficulty import DifficultyPrior, fit_logistic, fit_ridge, prompt_targets
 from training.model.heads import IRTHead
 from training.router import TransformerEmbeddingModel
 from training.specs import RouterConfig, ValidationSplit
@@ -117,3 +117,148 @@ def _is_code(table: pa.Table) -> list[bool]:
 def test_difficulty_fields_are_for_the_irt_head_only():
     with pytest.raises(ValueError, match=r"mlp\.difficulty_prior\n  Extra inputs are not permitted"):
         RouterConfig(head={"kind": "mlp", "difficulty_prior": 1.0})
+
+
+def test_served_difficulty_is_the_prior_on_the_trained_scale_and_keeps_every_ranking():
+    torch.manual_seed(0)
+    head = IRTHead(3, 3, [8], dropout=0.0, served_difficulty=True).requires_grad_(False)
+    prompts, llms = torch.randn(50, 3), torch.randn(4, 3)
+    before = head.raw(prompts, llms)
+    assert not bool(head.served_on)  # the trained difficulty is served until serve_difficulty
+    coef, intercept = np.array([0.05, -0.03, 0.02]), 0.5
+    d0 = head.served.set(coef, intercept)(prompts)
+    np.testing.assert_allclose(head.raw(prompts, llms), before)  # set alone serves nothing yet
+    # the trained difficulty reads as exactly 2 x the prior's - 1 here: the map must recover that
+    fitted = _serve_against(head, prompts, 2.0 * d0 - 1.0, coef, intercept)
+    assert abs(fitted["scale"] - 2.0) < 1e-4 and abs(fitted["shift"] + 1.0) < 1e-4 and bool(head.served_on)
+    after = head.raw(prompts, llms)
+    trained = head.trained_difficulty(prompts, head.loadings(prompts))
+    np.testing.assert_allclose(after, before + trained - (2.0 * d0 - 1.0), atol=1e-5)
+    # a pair's logit does not read the difficulty: every ranking of the LLMs on a prompt is kept
+    np.testing.assert_allclose(head.pair_logit(after[:, :1], after[:, 1:]),
+                               head.pair_logit(before[:, :1], before[:, 1:]), atol=1e-5)
+    assert {"served.coef", "served.intercept", "served_map", "served_on"} <= set(head.state_dict())
+
+
+def _serve_against(head: IRTHead, prompts: torch.Tensor, target: torch.Tensor, coef, intercept) -> dict:
+    """serve_difficulty with the trained difficulty read as `target` [P, 1] (what the trunk would give)."""
+    head.trained_difficulty = lambda prompt, h: target  # the instance's, not the class's
+    try:
+        return head.serve_difficulty(prompts, coef, intercept)
+    finally:
+        del head.trained_difficulty
+
+
+def test_a_router_serves_its_ridge_difficulty_after_training_and_exports_it(tiny_encoders, tmp_path):
+    import pyarrow.parquet as pq
+
+    from routerdb import Router
+    from training.add_model import add_model
+    from training.export import export_bundle
+
+    fields = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16], "served_difficulty": 1.0},
+              "embedding_spec": {"kind": "learned", "dim": 3},
+              "loss": {"kind": "bradley_terry", "pointwise_weight": 1.0},
+              "finetuning": {"kind": "frozen", "lr": 1e-2}, "epochs": 2, "batch_size": 32, "progress": False}
+    table = tiny_models.synthetic_scores(40)
+    model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), **fields)
+    model.train(table, ValidationSplit(0.25, 0))
+    head = model.net.head
+    assert bool(head.served_on) and float(head.served.coef.abs().sum()) > 0
+    prompts = sorted(set(table["prompt"].to_pylist()))
+    u = torch.as_tensor(model.prompt_vectors(prompts))
+    with torch.no_grad():
+        served = head.difficulty(u, head.loadings(u))
+        expected = head.served(u) * head.served_map[0] + head.served_map[1]
+        trained = head.trained_difficulty(u, head.loadings(u))
+    assert torch.allclose(served, expected) and not torch.allclose(served, trained)
+    bundle = export_bundle(model, tmp_path / "bundle", prompts[:8])
+    np.testing.assert_allclose(Router(bundle).score(prompts[:8]), model.score_matrix(prompts[:8]), atol=1e-4)
+    # a new LLM's row is fitted against the head as served (add_model rebuilds it, buffers included)
+    oracle = pa.table({"prompt_id": table["prompt_id"].unique(), "prompt": table["prompt"].unique(),
+                       "model": ["oracle"] * 40, "score": [1.0] * 40, "benchmark": ["synthetic"] * 40})
+    pq.write_table(pa.concat_tables([table, oracle]), tmp_path / "records.parquet")
+    added = Router(add_model(bundle, tmp_path / "records.parquet", "oracle", tmp_path / "added"))
+    assert added.models[-1] == "oracle" and added.best(prompts).count("oracle") >= 30
+
+
+def test_served_difficulty_needs_per_model_scores(tiny_encoders):
+    fields = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16], "served_difficulty": 1.0},
+              "embedding_spec": {"kind": "learned", "dim": 3}, "loss": {"kind": "bradley_terry"},
+              "finetuning": {"kind": "frozen", "lr": 1e-2}, "epochs": 1, "batch_size": 32, "progress": False}
+    model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), **fields)
+    with pytest.raises(ValueError, match="head.served_difficulty fits a prompt's mean correctness"):
+        model.train(_judged_pairs(), ValidationSplit(0.25, 0))
+
+
+def _judged_pairs() -> pa.Table:
+    """Pairwise rows only (no per-model score): 'chat' beats 'weak' on every synthetic prompt."""
+    prompts = sorted(set(tiny_models.synthetic_scores(40)["prompt"].to_pylist()))
+    return pa.Table.from_pylist([{"prompt": p, "model_a": "chat", "model_b": "weak", "winner": "model_a"}
+                                 for p in prompts])
+
+
+def test_fit_logistic_separates_two_kinds_of_prompt_and_weights_the_classes():
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(1.0, 1.0, (300, 4)), rng.normal(-1.0, 1.0, (60, 4))])
+    y = np.r_[np.ones(300), np.zeros(60)]
+    balanced = np.where(y == 1, 0.5 / 300, 0.5 / 60)
+    coef, intercept = fit_logistic(x, y, 0.01, balanced)
+    p = 1.0 / (1.0 + np.exp(-(x @ coef + intercept)))
+    assert (p[:300] > 0.5).mean() > 0.9 and (p[300:] < 0.5).mean() > 0.9
+    # unweighted, the larger class pulls the boundary its way: more of the small class read as large
+    c2, i2 = fit_logistic(x, y, 0.01)
+    assert (1.0 / (1.0 + np.exp(-(x[300:] @ c2 + i2)))).mean() > p[300:].mean()
+    # a strong penalty leaves the slope near zero: the gate sits at the (weighted) base rate
+    c3, i3 = fit_logistic(x, y, 1e4, balanced)
+    assert np.abs(c3).max() < 1e-3 and abs(i3) < 0.05
+
+
+def test_the_gate_serves_the_learned_difficulty_where_open_and_the_prior_where_shut():
+    head = IRTHead(2, 2, [4], dropout=0.0, served_difficulty=True,
+                   served_difficulty_gate=True).requires_grad_(False)
+    out = head.trunk[-1]
+    out.weight.zero_()
+    out.bias.copy_(torch.tensor([2.0, 0.0]))  # learned difficulty 2 on every prompt, loading 0
+    prompts = torch.tensor([[10.0, 0.0], [-10.0, 0.0]])  # the gate open on the first, shut on the second
+    prior = (np.zeros(2), 0.8)  # mean correctness 0.8 everywhere: difficulty -log 4
+    head.serve_difficulty(prompts, *prior, gate=(np.array([1.0, 0.0]), 0.0))
+    d = head.difficulty(prompts, head.loadings(prompts))[:, 0]
+    # the map fits learned 2 against a constant prior: scale 0 (least squares' minimum norm), shift 2
+    assert torch.allclose(d, torch.tensor([2.0, 2.0]), atol=1e-3)
+    head.served_map.copy_(torch.tensor([1.0, 0.0]))  # the prior as it is
+    d = head.difficulty(prompts, head.loadings(prompts))[:, 0]
+    assert torch.allclose(d, torch.tensor([2.0, -math.log(4.0)]), atol=1e-3)
+    with pytest.raises(ValueError, match="pass the fitted gate"):
+        head.serve_difficulty(prompts, *prior)
+
+
+def test_the_gate_needs_a_served_difficulty():
+    with pytest.raises(ValueError, match=r"set served_difficulty \(its ridge strength"):
+        RouterConfig(head={"kind": "irt", "served_difficulty_gate": True})
+
+
+def test_a_router_fits_its_scored_prompt_gate_on_mixed_data_and_exports_it(tiny_encoders, tmp_path):
+    from routerdb import Router
+    from training.export import export_bundle
+
+    fields = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16], "served_difficulty": 1.0,
+                       "served_difficulty_gate": True},
+              "embedding_spec": {"kind": "learned", "dim": 3},
+              "loss": {"kind": "bradley_terry", "pointwise_weight": 1.0},
+              "finetuning": {"kind": "frozen", "lr": 1e-2}, "epochs": 1, "batch_size": 32, "progress": False}
+    scores = tiny_models.synthetic_scores(40)
+    chat = [f"tell me a story about the {w} and the moon, please" for w in
+            ("cat", "dog", "sea", "king", "tree", "wind", "ship", "bird", "road", "star", "rain", "lamp")]
+    judged = pa.Table.from_pylist([{"prompt": p, "model_a": "chat", "model_b": "weak", "winner": "model_a"}
+                                   for p in chat])
+    model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), **fields)
+    model.train([scores, judged], ValidationSplit(0.25, 0))
+    head = model.net.head
+    scored = sorted(set(scores["prompt"].to_pylist()))
+    g_scored, g_chat = (head.served_gate(torch.as_tensor(model.prompt_vectors(x))).mean()
+                        for x in (scored, chat))
+    assert g_scored > 0.5 > g_chat  # the learned difficulty where it was taught, the prior on chat
+    bundle = export_bundle(model, tmp_path / "bundle", scored[:4] + chat[:4])
+    np.testing.assert_allclose(Router(bundle).score(scored[:4] + chat[:4]),
+                               model.score_matrix(scored[:4] + chat[:4]), atol=1e-4)
