@@ -231,6 +231,13 @@ GATED = "irt8, head dropout 0.3, served ridge difficulty (alpha 0.1) off the sco
 TRANSFER_CANDIDATES.append((GATED, {**IRT, "pair_sources": "all",
                                     "head": {"kind": "irt", "skills": 8, "dropout": 0.3,
                                              "served_difficulty": 0.1, "served_difficulty_gate": True}}))
+# ... and the skills held at their mean on prompts the gate reads as pairwise-only (chat)
+SKILLS_GATED = ("irt8, head dropout 0.3, served ridge difficulty (alpha 0.1) and skills held off the "
+                "scored prompts")
+TRANSFER_CANDIDATES.append((SKILLS_GATED, {**IRT, "pair_sources": "all",
+                                           "head": {"kind": "irt", "skills": 8, "dropout": 0.3,
+                                                    "served_difficulty": 0.1, "served_difficulty_gate": True,
+                                                    "served_skills_gate": True}}))
 # The candidate examples/specs/router.json is (tests/experiments/test_quality.py holds them equal).
 RECOMMENDED = GATED
 

@@ -279,11 +279,18 @@ class TransformerEmbeddingModel:
         targets = prompt_targets(train_pairs, centre=self.config.head.difficulty_centred)
         vectors = self.prompt_vectors(targets.prompts) if targets.prompts else np.zeros((0, 0))
         coef, intercept, _ = ridge_prior(vectors.astype(np.float64), targets, alpha, "head.served_difficulty")
-        gated = self.config.head.served_difficulty_gate
+        head_spec = self.config.head
+        gated = head_spec.served_difficulty_gate or head_spec.served_skills_gate
         gate = self._scored_prompt_gate(train_pairs, targets) if gated else None
+        pairwise = None
+        if head_spec.served_skills_gate:
+            scored = set(targets.prompts)
+            only = [p for p in sorted(set(train_pairs["prompt"].to_pylist())) if p not in scored]
+            pairwise = torch.as_tensor(self.prompt_vectors(only) if only else np.zeros((0, 1)),
+                                       dtype=torch.float32, device=self.device)
         # prompt_vectors left the network in eval mode: the trained difficulty without dropout, as served
         self.net.head.serve_difficulty(torch.as_tensor(vectors, dtype=torch.float32, device=self.device),
-                                       coef, intercept, gate)
+                                       coef, intercept, gate, pairwise)
 
     def _scored_prompt_gate(self, train_pairs: pa.Table, targets) -> tuple[np.ndarray, float]:
         """(coef, intercept) of the logistic gate telling the training prompts with per-model scores

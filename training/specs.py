@@ -207,6 +207,10 @@ class IRTHeadSpec(_Head):
     # served_difficulty only off the prompts the learned difficulty was taught on: a logistic gate
     # fitted to tell the per-model-score prompts from the pairwise-only ones mixes the two
     served_difficulty_gate: bool = False
+    # after training, on prompts the same gate reads as pairwise-only, an LLM's skill term is held at
+    # its mean over the pairwise-only training prompts (its chat level): the prompt corrects the
+    # level where per-model scores taught it to, not on chat (needs served_difficulty for the gate)
+    served_skills_gate: bool = False
 
     @property
     def row_width(self) -> int:
@@ -217,6 +221,9 @@ class IRTHeadSpec(_Head):
         if self.served_difficulty_gate and self.served_difficulty is None:
             raise ValueError("served_difficulty_gate chooses where the served difficulty replaces the "
                              "learned one; set served_difficulty (its ridge strength, e.g. 0.1) too")
+        if self.served_skills_gate and self.served_difficulty is None:
+            raise ValueError("served_skills_gate is fitted with the served difficulty's gate after training; "
+                             "set served_difficulty (its ridge strength, e.g. 0.1) too")
         return self
 
     @model_validator(mode="after")

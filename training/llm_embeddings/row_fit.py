@@ -71,7 +71,7 @@ class _Problem:
 def fit_llm_row(head: Head, prompt_vectors: np.ndarray, records: Records, known: list[str],
                 known_rows: np.ndarray, *, own_scores: tuple[np.ndarray, np.ndarray] | None = None,
                 pointwise_weight: float = 0.0, seed: int = 0,
-                prior_scales: tuple[float, ...] = PRIOR_SCALES,
+                prior_scales: tuple[float | torch.Tensor, ...] = PRIOR_SCALES,
                 prior_mean: np.ndarray | None = None) -> np.ndarray:
     """[1, D]: the MAP row of the LLM whose `records` these are. `prompt_vectors` [len(records.prompts),
     H + F] are the head's inputs for `records.prompts`; `known` / `known_rows` [M, D] the table;
@@ -107,7 +107,8 @@ def _problem(head, prompt_vectors, records, known, known_rows, own_scores, point
     return _Problem(head, u, p, raw_o, y, w, points, rows.mean(0), var, pointwise_weight)
 
 
-def _cross_validated_scale(problem: _Problem, scales: tuple[float, ...], seed: int) -> float:
+def _cross_validated_scale(problem: _Problem, scales: tuple[float | torch.Tensor, ...],
+                           seed: int) -> float | torch.Tensor:
     """The prior weight of `scales` whose fits on FOLDS - 1 folds of the prompts best predict the
     held-out fold's records (summed over folds); the first scale when there is nothing to choose."""
     prompts = torch.unique(problem.p)
@@ -127,12 +128,13 @@ def _cross_validated_scale(problem: _Problem, scales: tuple[float, ...], seed: i
     return scales[int(np.argmin(held_out))]
 
 
-def _fit(problem: _Problem, scale: float) -> torch.Tensor:
-    """Row e minimising the records' loss plus `scale` x the prior's, Adam from the average LLM."""
+def _fit(problem: _Problem, scale: float | torch.Tensor) -> torch.Tensor:
+    """Row e minimising the records' loss plus `scale` x the prior's (a number, or one weight per
+    coordinate [D]), Adam from the average LLM."""
     e, fitted = _initial_row(problem.head, problem.mean, problem.u, problem.p)
     optim = torch.optim.Adam([e], lr=LR)
     for _ in range(STEPS):
-        loss = problem.nll(e) + scale * 0.5 * ((e - problem.mean) ** 2 / problem.var).sum() / problem.w.sum()
+        loss = problem.nll(e) + (scale * 0.5 * (e - problem.mean) ** 2 / problem.var).sum() / problem.w.sum()
         optim.zero_grad()
         loss.backward()
         e.grad *= fitted

@@ -154,7 +154,7 @@ class IRTHead(nn.Module):
                  negative_slope: float = 0.01, coverage: bool = False, bradley_terry_level: bool = False,
                  difficulty_prior: bool = False, learned_difficulty: float = 1.0,
                  learned_skills: float = 1.0, served_difficulty: bool = False,
-                 served_difficulty_gate: bool = False):
+                 served_difficulty_gate: bool = False, served_skills_gate: bool = False):
         super().__init__()
         self.prompt_dim = prompt_dim
         self.coverage = coverage
@@ -166,8 +166,12 @@ class IRTHead(nn.Module):
         # (scale, shift) replaces it (`serve_difficulty`); off (the trained difficulty) until then
         self.served = DifficultyPrior(prompt_dim) if served_difficulty else None
         # and with served_difficulty_gate, only off the prompts the learned difficulty was taught on
-        gated = served_difficulty and served_difficulty_gate
+        gated = served_difficulty and (served_difficulty_gate or served_skills_gate)
         self.served_gate = ScoredPromptGate(prompt_dim) if gated else None
+        self.difficulty_gated = served_difficulty_gate
+        # with served_skills_gate, the prompt's skill loadings are served as mu + g (z - mu): on
+        # prompts like the pairwise-only ones an LLM keeps its skill term at their mean mu
+        self.skills_gated = served_difficulty and served_skills_gate
         if self.served is not None:
             self.register_buffer("served_map", torch.tensor([1.0, 0.0]))
             self.register_buffer("served_on", torch.zeros((), dtype=torch.bool))
@@ -175,6 +179,8 @@ class IRTHead(nn.Module):
         self.needs_strengths = coverage and bradley_terry_level
         self.skills = (llm_dim - 2) // 2 if coverage else llm_dim - 1
         self.trunk = _mlp([prompt_dim, *hidden_dims, 1 + self.skills], dropout, negative_slope)
+        if self.skills_gated:
+            self.register_buffer("served_loading_mean", torch.zeros(self.skills))
         # the gate is on once finish_rows has filled the rows' mu and rho (after training)
         self.register_buffer("gate_on", torch.zeros((), dtype=torch.bool))
 
@@ -185,7 +191,8 @@ class IRTHead(nn.Module):
                    difficulty_prior=spec.difficulty_prior is not None,
                    learned_difficulty=spec.learned_difficulty, learned_skills=spec.learned_skills,
                    served_difficulty=spec.served_difficulty is not None,
-                   served_difficulty_gate=spec.served_difficulty_gate)
+                   served_difficulty_gate=spec.served_difficulty_gate,
+                   served_skills_gate=spec.served_skills_gate)
 
     def loadings(self, prompt: torch.Tensor) -> torch.Tensor:
         """[P, 1 + K]: each prompt's difficulty and skill loadings."""
@@ -195,7 +202,8 @@ class IRTHead(nn.Module):
         h = self.loadings(prompt)
         k = self.skills
         b = llms[:, 1:1 + k]
-        skill = h[:, 1:] @ b.T  # [P, M]
+        z = h[:, 1:] if not self.skills_gated else self.served_loadings(prompt, h[:, 1:])
+        skill = z @ b.T  # [P, M]
         if self.learned_skills != 1.0:
             skill = skill * self.learned_skills
         if self.coverage:  # b . (mu + g (z - mu)) = g b . z + (1 - g) b . mu
@@ -210,10 +218,15 @@ class IRTHead(nn.Module):
         if self.served is None:
             return d
         served = self.served(prompt) * self.served_map[0] + self.served_map[1]
-        if self.served_gate is not None:  # the learned difficulty where it was taught, the prior elsewhere
+        if self.difficulty_gated:  # the learned difficulty where it was taught, the prior elsewhere
             g = self.served_gate(prompt)
             served = g * d + (1.0 - g) * served
         return torch.where(self.served_on, served, d)
+
+    def served_loadings(self, prompt: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """[P, K]: with served_skills_gate, once served, mu + g(p) (z - mu); else z."""
+        mu = self.served_loading_mean
+        return torch.where(self.served_on, mu + self.served_gate(prompt) * (z - mu), z)
 
     def trained_difficulty(self, prompt: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """[P, 1]: the learned difficulty (scaled), on top of the fitted prior where there is one."""
@@ -222,16 +235,24 @@ class IRTHead(nn.Module):
 
     @torch.no_grad()
     def serve_difficulty(self, prompt: torch.Tensor, coef: np.ndarray, intercept: float,
-                         gate: tuple[np.ndarray, float] | None = None) -> dict:
+                         gate: tuple[np.ndarray, float] | None = None,
+                         pairwise_prompts: torch.Tensor | None = None) -> dict:
         """After training (`served_difficulty`): serve the ridge prior (coef, intercept) of a prompt's
         mean correctness as the difficulty, on the trained difficulty's scale: least squares of the
         trained difficulty on the prior's over `prompt` [P, H + F] (the prompts the prior was fitted
         on); with `served_difficulty_gate`, `gate` (coef, intercept) is the fitted ScoredPromptGate.
-        A pair's logit does not read the difficulty, so no ranking of LLMs changes."""
+        A pair's logit does not read the difficulty, so no ranking of LLMs changes. With
+        `served_skills_gate`, the skill loadings' mean over `pairwise_prompts` [Q, H + F] (the
+        pairwise-only training prompts) is where the gate holds them, and rankings there change."""
         if self.served_gate is not None:
             if gate is None:
                 raise ValueError("this head serves its difficulty through a gate: pass the fitted gate")
             self.served_gate.set(*gate)
+        if self.skills_gated:
+            if pairwise_prompts is None or not len(pairwise_prompts):
+                raise ValueError("served_skills_gate holds the skills at their mean over the pairwise-only "
+                                 "prompts, but there are none; drop served_skills_gate")
+            self.served_loading_mean.copy_(self.loadings(pairwise_prompts)[:, 1:].mean(0))
         self.served.set(coef, intercept)
         x = self.served(prompt)[:, 0].double()
         y = self.trained_difficulty(prompt, self.loadings(prompt))[:, 0].double()

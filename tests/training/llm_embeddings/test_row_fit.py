@@ -71,3 +71,19 @@ def test_a_refit_with_few_records_stays_near_the_row_its_prior_is_centred_on():
     around_mean = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, prior_scales=(50.0,))[0]
     assert np.linalg.norm(around_own - own) < 0.1
     assert np.linalg.norm(around_mean - rows.mean(0)) < 0.1 < np.linalg.norm(around_mean - own)
+
+
+def test_the_prior_can_weigh_each_coordinate_on_its_own():
+    """A prior weight per coordinate (experiments/row_fit_study.py's "level free"): a coordinate
+    weighted heavily stays at the prior's centre while a free one follows the records."""
+    truth = np.array([2.0, -1.5, 1.0], dtype=np.float32)
+    u, records, known, rows = _problem(truth, 400)
+    pinned = torch.tensor([1e4, 0.0, 0.0])  # the first coordinate held, the others free
+    got = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, prior_scales=(pinned,))[0]
+    assert abs(got[0] - rows.mean(0)[0]) < 0.05
+    moved, wanted = (got - rows.mean(0))[1:], (truth - rows.mean(0))[1:]
+    assert np.linalg.norm(moved) > 0.3 * np.linalg.norm(wanted) and moved @ wanted > 0  # towards the data
+    # between two per-coordinate weightings, cross-validation picks the one the records support
+    chosen = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows,
+                                 prior_scales=(pinned, torch.full((3,), 0.05)))[0]
+    assert np.linalg.norm(chosen - truth) < np.linalg.norm(got - truth)

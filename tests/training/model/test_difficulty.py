@@ -243,7 +243,7 @@ def test_a_router_fits_its_scored_prompt_gate_on_mixed_data_and_exports_it(tiny_
     from training.export import export_bundle
 
     fields = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16], "served_difficulty": 1.0,
-                       "served_difficulty_gate": True},
+                       "served_difficulty_gate": True, "served_skills_gate": True},
               "embedding_spec": {"kind": "learned", "dim": 3},
               "loss": {"kind": "bradley_terry", "pointwise_weight": 1.0},
               "finetuning": {"kind": "frozen", "lr": 1e-2}, "epochs": 1, "batch_size": 32, "progress": False}
@@ -259,6 +259,33 @@ def test_a_router_fits_its_scored_prompt_gate_on_mixed_data_and_exports_it(tiny_
     g_scored, g_chat = (head.served_gate(torch.as_tensor(model.prompt_vectors(x))).mean()
                         for x in (scored, chat))
     assert g_scored > 0.5 > g_chat  # the learned difficulty where it was taught, the prior on chat
+    trained_chat = [p for p in chat if p not in set(model.validation_prompts)]
+    with torch.no_grad():  # the skills are held at their mean over the pairwise-only training prompts
+        held = head.loadings(torch.as_tensor(model.prompt_vectors(trained_chat)))[:, 1:].mean(0)
+    assert torch.allclose(head.served_loading_mean, held, atol=1e-5) and bool(held.abs().sum() > 0)
     bundle = export_bundle(model, tmp_path / "bundle", scored[:4] + chat[:4])
     np.testing.assert_allclose(Router(bundle).score(scored[:4] + chat[:4]),
                                model.score_matrix(scored[:4] + chat[:4]), atol=1e-4)
+
+
+def test_the_skills_gate_holds_an_llms_skill_term_at_its_mean_where_the_gate_is_shut():
+    head = IRTHead(2, 3, [4], dropout=0.0, served_difficulty=True,
+                   served_skills_gate=True).requires_grad_(False)
+    head.trunk = torch.nn.Linear(2, 3).requires_grad_(False)  # a trunk whose loadings are known:
+    head.trunk.weight.zero_()
+    head.trunk.bias.zero_()
+    head.trunk.weight[1, 1] = 1.0  # difficulty 0, the first loading the prompt's second coordinate
+    llms = torch.tensor([[0.5, 2.0, 0.0], [0.0, -1.0, 0.0]])
+    prompts = torch.tensor([[30.0, 3.0], [-30.0, 3.0]])  # the gate open on the first, shut on the second
+    pairwise = torch.tensor([[0.0, 1.0], [0.0, -3.0]])  # loadings 1 and -3: their mean is -1
+    before = head.raw(prompts, llms)
+    head.serve_difficulty(prompts, np.zeros(2), 0.5, gate=(np.array([1.0, 0.0]), 0.0),
+                          pairwise_prompts=pairwise)
+    assert torch.allclose(head.served_loading_mean, torch.tensor([-1.0, 0.0]))
+    after = head.raw(prompts, llms)
+    # open: the prompt's own loading 3 (ability + 3 b); shut: the mean -1 (ability - b)
+    assert torch.allclose(after[0] - after[0].mean(), before[0] - before[0].mean(), atol=1e-4)
+    assert torch.allclose(after[1, 0] - after[1, 1], torch.tensor(0.5 - 2.0 - (0.0 + 1.0)), atol=1e-4)
+    with pytest.raises(ValueError, match="there are none; drop served_skills_gate"):
+        head.serve_difficulty(prompts, np.zeros(2), 0.5, gate=(np.array([1.0, 0.0]), 0.0),
+                              pairwise_prompts=torch.zeros((0, 2)))
