@@ -144,8 +144,9 @@ class ScoredPromptGate(nn.Module):
         self.register_buffer("coef", torch.zeros(prompt_dim))
         self.register_buffer("intercept", torch.full((), 30.0))
 
-    def forward(self, prompt: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(prompt @ self.coef + self.intercept).unsqueeze(-1)  # [P, 1]
+    def forward(self, prompt: torch.Tensor, sharpness: float = 1.0) -> torch.Tensor:
+        """[P, 1]; `sharpness` scales the logit (above 1: nearer 0 or 1 away from the boundary)."""
+        return torch.sigmoid((prompt @ self.coef + self.intercept) * sharpness).unsqueeze(-1)
 
     @torch.no_grad()
     def set(self, coef: np.ndarray, intercept: float) -> ScoredPromptGate:

@@ -35,6 +35,9 @@ from training.specs import HeadSpec, IRTHeadSpec, MLPHeadSpec
 
 log = logging.getLogger(__name__)
 
+# the skills gate reads the scored-prompt gate's logit x this: a scored prompt the gate is fairly
+# sure of (0.9) keeps its skill term whole (0.9986), a chat one (0.1) is held at the mean
+SKILLS_GATE_SHARPNESS = 3.0
 BT_SCALE = 5.0  # the mlp head's scores live in [-1, 1]: x5 widens its reachable win probabilities
 
 
@@ -226,7 +229,8 @@ class IRTHead(nn.Module):
     def served_loadings(self, prompt: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """[P, K]: with served_skills_gate, once served, mu + g(p) (z - mu); else z."""
         mu = self.served_loading_mean
-        return torch.where(self.served_on, mu + self.served_gate(prompt) * (z - mu), z)
+        g = self.served_gate(prompt, SKILLS_GATE_SHARPNESS)
+        return torch.where(self.served_on, mu + g * (z - mu), z)
 
     def trained_difficulty(self, prompt: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """[P, 1]: the learned difficulty (scaled), on top of the fitted prior where there is one."""
@@ -248,11 +252,9 @@ class IRTHead(nn.Module):
             if gate is None:
                 raise ValueError("this head serves its difficulty through a gate: pass the fitted gate")
             self.served_gate.set(*gate)
-        if self.skills_gated:
-            if pairwise_prompts is None or not len(pairwise_prompts):
-                raise ValueError("served_skills_gate holds the skills at their mean over the pairwise-only "
-                                 "prompts, but there are none; drop served_skills_gate")
+        if self.skills_gated and pairwise_prompts is not None and len(pairwise_prompts):
             self.served_loading_mean.copy_(self.loadings(pairwise_prompts)[:, 1:].mean(0))
+        # (with no pairwise-only prompt every training prompt was scored, so the gate is open everywhere)
         self.served.set(coef, intercept)
         x = self.served(prompt)[:, 0].double()
         y = self.trained_difficulty(prompt, self.loadings(prompt))[:, 0].double()

@@ -286,6 +286,23 @@ def test_the_skills_gate_holds_an_llms_skill_term_at_its_mean_where_the_gate_is_
     # open: the prompt's own loading 3 (ability + 3 b); shut: the mean -1 (ability - b)
     assert torch.allclose(after[0] - after[0].mean(), before[0] - before[0].mean(), atol=1e-4)
     assert torch.allclose(after[1, 0] - after[1, 1], torch.tensor(0.5 - 2.0 - (0.0 + 1.0)), atol=1e-4)
-    with pytest.raises(ValueError, match="there are none; drop served_skills_gate"):
-        head.serve_difficulty(prompts, np.zeros(2), 0.5, gate=(np.array([1.0, 0.0]), 0.0),
-                              pairwise_prompts=torch.zeros((0, 2)))
+
+
+
+def test_with_every_prompt_scored_the_gates_stay_open_and_nothing_served_changes(tiny_encoders):
+    """Per-model scores only (as the shipped sample): no prompt is pairwise-only, so both gates are
+    open everywhere and the router scores exactly as without the served options."""
+    head = {"kind": "irt", "skills": 2, "hidden_dims": [16]}
+    fields = {"embedding_spec": {"kind": "learned", "dim": 3},
+              "loss": {"kind": "bradley_terry", "pointwise_weight": 1.0},
+              "finetuning": {"kind": "frozen", "lr": 1e-2}, "epochs": 1, "batch_size": 32, "progress": False}
+    table = tiny_models.synthetic_scores(40)
+    prompts = sorted(set(table["prompt"].to_pylist()))
+    matrices = []
+    for extra in ({}, {"served_difficulty": 1.0, "served_difficulty_gate": True, "served_skills_gate": True}):
+        model = TransformerEmbeddingModel(encoder=str(tiny_encoders["bert"]), head={**head, **extra},
+                                          **fields)
+        model.train(table, ValidationSplit(0.25, 0))
+        matrices.append(model.score_matrix(prompts))
+    assert bool(model.net.head.served_on)
+    np.testing.assert_allclose(matrices[1], matrices[0], atol=1e-6)
