@@ -272,34 +272,33 @@ class TransformerEmbeddingModel:
 
     def _serve_difficulty(self, train_pairs: pa.Table) -> None:
         """With head.served_difficulty: the ridge prior of the training prompts' mean correctness
-        becomes the difficulty the head serves, on its learned difficulty's scale."""
+        becomes the difficulty the head serves, on its learned difficulty's scale (with the gates,
+        only off the prompts with per-model scores). Every training prompt is encoded once."""
         alpha = getattr(self.config.head, "served_difficulty", None)
         if alpha is None:
             return
-        targets = prompt_targets(train_pairs, centre=self.config.head.difficulty_centred)
-        vectors = self.prompt_vectors(targets.prompts) if targets.prompts else np.zeros((0, 0))
-        coef, intercept, _ = ridge_prior(vectors.astype(np.float64), targets, alpha, "head.served_difficulty")
         head_spec = self.config.head
+        targets = prompt_targets(train_pairs, centre=head_spec.difficulty_centred)
+        prompts = sorted(set(train_pairs["prompt"].to_pylist()))
+        # prompt_vectors leaves the network in eval mode: the trained difficulty without dropout, as served
+        vectors = self.prompt_vectors(prompts).astype(np.float64)
+        scored = np.isin(np.asarray(prompts, dtype=object), np.asarray(targets.prompts, dtype=object))
+        row = {p: i for i, p in enumerate(prompts)}
+        on_scored = vectors[[row[p] for p in targets.prompts]] if targets.prompts else np.zeros((0, 0))
+        coef, intercept, _ = ridge_prior(on_scored, targets, alpha, "head.served_difficulty")
         gated = head_spec.served_difficulty_gate or head_spec.served_skills_gate
-        gate = self._scored_prompt_gate(train_pairs, targets) if gated else None
-        pairwise = None
-        if head_spec.served_skills_gate:
-            scored = set(targets.prompts)
-            only = [p for p in sorted(set(train_pairs["prompt"].to_pylist())) if p not in scored]
-            pairwise = torch.as_tensor(self.prompt_vectors(only) if only else np.zeros((0, 1)),
-                                       dtype=torch.float32, device=self.device)
-        # prompt_vectors left the network in eval mode: the trained difficulty without dropout, as served
-        self.net.head.serve_difficulty(torch.as_tensor(vectors, dtype=torch.float32, device=self.device),
+        gate = self._scored_prompt_gate(vectors, scored) if gated else None
+        pairwise = (torch.as_tensor(vectors[~scored], dtype=torch.float32, device=self.device)
+                    if head_spec.served_skills_gate else None)
+        self.net.head.serve_difficulty(torch.as_tensor(on_scored, dtype=torch.float32, device=self.device),
                                        coef, intercept, gate, pairwise)
 
-    def _scored_prompt_gate(self, train_pairs: pa.Table, targets) -> tuple[np.ndarray, float]:
-        """(coef, intercept) of the logistic gate telling the training prompts with per-model scores
-        (1) from those with pairwise judgments only (0), the two classes weighted equally."""
-        prompts = sorted(set(train_pairs["prompt"].to_pylist()))
-        scored = np.isin(np.asarray(prompts, dtype=object), np.asarray(targets.prompts, dtype=object))
+    def _scored_prompt_gate(self, vectors: np.ndarray, scored: np.ndarray) -> tuple[np.ndarray, float]:
+        """(coef, intercept) of the logistic gate telling the training prompts (`vectors` [P, H + F])
+        with per-model scores (`scored` [P], 1) from those with pairwise judgments only (0), the two
+        classes weighted equally."""
         if scored.all():
-            return np.zeros(self.net.head.prompt_dim), 30.0  # every prompt was scored: always open
-        vectors = self.prompt_vectors(prompts).astype(np.float64)
+            return np.zeros(vectors.shape[1]), 30.0  # every prompt was scored: always open
         weight = np.where(scored, 0.5 / scored.sum(), 0.5 / (~scored).sum())
         coef, intercept = fit_logistic(vectors, scored.astype(np.float64), GATE_ALPHA, weight)
         g = 1.0 / (1.0 + np.exp(-(vectors @ coef + intercept)))

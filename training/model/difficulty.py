@@ -93,13 +93,7 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float,
     alpha x (sum of weights) x |coef|^2 in standardised units, so alpha does not depend on how many
     prompts there are (alpha 1: a direction of the prompt vectors explaining less than 1 unit of
     variance is mostly shrunk away)."""
-    x = np.asarray(x, np.float64)
-    w = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
-    w = w / w.sum()
-    mu = w @ x
-    sd = np.sqrt(w @ (x - mu) ** 2)
-    sd[sd < 1e-8] = 1.0
-    z = (x - mu) / sd
+    w, mu, sd, z = _standardised(x, weight)
     y_mu = float(w @ y)
     gram = (z * w[:, None]).T @ z + alpha * np.eye(x.shape[1])
     beta = np.linalg.solve(gram, (z * w[:, None]).T @ (y - y_mu))
@@ -107,18 +101,25 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float,
     return coef, y_mu - float(mu @ coef)
 
 
+def _standardised(x: np.ndarray, weight: np.ndarray | None):
+    """(weights summing to 1, weighted column means, standard deviations (1 where a column is
+    constant), the standardised columns) of x [N, D], for `fit_ridge` and `fit_logistic`."""
+    x = np.asarray(x, np.float64)
+    w = np.ones(len(x)) if weight is None else np.asarray(weight, np.float64)
+    w = w / w.sum()
+    mu = w @ x
+    sd = np.sqrt(w @ (x - mu) ** 2)
+    sd[sd < 1e-8] = 1.0
+    return w, mu, sd, (x - mu) / sd
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, alpha: float, weight: np.ndarray | None = None,
                  iterations: int = 25) -> tuple[np.ndarray, float]:
     """(coef [D], intercept) of weighted L2-penalised logistic regression of y in {0, 1} on
     standardised columns (Newton's method; the penalty alpha x (sum of weights) x |coef|^2, in
     standardised units, as `fit_ridge`'s)."""
-    x = np.asarray(x, np.float64)
-    w = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
-    w = w / w.sum()
-    mu = w @ x
-    sd = np.sqrt(w @ (x - mu) ** 2)
-    sd[sd < 1e-8] = 1.0
-    z = np.hstack([(x - mu) / sd, np.ones((len(x), 1))])
+    w, mu, sd, z = _standardised(x, weight)
+    z = np.hstack([z, np.ones((len(z), 1))])
     penalty = np.full(z.shape[1], 2.0 * alpha)
     penalty[-1] = 0.0  # the intercept is not shrunk
     beta = np.zeros(z.shape[1])
