@@ -4,6 +4,7 @@
     python -m experiments.quality --stage unseen    # an LLM held out, added back from N records
     python -m experiments.quality --stage loso      # leave one source out
     python -m experiments.quality --stage refit     # known LLMs re-fitted on a left-out source
+    python -m experiments.quality --stage new_source  # LLMs added from records of a left-out source
 
 Each configuration (a name and RouterConfig overrides of experiments.study.BASE) is trained on
 cached frozen prompt vectors; results are appended to `transfer.jsonl` in the study's output
@@ -34,7 +35,7 @@ from training.evaluation.transfer import (
     unseen_llm_accuracy,
 )
 from training.llm_embeddings.records import comparison_records, strength_given
-from training.llm_embeddings.row_fit import fit_llm_row, own_scores
+from training.llm_embeddings.row_fit import fit_llm_row, known_scores, own_scores
 
 log = logging.getLogger("experiments.transfer")
 
@@ -163,7 +164,8 @@ def _added(without, config, mine: pa.Table, records, llm: str, n: int, test, amo
     known = list(without.llm_names)
     table = without.llm_embeddings.detach().cpu().numpy()
     new_row = fit_llm_row(without.net.head.cpu(), vectors, sub, known, table, own_scores=own,
-                          pointwise_weight=config.loss.pointwise_weight)
+                          pointwise_weight=config.loss.pointwise_weight,
+                          known_scores=known_scores(mine, known, sub.prompts))
     with_new = np.vstack([table, new_row])
     scores = Scores([*known, llm], without.score_matrix(test.prompts, llm_embeddings=with_new).astype(float))
     return unseen_llm_accuracy(test, llm, scores, among)
@@ -225,6 +227,9 @@ def stage_refit(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[
             around = {w: mean_over_draws([_refitted(model, w, own, records, llm, n, test, seed,
                                                     around_own=True) for seed in range(spec.unseen_draws)])
                       for w in (config.loss.pointwise_weight, 0.0)}
+            calibrated = mean_over_draws([_refitted(model, config.loss.pointwise_weight, own, records, llm, n,
+                                                    test, seed, around_own=True, calibrate=True)
+                                          for seed in range(spec.unseen_draws)])
             row = {"name": key, "stage": "refit", "llm": llm, "source": source, "config": name, "n": n,
                    "records": len(records), "before": _accuracy(before),
                    "refitted": _accuracy(after) | _paired(after, before),
@@ -232,6 +237,7 @@ def stage_refit(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[
                    "around_own_row": _accuracy(around[config.loss.pointwise_weight])
                    | _paired(around[config.loss.pointwise_weight], before),
                    "around_own_row_pairs_only": _accuracy(around[0.0]) | _paired(around[0.0], before),
+                   "around_own_row_calibrated": _accuracy(calibrated) | _paired(calibrated, before),
                    "bradley_terry": _accuracy(unseen_llm_accuracy(test, llm, bt_scores, set(known))),
                    "seconds": round(time.perf_counter() - t0, 1)}
             log.info("%s: before %.4f, re-fitted %.4f (pairs only %.4f; around its row %.4f, pairs only "
@@ -241,12 +247,85 @@ def stage_refit(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[
             record(runs, row)
 
 
+NEW_SOURCE_FITS = ("as_they_are", "comparisons_only", "calibrated")  # `calibrated`: add_model now
+
+
+def stage_new_source(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[str, dict]],
+                     source: str = "scores_routerbench_subset", n: int = 200) -> None:
+    """An LLM added from n records of a source the router never saw, as a user adds one from their
+    own benchmark (records: per-model scores of the new LLM and of LLMs the router knows, on the same
+    prompts). Train without `source` (as leave-one-source-out), then per LLM with records there: its
+    row (removed, where the router knew it from other sources) fitted from n of its training-side
+    records against the other rows, three ways: its own scores read as they are (`as_they_are`), its
+    comparisons alone, and its own scores read against the known LLMs' scores on the same prompts
+    (`calibrated`, `training.add_model` now); accuracy on `source`'s test pairs that involve it,
+    `unseen_draws` draws averaged pair by pair."""
+    spec = load_transfer_spec(study.transfer)
+    runs = study.out / "transfer.jsonl"
+    sub = _left_out(ds, source)
+    test = eval_data.side(sub, test=True)
+    there = ds.pairs.filter(pa.array(~ds.is_test & (ds.source == source)))
+    a = np.asarray(there["model_a"].to_pylist(), dtype=object)
+    b = np.asarray(there["model_b"].to_pylist(), dtype=object)
+    for name, overrides in configs:
+        config = router_config(overrides, study.encoder)
+        model = None
+        for llm in sorted(set(a) | set(b)):
+            key = f"new from {source} {llm} {name}"
+            if key in done_runs(runs):
+                continue
+            if model is None:
+                train_pairs = _training_pairs(sub)
+                model, _ = train(config, train_pairs, cache)
+                names = list(model.llm_names)
+                table = model.llm_embeddings.detach().cpu().numpy()
+                ta = np.asarray(train_pairs["model_a"].to_pylist(), dtype=object)
+                tb = np.asarray(train_pairs["model_b"].to_pylist(), dtype=object)
+            t0 = time.perf_counter()
+            own = there.filter(pa.array((a == llm) | (b == llm)))
+            records = comparison_records(own).of(llm)
+            others = [m for m in names if m != llm]
+            rows = table[[names.index(m) for m in others]]
+            fits = {fit: mean_over_draws([_new_from(model, rows, others, own, records, llm, n, test, seed,
+                                                    fit, config.loss.pointwise_weight)
+                                          for seed in range(spec.unseen_draws)]) for fit in NEW_SOURCE_FITS}
+            without = train_pairs.filter(pa.array((ta != llm) & (tb != llm)))
+            level = records_level(without, records, llm, test, {*others, llm}, spec)[n]
+            row = {"name": key, "stage": "new_source", "llm": llm, "source": source, "config": name, "n": n,
+                   "known_elsewhere": llm in names, "records": len(records),
+                   **{fit: _accuracy(r) for fit, r in fits.items()}, "records_level": _accuracy(level),
+                   "calibrated_minus_records_level": _paired(fits["calibrated"], level),
+                   "calibrated_minus_as_they_are": _paired(fits["calibrated"], fits["as_they_are"]),
+                   "calibrated_minus_comparisons_only": _paired(fits["calibrated"], fits["comparisons_only"]),
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            log.info("%s: as they are %.4f, comparisons only %.4f, calibrated %.4f, rank by its records %.4f "
+                     "(%d pairs)", key, *(fits[f]["accuracy"] for f in NEW_SOURCE_FITS), level["accuracy"],
+                     fits["calibrated"]["n_pairs"])
+            record(runs, row)
+
+
+def _new_from(model, rows: np.ndarray, others: list[str], own: pa.Table, records, llm: str, n: int, test,
+              seed: int, fit: str, pointwise_weight: float) -> dict:
+    """Accuracy on `llm`'s test pairs with its row fitted from n of its records (draw `seed`) the
+    way `fit` (NEW_SOURCE_FITS) says, against the rows of `others`."""
+    sub, mine = _drawn(own, records, llm, n, seed)
+    weight = 0.0 if fit == "comparisons_only" else pointwise_weight
+    calibration = known_scores(own, others, sub.prompts) if fit == "calibrated" else None
+    new_row = fit_llm_row(model.net.head.cpu(), model.prompt_vectors(list(sub.prompts)), sub, others, rows,
+                          own_scores=mine if weight else None, pointwise_weight=weight,
+                          known_scores=calibration)
+    with_new = np.vstack([rows, new_row])
+    scores = Scores([*others, llm], model.score_matrix(test.prompts, llm_embeddings=with_new).astype(float))
+    return unseen_llm_accuracy(test, llm, scores, {*others, llm})
+
+
 def _refitted(model, pointwise_weight: float, own: pa.Table, records, llm: str, n: int, test,
-              seed: int, around_own: bool = False) -> dict:
+              seed: int, around_own: bool = False, calibrate: bool = False) -> dict:
     """Accuracy on `llm`'s test pairs once its known row is re-fitted from n of its records (draw
     `seed`), as `training.add_model --refit` does: its own row neither opposes nor sets the prior;
     its own per-model scores weigh `pointwise_weight` (0: its comparisons alone); `around_own`: the
-    prior is centred on its current row (records correct it) instead of the average LLM."""
+    prior is centred on its current row (records correct it) instead of the average LLM;
+    `calibrate`: its own scores are read against the other LLMs' scores on the same prompts."""
     sub, scores_of_llm = _drawn(own, records, llm, n, seed)
     vectors = model.prompt_vectors(list(sub.prompts))
     names = list(model.llm_names)
@@ -255,7 +334,8 @@ def _refitted(model, pointwise_weight: float, own: pa.Table, records, llm: str, 
     others = [m for m in names if m != llm]
     new_row = fit_llm_row(model.net.head.cpu(), vectors, sub, others, np.delete(table, j, axis=0),
                           own_scores=scores_of_llm if pointwise_weight else None,
-                          pointwise_weight=pointwise_weight, prior_mean=table[j] if around_own else None)
+                          pointwise_weight=pointwise_weight, prior_mean=table[j] if around_own else None,
+                          known_scores=known_scores(own, others, sub.prompts) if calibrate else None)
     refitted = table.copy()
     refitted[j] = new_row
     scores = Scores(names, model.score_matrix(test.prompts, llm_embeddings=refitted).astype(float))

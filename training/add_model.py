@@ -46,7 +46,7 @@ from training.data import load_aliases, load_pairs
 from training.formats import EMBEDDER_CONFIG, EMBEDDER_WEIGHTS
 from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.records import Records, comparison_records
-from training.llm_embeddings.row_fit import fit_llm_row, own_scores
+from training.llm_embeddings.row_fit import fit_llm_row, known_scores, own_scores
 from training.model.heads import build_head
 from training.specs import RouterConfig
 from training.verification import ExportError, bundle_scores, max_gap
@@ -158,7 +158,10 @@ def fitted_row(loaded: Bundle, records: Records, pairs=None, exclude: str | None
     row (the records correct it rather than replace it), and its comparisons alone are fitted, not
     its own per-model scores: those are on the records' scale, which a source the router never saw
     does not share with the other rows (a pointwise re-fit from 200 RouterBench records lost on 7 of
-    7 LLMs there; comparisons around its own row gained 4.2 points on average, docs/quality.md)."""
+    7 LLMs there; comparisons around its own row gained 4.2 points on average, docs/quality.md).
+    A new LLM's own scores are read against the known LLMs' scores on the same prompts (where the
+    records have them: per-model scores), which calibrate the head's difficulty on the user's source
+    (`row_fit` `known_scores`; on a source left out, +3.2 points over reading them as they are)."""
     head_entry = loaded.manifest.get("head")
     if not head_entry or head_entry.get("file") not in loaded.manifest["files"]:
         raise ValueError(f"bundle {str(loaded.path)!r} has neither an LLM embedder nor the head's weights "
@@ -173,11 +176,13 @@ def fitted_row(loaded: Bundle, records: Records, pairs=None, exclude: str | None
     pointwise = pairs is not None and exclude is None
     scores = own_scores(pairs, records.llms[records.llm[0]], records.prompts) if pointwise else None
     keep = [j for j, m in enumerate(loaded.model_names) if m != exclude]
+    known = [loaded.model_names[j] for j in keep]
     table = np.asarray(loaded.model_embeddings)
     own_row = table[loaded.model_names.index(exclude)] if exclude is not None else None
-    return fit_llm_row(head, vectors, records, [loaded.model_names[j] for j in keep], table[keep],
+    return fit_llm_row(head, vectors, records, known, table[keep],
                        own_scores=scores, pointwise_weight=config.loss.pointwise_weight if pointwise else 0.0,
-                       prior_mean=own_row)
+                       prior_mean=own_row,
+                       known_scores=known_scores(pairs, known, records.prompts) if pointwise else None)
 
 
 def _embed(embedder: LLMEmbedder, records: Records, name: str, width: int) -> np.ndarray:

@@ -87,3 +87,56 @@ def test_the_prior_can_weigh_each_coordinate_on_its_own():
     chosen = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows,
                                  prior_scales=(pinned, torch.full((3,), 0.05)))[0]
     assert np.linalg.norm(chosen - truth) < np.linalg.norm(got - truth)
+
+
+def _scored_problem(truth: np.ndarray, offset: float, n_prompts: int = 300, seed: int = 1):
+    """As `_problem`, with own per-model scores: every LLM's 0/1 score on every prompt drawn from
+    sigmoid(u . row + offset), a source `offset` easier than the head's raw values say."""
+    u, records, known, rows = _problem(truth, n_prompts, seed)
+    rng = np.random.default_rng(seed + 100)
+    everyone = np.vstack([rows, truth])
+    p = 1 / (1 + np.exp(-(u @ everyone.T + offset)))  # [P, 7]
+    scores = (rng.random(p.shape) < p).astype(np.float32)
+    prompts = np.arange(n_prompts)
+    own = (prompts, scores[:, 6])
+    known_scores = (np.repeat(prompts, 6), np.tile(np.arange(6), n_prompts), scores[:, :6].reshape(-1))
+    return u, records, known, rows, own, known_scores
+
+
+def test_own_scores_from_an_unseen_source_are_read_against_the_known_llms_scores_there():
+    """A source easier throughout than the head thinks (offset 1.5): fitted pointwise as they are, the
+    new LLM's own scores lift its level (the constant coordinate) towards the offset; calibrated on
+    the known LLMs' scores on the same prompts, its level stays near the truth."""
+    truth = np.array([1.0, -0.5, 0.3], dtype=np.float32)
+    u, records, known, rows, own, ks = _scored_problem(truth, offset=1.5)
+    fit = dict(own_scores=own, pointwise_weight=1.0, prior_scales=(0.05,))
+    raw = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, **fit)[0]
+    calibrated = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, known_scores=ks, **fit)[0]
+    assert raw[2] - truth[2] > 0.3  # the offset leaked into the level
+    assert abs(calibrated[2] - truth[2]) < 0.2
+    assert np.linalg.norm(calibrated - truth) < 0.6 * np.linalg.norm(raw - truth)
+    # and the calibrated own scores still say more than the comparisons alone
+    pairs_only = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, prior_scales=(0.05,))[0]
+    assert np.linalg.norm(calibrated - truth) < np.linalg.norm(pairs_only - truth)
+
+
+def test_calibration_changes_nothing_where_the_head_is_calibrated_or_no_known_score_is_given():
+    truth = np.array([1.0, -0.5, 0.3], dtype=np.float32)
+    u, records, known, rows, own, ks = _scored_problem(truth, offset=0.0)
+    fit = dict(own_scores=own, pointwise_weight=1.0, prior_scales=(0.05,))
+    raw = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, **fit)[0]
+    calibrated = row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, known_scores=ks, **fit)[0]
+    assert np.linalg.norm(calibrated - raw) < 0.05
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    np.testing.assert_allclose(row_fit.fit_llm_row(BilinearHead(), u, records, known, rows, known_scores=none,
+                                                   **fit)[0], raw, atol=1e-6)
+
+
+def test_known_scores_reads_each_known_llms_score_once_per_prompt():
+    import pyarrow as pa
+    pairs = pa.table({"prompt": ["p", "p", "q", "r"], "model_a": ["new", "k0", "k1", "x"],
+                      "model_b": ["k0", "k1", "new", "k0"], "score_a": [1.0, 0.0, 0.5, 1.0],
+                      "score_b": [0.0, 0.25, None, 1.0]})
+    rows, cols, values = row_fit.known_scores(pairs, ["k0", "k1"], ("p", "q"))
+    got = sorted(zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True))
+    assert got == [(0, 0, 0.0), (0, 1, 0.25), (1, 1, 0.5)]  # x and prompt r are not asked for

@@ -197,3 +197,42 @@ def test_refit_moves_a_known_llms_row_from_its_own_records(tiny_encoders, data, 
     assert manifest["refitted_models"][-1]["name"] == "weak" and "added_models" not in manifest
     with pytest.raises(ValueError, match="'oracle' is not among the 3 LLMs .*drop --refit to add it"):
         add_model(bundle, tmp_path / "records.parquet", "oracle", tmp_path / "x", refit=True)
+
+
+def test_a_new_llms_own_scores_are_read_against_the_known_llms_scores_on_its_prompts(tiny_encoders, data,
+                                                                                      tmp_path):
+    """`add_model` fits a new LLM's own per-model scores through a calibration of the head on the
+    records' prompts (`row_fit.known_scores`): the same records of the new LLM, beside known LLMs
+    that scored everything right there (an easy source), fit a lower level than beside known LLMs
+    that scored everything wrong (a hard one). Its comparisons are the same in both."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from routerdb.bundle import Bundle
+    from training.add_model import fitted_row
+    from training.llm_embeddings.records import comparison_records
+
+    model = _model(tiny_encoders["bert"])
+    model.train(data, ValidationSplit(0.25, 0))
+    prompts = sorted(set(data["prompt"].to_pylist()))[:4]
+    loaded = Bundle.load(export_bundle(model, tmp_path / "bundle", prompts))
+    scores = tiny_models.synthetic_scores(40)
+    oracle = pa.table({"prompt_id": scores["prompt_id"].unique(), "prompt": scores["prompt"].unique(),
+                       "model": ["oracle"] * 40, "score": [1.0] * 40, "benchmark": ["synthetic"] * 40})
+    pq.write_table(pa.concat_tables([scores, oracle]), tmp_path / "records.parquet")
+    pairs = load_pairs(tmp_path / "records.parquet")
+    records = comparison_records(pairs).of("oracle")
+
+    def known_scored(value: float) -> pa.Table:
+        out = pairs
+        for side in ("a", "b"):
+            known = pc.not_equal(out[f"model_{side}"], "oracle")
+            given = out[f"score_{side}"].cast(pa.float64())
+            column = pc.if_else(known, pa.scalar(value, pa.float64()), given)
+            out = out.set_column(out.schema.get_field_index(f"score_{side}"), f"score_{side}",
+                                 column.cast(out.schema.field(f"score_{side}").type))
+        return out
+
+    easy = fitted_row(loaded, records, known_scored(1.0))
+    hard = fitted_row(loaded, records, known_scored(0.0))
+    assert easy[0, 0] < hard[0, 0] - 0.1, (easy, hard)  # the level (theta) reads the source's difficulty
