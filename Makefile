@@ -55,8 +55,9 @@ router-fast: install
 	> build/router-fast/timing.json
 	$(BIN)/routerdb info build/router-fast/bundle
 
-# Every experiment and table of docs/quality.md (ablations, LoRA subsample, leave-one-source-out,
-# test report with plots in docs/quality/); encodes each prompt once into build/cache/ first.
+# Every experiment and table of docs/quality.md (test report with plots in docs/quality/, ablations,
+# leave one source out, domain transfer, unseen and re-fitted LLMs for the two shipped specs, LoRA
+# subsample); encodes each prompt once into build/cache/ first. About 2 hours on this 2-core CPU.
 quality: install
 	$(BIN)/python -m experiments.quality
 

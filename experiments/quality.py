@@ -4,6 +4,7 @@
     python -m experiments.quality --stage lora      # frozen vs LoRA on a subsample
     python -m experiments.quality --stage loso      # leave-one-source-out
     python -m experiments.quality --stage refit     # a known LLM re-fitted on a left-out source
+    python -m experiments.quality --stage new_source  # a new LLM added from a left-out source's records
     python -m experiments.quality --stage final     # recommended spec: bundle + test report + docs
     python -m experiments.quality                   # all of them, in that order (`make quality`)
 
@@ -50,6 +51,7 @@ from experiments.study import (
 from experiments.transfer_study import (
     stage_domain,
     stage_loso,
+    stage_new_source,
     stage_records_level,
     stage_refit,
     stage_unseen,
@@ -198,7 +200,7 @@ TRANSFER_CANDIDATES += [prior_candidate(PRIOR_ALPHA, learned) for learned in (1.
 # encoder, its table frozen (a head-only run, about a minute here), with the prompt features
 # (tests/experiments/test_quality.py holds it equal to examples/specs/router-fast.json). Measured on
 # the validation side, not kept as candidates: the table tuned (29 min a run here) without
-# features, and frozen without features (docs/quality.md, "The fast tier").
+# features, and frozen without features (docs/quality-history.md, "The fast tier").
 FAST = "fast tier: static encoder, distilled table, prompt features (router-fast.json)"
 TRANSFER_CANDIDATES.append((FAST, {**IRT, "pair_sources": "all", "use_prompt_features": True,
                                    "encoder": {"kind": "static", "static_dims": 256},
@@ -214,7 +216,7 @@ def ablations() -> list[tuple[str, dict]]:
 # RouterConfig; tests/experiments/test_quality.py checks it against that spec's fields).
 PREVIOUS = ("mlp head (the spec before the transfer work)", TIE_AWARE)
 # Round 2 (issue 18): the round-1 recommended spec with the head's dropout 0.1 -> 0.3, better on
-# every transfer stage (docs/quality.md, "Round 2").
+# every transfer stage (docs/quality-history.md, "Round 2").
 DROPOUT = "irt8, pointwise + all pairs, head dropout 0.3"
 TRANSFER_CANDIDATES.append((DROPOUT, {**IRT, "pair_sources": "all",
                                       "head": {"kind": "irt", "skills": 8, "dropout": 0.3}}))
@@ -242,10 +244,17 @@ TRANSFER_CANDIDATES.append((SKILLS_GATED, {**IRT, "pair_sources": "all",
 RECOMMENDED = GATED
 
 
+# What the transfer stages run by default: the two shipped specs (examples/specs/router.json and
+# router-fast.json). Each costs about 25 min of transfer runs here (domain 6, leave one source out
+# 6, unseen LLMs 12), so every other candidate is run by naming it: `--only NAME`.
+SHIPPED = (RECOMMENDED, FAST)
+
+
 def transfer_configs(only: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
-    """The configurations the transfer stages compare: the previous spec and the candidates (the
-    recommended spec is one of them); with `only`, those named there."""
-    return [(name, o) for name, o in [PREVIOUS, *TRANSFER_CANDIDATES] if not only or name in only]
+    """The configurations the transfer stages compare: the shipped specs; with `only`, those named
+    there (any candidate, or the previous spec)."""
+    named = only or SHIPPED
+    return [(name, o) for name, o in [PREVIOUS, *TRANSFER_CANDIDATES] if name in named]
 
 
 STAGES = {
@@ -256,7 +265,10 @@ STAGES = {
     "ablate": lambda ds, cache, embed, study: stage_ablate(ds, cache, study),
     "lora": lambda ds, cache, embed, study: stage_lora(ds, cache, study),
     "loso": lambda ds, cache, embed, study: stage_loso(ds, cache, study, transfer_configs(study.only)),
-    "refit": lambda ds, cache, embed, study: stage_refit(ds, cache, study, transfer_configs(study.only)),
+    "refit": lambda ds, cache, embed, study: stage_refit(ds, cache, study,
+                                                         transfer_configs(study.only or (RECOMMENDED,))),
+    "new_source": lambda ds, cache, embed, study: stage_new_source(
+        ds, cache, study, transfer_configs(study.only or (RECOMMENDED,))),
     "final": stage_final,
 }
 

@@ -206,7 +206,7 @@ def stage_minutes(rows: list[dict], transfer_rows: list[dict], final: dict | Non
     stages = {"ablations": [r for r in rows if not r["name"].startswith(("subsample", "leave out"))],
               "LoRA": [r for r in rows if r["name"].startswith("subsample")],
               "leave-one-source-out": [r for r in rows if r["name"].startswith("leave out")]}
-    for stage in ("domain", "unseen"):
+    for stage in ("domain", "unseen", "refit", "new_source"):
         stages[stage] = [r for r in transfer_rows if r.get("stage") == stage]
     minutes = {k: sum(r.get("seconds", 0.0) for r in v) / 60 for k, v in stages.items() if v}
     if final:
@@ -229,7 +229,10 @@ def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path =
              "Regenerate everything on this page (plots in `docs/quality/`) with **`make quality`** "
              f"(`python -m experiments.quality`; {stage_minutes(rows, transfer_rows, final)}; see `make "
              "router` below for the embedding cache). The per-run report with every table is "
-             "`docs/quality/report.md`.", ""]
+             "`docs/quality/report.md`. The transfer stages run the two shipped specs (`router.json`, "
+             "`router-fast.json`); any other candidate of `experiments/quality.py` runs with "
+             "`--only NAME`.", "",
+             HISTORY, ""]
     lines += transfer_section(transfer_rows, rows, final, recommended_name)
     if final:
         lines += ["## In distribution: prompts never seen, from the sources trained on", ""]
@@ -276,6 +279,12 @@ def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path =
     out.write_text("\n".join(lines) + "\n")
     return out
 
+
+HISTORY = (
+    "Why the recommended spec is what it is, the candidates measured and not adopted (with their numbers "
+    "and commands), and the fast tier's comparison with MiniLM-L6: `docs/quality-history.md`, written by "
+    "hand from recorded runs (`experiments/round2/`). Every number on this page is regenerated from this "
+    "run's records.")
 
 SETUP = [
     "## Setup", "",
