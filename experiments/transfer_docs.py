@@ -108,6 +108,8 @@ def unseen_table(rows: list[dict]) -> list[str]:
     rows = [r for r in rows if r.get("stage") == "unseen"]
     if not rows:
         return []
+    order = list(dict.fromkeys(r["config"] for r in rows))
+    rows = sorted(rows, key=lambda r: order.index(r["config"]))  # each configuration's LLMs together
     ns = sorted({int(n) for r in rows for n in r["added"]})
     level_ns = sorted({int(n) for r in rows for n in r.get("records_level", {})})
     lines = ["| configuration | LLM | its test pairs | trained with it | draws of records | "
