@@ -4,7 +4,8 @@ The IRT head learns a difficulty d(p) jointly with the LLMs' abilities and skill
 distribution it was worth about as much as the prompt's length. A plain, strongly regularised
 linear map from the prompt vector (frozen encoder vector + normalised prompt features, log length
 among them) to the prompt's mean correctness over the LLMs that answered it transfers much better
-(docs/quality.md, "Difficulty prior"). This module fits that map and holds it as a fixed module:
+(docs/quality-history.md, "The difficulty prior alone"). This module fits that map and holds it
+as a fixed module:
 
     targets = prompt_targets(pairs)                 # per-prompt mean correctness (score rows only)
     prior = DifficultyPrior.fit(vectors, targets.mean, alpha=1.0, weight=targets.count)
