@@ -133,17 +133,19 @@ def stage_records_level(ds: eval_data.Dataset, study: Study) -> None:
                       "records_level": {str(n): _accuracy(v) for n, v in level.items()}})
 
 
-def records_level(others: pa.Table, records, llm: str, test, among: set[str], spec: TransferSpec) -> dict:
-    """{N: accuracy} of the baseline "rank a new LLM by its records": Bradley-Terry strengths of the
-    known LLMs on the training pairs without it (decisive pairs, as `strength_given` reads records), and
-    its own strength from N of its records against
-    them (`strength_given`), prompt-agnostic; averaged over the same draws of records as `_added`."""
+def records_level(others: pa.Table, records, llm: str, test, among: set[str], spec: TransferSpec,
+                  ns: tuple[int, ...] | None = None) -> dict:
+    """{N: accuracy} for each N of `ns` (default: the spec's unseen_records) of the baseline "rank a
+    new LLM by its records": Bradley-Terry strengths of the known LLMs on the training pairs without
+    it (decisive pairs, as `strength_given` reads records), and its own strength from N of its records
+    against them (`strength_given`), prompt-agnostic; averaged over the same draws of records as
+    `_added`."""
     bt = BradleyTerry().fit(None, None, others["model_a"].to_numpy(zero_copy_only=False),
                                        others["model_b"].to_numpy(zero_copy_only=False),
                                        others["label"].to_numpy())
     known = list(bt.strengths)
     out = {}
-    for n in spec.unseen_records:
+    for n in ns or spec.unseen_records:
         draws = []
         for seed in range(spec.unseen_draws):  # the draws of `_added`: same generator, same records
             rng = np.random.default_rng(seed)
@@ -179,6 +181,17 @@ def _left_out(ds: eval_data.Dataset, source: str) -> eval_data.Dataset:
                              ds.prompt_idx[rows], ds.group, ds.is_test[rows])
 
 
+def _source_left_out(ds: eval_data.Dataset, source: str):
+    """(the dataset without `source`'s training side, its test side, `source`'s training-side pairs,
+    their model_a and model_b as arrays): what the refit and new-source stages start from, the
+    records of each LLM there being its rows of those pairs."""
+    sub = _left_out(ds, source)
+    there = ds.pairs.filter(pa.array(~ds.is_test & (ds.source == source)))
+    a = np.asarray(there["model_a"].to_pylist(), dtype=object)
+    b = np.asarray(there["model_b"].to_pylist(), dtype=object)
+    return sub, eval_data.side(sub, test=True), there, a, b
+
+
 def stage_refit(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[str, dict]],
                 source: str = "scores_routerbench_subset", n: int = 200) -> None:
     """A known LLM whose level is wrong on a source the router never saw, re-fitted from n of its
@@ -190,11 +203,7 @@ def stage_refit(ds: eval_data.Dataset, cache, study: Study, configs: list[tuple[
     same training rows."""
     spec = load_transfer_spec(study.transfer)
     runs = study.out / "transfer.jsonl"
-    sub = _left_out(ds, source)
-    test = eval_data.side(sub, test=True)
-    there = ds.pairs.filter(pa.array(~ds.is_test & (ds.source == source)))  # its training side: the records
-    a = np.asarray(there["model_a"].to_pylist(), dtype=object)
-    b = np.asarray(there["model_b"].to_pylist(), dtype=object)
+    sub, test, there, a, b = _source_left_out(ds, source)
     train_pairs = _training_pairs(sub)
     bt = BradleyTerry().fit(None, None, train_pairs["model_a"].to_numpy(zero_copy_only=False),
                             train_pairs["model_b"].to_numpy(zero_copy_only=False),
@@ -262,11 +271,7 @@ def stage_new_source(ds: eval_data.Dataset, cache, study: Study, configs: list[t
     `unseen_draws` draws averaged pair by pair."""
     spec = load_transfer_spec(study.transfer)
     runs = study.out / "transfer.jsonl"
-    sub = _left_out(ds, source)
-    test = eval_data.side(sub, test=True)
-    there = ds.pairs.filter(pa.array(~ds.is_test & (ds.source == source)))
-    a = np.asarray(there["model_a"].to_pylist(), dtype=object)
-    b = np.asarray(there["model_b"].to_pylist(), dtype=object)
+    sub, test, there, a, b = _source_left_out(ds, source)
     for name, overrides in configs:
         config = router_config(overrides, study.encoder)
         model = None
@@ -290,7 +295,7 @@ def stage_new_source(ds: eval_data.Dataset, cache, study: Study, configs: list[t
                                                     fit, config.loss.pointwise_weight)
                                           for seed in range(spec.unseen_draws)]) for fit in NEW_SOURCE_FITS}
             without = train_pairs.filter(pa.array((ta != llm) & (tb != llm)))
-            level = records_level(without, records, llm, test, {*others, llm}, spec)[n]
+            level = records_level(without, records, llm, test, {*others, llm}, spec, ns=(n,))[n]
             row = {"name": key, "stage": "new_source", "llm": llm, "source": source, "config": name, "n": n,
                    "known_elsewhere": llm in names, "records": len(records),
                    **{fit: _accuracy(r) for fit, r in fits.items()}, "records_level": _accuracy(level),

@@ -212,15 +212,8 @@ def _initial_row(head: Head, mean: torch.Tensor, u: torch.Tensor, p: torch.Tenso
 
 def own_scores(pairs, llm: str, prompts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(rows of `prompts`, scores) of `llm`'s own per-model scores in a pairs table (each prompt once)."""
-    index = {q: i for i, q in enumerate(prompts)}
-    seen: dict[int, float] = {}
-    for side, score in (("model_a", "score_a"), ("model_b", "score_b")):
-        for q, m, v in zip(pairs["prompt"].to_pylist(), pairs[side].to_pylist(), pairs[score].to_pylist(),
-                           strict=True):
-            if m == llm and v is not None and q in index:
-                seen.setdefault(index[q], float(v))
-    rows = np.array(sorted(seen), dtype=np.int64)
-    return rows, np.array([seen[r] for r in rows], dtype=np.float32)
+    rows, _, values = known_scores(pairs, [llm], prompts)
+    return rows, values
 
 
 def known_scores(pairs, known: list[str],
