@@ -47,7 +47,14 @@ from training.llm_embeddings.embedder import LLMEmbedder
 from training.llm_embeddings.phase1 import phase1_embedder
 from training.llm_embeddings.records import comparison_records
 from training.llm_embeddings.tables import FixedTable, LearnedTable, phase1_table
-from training.model.difficulty import fit_logistic, fit_prior, prompt_targets, ridge_prior
+from training.model.difficulty import (
+    ScoredPromptGate,
+    fit_gate_mlp,
+    fit_logistic,
+    fit_prior,
+    prompt_targets,
+    ridge_prior,
+)
 from training.model.heads import Head, build_head
 from training.model.network import FeatureNorm, RouterNet
 from training.model.priors import bradley_terry_strengths
@@ -293,18 +300,30 @@ class TransformerEmbeddingModel:
         self.net.head.serve_difficulty(torch.as_tensor(on_scored, dtype=torch.float32, device=self.device),
                                        coef, intercept, gate, pairwise)
 
-    def _scored_prompt_gate(self, vectors: np.ndarray, scored: np.ndarray) -> tuple[np.ndarray, float]:
-        """(coef, intercept) of the logistic gate telling the training prompts (`vectors` [P, H + F])
-        with per-model scores (`scored` [P], 1) from those with pairwise judgments only (0), the two
-        classes weighted equally."""
-        if scored.all():
-            return np.zeros(vectors.shape[1]), 30.0  # every prompt was scored: always open
+    def _scored_prompt_gate(self, vectors: np.ndarray, scored: np.ndarray) -> dict:
+        """The parameters of the gate telling the training prompts (`vectors` [P, H + F]) with
+        per-model scores (`scored` [P], 1) from those with pairwise judgments only (0), the two
+        classes weighted equally: a logistic regression, or with head.served_gate_hidden an MLP."""
+        hidden = self.config.head.served_gate_hidden
+        if scored.all():  # every prompt was scored: always open
+            d = vectors.shape[1]
+            layer = {"shift": np.zeros(d), "scale": np.ones(d), "w1": np.zeros((hidden, d)),
+                     "b1": np.zeros(hidden)} if hidden else {}
+            return {"coef": np.zeros(hidden or d), "intercept": 30.0, **layer}
         weight = np.where(scored, 0.5 / scored.sum(), 0.5 / (~scored).sum())
-        coef, intercept = fit_logistic(vectors, scored.astype(np.float64), GATE_ALPHA, weight)
-        g = 1.0 / (1.0 + np.exp(-(vectors @ coef + intercept)))
-        log.info("scored-prompt gate: mean %.3f on the %d scored prompts, %.3f on the %d pairwise-only ones",
+        if hidden:
+            gate = fit_gate_mlp(vectors, scored.astype(np.float64), hidden, weight, seed=self.config.seed)
+            g = ScoredPromptGate(vectors.shape[1], hidden).set(**gate)(
+                torch.as_tensor(vectors, dtype=torch.float32))[:, 0].numpy()
+        else:
+            coef, intercept = fit_logistic(vectors, scored.astype(np.float64), GATE_ALPHA, weight)
+            gate = {"coef": coef, "intercept": intercept}
+            g = 1.0 / (1.0 + np.exp(-(vectors @ coef + intercept)))
+        log.info("scored-prompt gate (%s): mean %.3f on the %d scored prompts, %.3f on the %d "
+                 "pairwise-only ones",
+                 f"MLP, {hidden} hidden" if hidden else "logistic",
                  g[scored].mean(), scored.sum(), g[~scored].mean(), (~scored).sum())
-        return coef, intercept
+        return gate
 
     def _phase1(self, train_pairs: pa.Table, names: list[str], run_dir, resume: bool) -> None:
         """Train (or load) the LLM embedder on the training split; set the head's LLM table."""

@@ -211,6 +211,10 @@ class IRTHeadSpec(_Head):
     # its mean over the pairwise-only training prompts (its chat level): the prompt corrects the
     # level where per-model scores taught it to, not on chat (needs served_difficulty for the gate)
     served_skills_gate: bool = False
+    # the gate of both: 0 a logistic regression on the prompt vector; above 0 one hidden ReLU layer
+    # of this width (training/model/difficulty.py `fit_gate_mlp`), which reads short benchmark
+    # questions (open QA) as scored where the logistic gate reads them as chat
+    served_gate_hidden: int = Field(0, ge=0, le=1024)
 
     @property
     def row_width(self) -> int:
@@ -224,6 +228,10 @@ class IRTHeadSpec(_Head):
         if self.served_skills_gate and self.served_difficulty is None:
             raise ValueError("served_skills_gate is fitted with the served difficulty's gate after training; "
                              "set served_difficulty (its ridge strength, e.g. 0.1) too")
+        if self.served_gate_hidden and not (self.served_difficulty_gate or self.served_skills_gate):
+            raise ValueError(f"served_gate_hidden is {self.served_gate_hidden}, the width of the gate of "
+                             "served_difficulty_gate and served_skills_gate, but neither is set; set one "
+                             "of them, or drop served_gate_hidden")
         return self
 
     @model_validator(mode="after")

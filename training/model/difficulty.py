@@ -137,24 +137,81 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, alpha: float, weight: np.ndarray 
 
 
 class ScoredPromptGate(nn.Module):
-    """g(p) = sigmoid(x . coef + intercept): how much a prompt is like the prompts the training data
-    has per-model scores on (where the learned difficulty was taught) rather than like the prompts it
-    only has pairwise judgments on. Open (1) everywhere until `set`."""
+    """g(p) = sigmoid(logit(p)): how much a prompt is like the prompts the training data has
+    per-model scores on (where the learned difficulty and the skills were taught) rather than like
+    the prompts it only has pairwise judgments on. With `hidden` 0 the logit is linear,
+    x . coef + intercept (`fit_logistic`); else one hidden ReLU layer over the standardised prompt
+    vector (`fit_gate_mlp`), which tells short benchmark questions from chat better. Open (1)
+    everywhere until `set`."""
 
-    def __init__(self, prompt_dim: int):
+    def __init__(self, prompt_dim: int, hidden: int = 0):
         super().__init__()
-        self.register_buffer("coef", torch.zeros(prompt_dim))
+        self.hidden = int(hidden)
+        if self.hidden:
+            self.register_buffer("shift", torch.zeros(prompt_dim))
+            self.register_buffer("scale", torch.ones(prompt_dim))
+            self.register_buffer("w1", torch.zeros(self.hidden, prompt_dim))
+            self.register_buffer("b1", torch.zeros(self.hidden))
+        self.register_buffer("coef", torch.zeros(self.hidden or prompt_dim))
         self.register_buffer("intercept", torch.full((), 30.0))
 
     def forward(self, prompt: torch.Tensor, sharpness: float = 1.0) -> torch.Tensor:
         """[P, 1]; `sharpness` scales the logit (above 1: nearer 0 or 1 away from the boundary)."""
-        return torch.sigmoid((prompt @ self.coef + self.intercept) * sharpness).unsqueeze(-1)
+        x = prompt
+        if self.hidden:
+            x = torch.relu(((x - self.shift) / self.scale) @ self.w1.T + self.b1)
+        return torch.sigmoid((x @ self.coef + self.intercept) * sharpness).unsqueeze(-1)
 
     @torch.no_grad()
-    def set(self, coef: np.ndarray, intercept: float) -> ScoredPromptGate:
-        self.coef.copy_(torch.as_tensor(coef, dtype=self.coef.dtype))
+    def set(self, coef: np.ndarray, intercept: float, **hidden_layer: np.ndarray) -> ScoredPromptGate:
+        """The linear gate's (coef, intercept), or the MLP's with its `shift`, `scale`, `w1`, `b1`."""
+        if bool(hidden_layer) != bool(self.hidden):
+            raise ValueError(f"this gate has {self.hidden} hidden units; got the parameters of a gate with "
+                             f"{'a hidden layer' if hidden_layer else 'none'}: fit it with the head's "
+                             "served_gate_hidden")
+        for name, value in {"coef": coef, **hidden_layer}.items():
+            getattr(self, name).copy_(torch.as_tensor(np.asarray(value), dtype=self.coef.dtype))
         self.intercept.fill_(float(intercept))
         return self
+
+
+def fit_gate_mlp(x: np.ndarray, y: np.ndarray, hidden: int, weight: np.ndarray | None = None,
+                 steps: int = 300, dropout: float = 0.5, seed: int = 0) -> dict[str, np.ndarray | float]:
+    """The parameters of `ScoredPromptGate(hidden=hidden)` (as `set` takes them) fitted to y in
+    {0, 1} from x [N, D] by weighted cross-entropy: full-batch AdamW (lr 3e-3, weight decay 0.01)
+    on standardised columns, the inputs dropped out at `dropout` while fitting so that no few
+    coordinates of the prompt vector decide alone. Seeded: the same data gives the same gate."""
+    x = np.asarray(x, np.float64)
+    w = np.ones(len(x)) if weight is None else np.asarray(weight, np.float64)
+    shift = x.mean(0)
+    scale = x.std(0)
+    scale[scale < 1e-8] = 1.0
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.as_tensor((x - shift) / scale, dtype=torch.float32)
+    ys = torch.as_tensor(y, dtype=torch.float32)
+    ws = torch.as_tensor(w / w.mean(), dtype=torch.float32)
+    first = nn.Linear(x.shape[1], hidden)
+    last = nn.Linear(hidden, 1)
+    with torch.no_grad():  # initialised from the seed, not from torch's global generator
+        for layer in (first, last):
+            bound = 1.0 / np.sqrt(layer.in_features)
+            layer.weight.copy_(torch.rand(layer.weight.shape, generator=g) * 2 * bound - bound)
+            layer.bias.zero_()
+    params = [*first.parameters(), *last.parameters()]
+    opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=0.01)
+    with torch.enable_grad():  # the router fits it after training, under no_grad
+        for _ in range(steps):
+            keep = (torch.rand(xs.shape, generator=g) >= dropout).float() / (1.0 - dropout)
+            logit = last(torch.relu(first(xs * keep)))[:, 0]
+            loss = (nn.functional.binary_cross_entropy_with_logits(logit, ys, reduction="none") * ws).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return {"coef": last.weight.detach().numpy()[0].astype(np.float64),
+            "intercept": float(last.bias.detach()[0]),
+            "shift": shift, "scale": scale,
+            "w1": first.weight.detach().numpy().astype(np.float64),
+            "b1": first.bias.detach().numpy().astype(np.float64)}
 
 
 class DifficultyPrior(nn.Module):

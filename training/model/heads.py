@@ -157,7 +157,8 @@ class IRTHead(nn.Module):
                  negative_slope: float = 0.01, coverage: bool = False, bradley_terry_level: bool = False,
                  difficulty_prior: bool = False, learned_difficulty: float = 1.0,
                  learned_skills: float = 1.0, served_difficulty: bool = False,
-                 served_difficulty_gate: bool = False, served_skills_gate: bool = False):
+                 served_difficulty_gate: bool = False, served_skills_gate: bool = False,
+                 served_gate_hidden: int = 0):
         super().__init__()
         self.prompt_dim = prompt_dim
         self.coverage = coverage
@@ -170,7 +171,7 @@ class IRTHead(nn.Module):
         self.served = DifficultyPrior(prompt_dim) if served_difficulty else None
         # and with served_difficulty_gate, only off the prompts the learned difficulty was taught on
         gated = served_difficulty and (served_difficulty_gate or served_skills_gate)
-        self.served_gate = ScoredPromptGate(prompt_dim) if gated else None
+        self.served_gate = ScoredPromptGate(prompt_dim, served_gate_hidden) if gated else None
         self.difficulty_gated = served_difficulty_gate
         # with served_skills_gate, the prompt's skill loadings are served as mu + g (z - mu): on
         # prompts like the pairwise-only ones an LLM keeps its skill term at their mean mu
@@ -195,7 +196,8 @@ class IRTHead(nn.Module):
                    learned_difficulty=spec.learned_difficulty, learned_skills=spec.learned_skills,
                    served_difficulty=spec.served_difficulty is not None,
                    served_difficulty_gate=spec.served_difficulty_gate,
-                   served_skills_gate=spec.served_skills_gate)
+                   served_skills_gate=spec.served_skills_gate,
+                   served_gate_hidden=spec.served_gate_hidden)
 
     def loadings(self, prompt: torch.Tensor) -> torch.Tensor:
         """[P, 1 + K]: each prompt's difficulty and skill loadings."""
@@ -239,19 +241,20 @@ class IRTHead(nn.Module):
 
     @torch.no_grad()
     def serve_difficulty(self, prompt: torch.Tensor, coef: np.ndarray, intercept: float,
-                         gate: tuple[np.ndarray, float] | None = None,
+                         gate: tuple[np.ndarray, float] | dict | None = None,
                          pairwise_prompts: torch.Tensor | None = None) -> dict:
         """After training (`served_difficulty`): serve the ridge prior (coef, intercept) of a prompt's
         mean correctness as the difficulty, on the trained difficulty's scale: least squares of the
         trained difficulty on the prior's over `prompt` [P, H + F] (the prompts the prior was fitted
-        on); with `served_difficulty_gate`, `gate` (coef, intercept) is the fitted ScoredPromptGate.
+        on); with `served_difficulty_gate`, `gate` is the fitted ScoredPromptGate's (coef, intercept),
+        or the dict of its parameters (`fit_gate_mlp`).
         A pair's logit does not read the difficulty, so no ranking of LLMs changes. With
         `served_skills_gate`, the skill loadings' mean over `pairwise_prompts` [Q, H + F] (the
         pairwise-only training prompts) is where the gate holds them, and rankings there change."""
         if self.served_gate is not None:
             if gate is None:
                 raise ValueError("this head serves its difficulty through a gate: pass the fitted gate")
-            self.served_gate.set(*gate)
+            self.served_gate.set(**gate) if isinstance(gate, dict) else self.served_gate.set(*gate)
         if self.skills_gated and pairwise_prompts is not None and len(pairwise_prompts):
             self.served_loading_mean.copy_(self.loadings(pairwise_prompts)[:, 1:].mean(0))
         # (with no pairwise-only prompt every training prompt was scored, so the gate is open everywhere)

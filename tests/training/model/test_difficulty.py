@@ -11,7 +11,14 @@ import torch
 
 from tests import tiny_models
 from training.data import load_pairs
-from training.model.difficulty import DifficultyPrior, fit_logistic, fit_ridge, prompt_targets
+from training.model.difficulty import (
+    DifficultyPrior,
+    ScoredPromptGate,
+    fit_gate_mlp,
+    fit_logistic,
+    fit_ridge,
+    prompt_targets,
+)
 from training.model.heads import IRTHead
 from training.router import TransformerEmbeddingModel
 from training.specs import RouterConfig, ValidationSplit
@@ -238,12 +245,14 @@ def test_the_gate_needs_a_served_difficulty():
         RouterConfig(head={"kind": "irt", "served_difficulty_gate": True})
 
 
-def test_a_router_fits_its_scored_prompt_gate_on_mixed_data_and_exports_it(tiny_encoders, tmp_path):
+@pytest.mark.parametrize("hidden", [0, 16])  # the logistic gate, and one hidden layer
+def test_a_router_fits_its_scored_prompt_gate_on_mixed_data_and_exports_it(tiny_encoders, tmp_path, hidden):
     from routerdb import Router
     from training.export import export_bundle
 
     fields = {"head": {"kind": "irt", "skills": 2, "hidden_dims": [16], "served_difficulty": 1.0,
-                       "served_difficulty_gate": True, "served_skills_gate": True},
+                       "served_difficulty_gate": True, "served_skills_gate": True,
+                       "served_gate_hidden": hidden},
               "embedding_spec": {"kind": "learned", "dim": 3},
               "loss": {"kind": "bradley_terry", "pointwise_weight": 1.0},
               "finetuning": {"kind": "frozen", "lr": 1e-2}, "epochs": 1, "batch_size": 32, "progress": False}
@@ -306,3 +315,29 @@ def test_with_every_prompt_scored_the_gates_stay_open_and_nothing_served_changes
         matrices.append(model.score_matrix(prompts))
     assert bool(model.net.head.served_on)
     np.testing.assert_allclose(matrices[1], matrices[0], atol=1e-6)
+
+
+def test_the_mlp_gate_separates_what_no_line_can_and_is_seeded():
+    """Scored prompts on a ring, pairwise-only ones inside it: a logistic gate cannot tell them
+    apart, the one-hidden-layer gate does; the same seed fits the same gate."""
+    rng = np.random.default_rng(0)
+    angle = rng.uniform(0, 2 * np.pi, 400)
+    ring = np.c_[np.cos(angle), np.sin(angle)] * 2.0 + rng.normal(0, 0.1, (400, 2))
+    inner = rng.normal(0, 0.4, (400, 2))
+    x, y = np.vstack([ring, inner]), np.r_[np.ones(400), np.zeros(400)]
+    coef, intercept = fit_logistic(x, y, 0.01)
+    linear = 1.0 / (1.0 + np.exp(-(x @ coef + intercept)))
+    assert ((linear > 0.5) == y).mean() < 0.7
+    params = fit_gate_mlp(x, y, hidden=16, steps=400, dropout=0.0)
+    gate = ScoredPromptGate(2, hidden=16).set(**params)
+    g = gate(torch.as_tensor(x, dtype=torch.float32))[:, 0].numpy()
+    assert ((g > 0.5) == y).mean() > 0.9
+    again = fit_gate_mlp(x, y, hidden=16, steps=400, dropout=0.0)
+    np.testing.assert_array_equal(params["w1"], again["w1"])
+    with pytest.raises(ValueError, match="16 hidden units"):
+        gate.set(coef, intercept)
+
+
+def test_a_gate_width_without_a_gate_is_refused():
+    with pytest.raises(ValueError, match="served_gate_hidden is 64.*neither is set"):
+        RouterConfig(head={"kind": "irt", "served_difficulty": 0.1, "served_gate_hidden": 64})
