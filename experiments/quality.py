@@ -240,6 +240,14 @@ TRANSFER_CANDIDATES.append((SKILLS_GATED, {**IRT, "pair_sources": "all",
                                            "head": {"kind": "irt", "skills": 8, "dropout": 0.3,
                                                     "served_difficulty": 0.1, "served_difficulty_gate": True,
                                                     "served_skills_gate": True}}))
+# ... with a gate of one hidden layer (64 ReLU units), which reads short benchmark questions as
+# scored where the logistic gate reads them as chat (LLMRouter's open QA under domain transfer)
+MLP_GATE = {"served_gate_hidden": 64}
+SKILLS_GATED_MLP = SKILLS_GATED + ", MLP gate"
+TRANSFER_CANDIDATES.append((SKILLS_GATED_MLP, {
+    **IRT, "pair_sources": "all",
+    "head": {"kind": "irt", "skills": 8, "dropout": 0.3, "served_difficulty": 0.1,
+             "served_difficulty_gate": True, "served_skills_gate": True, **MLP_GATE}}))
 # The candidate examples/specs/router.json is (tests/experiments/test_quality.py holds them equal).
 RECOMMENDED = GATED
 
