@@ -215,6 +215,10 @@ class IRTHeadSpec(_Head):
     # of this width (training/model/difficulty.py `fit_gate_mlp`), which reads short benchmark
     # questions (open QA) as scored where the logistic gate reads them as chat
     served_gate_hidden: int = Field(0, ge=0, le=1024)
+    # added to the gate's logit before the skills gate reads it (x3): above 0 the skills are held only
+    # where the gate is sure a prompt is chat (3: below 0.05), so a benchmark question the gate
+    # hesitates on keeps its skill term; 0 holds them wherever the gate leans to chat
+    served_skills_gate_offset: Float = Field(0.0, ge=-20, le=20)
 
     @property
     def row_width(self) -> int:
@@ -228,6 +232,10 @@ class IRTHeadSpec(_Head):
         if self.served_skills_gate and self.served_difficulty is None:
             raise ValueError("served_skills_gate is fitted with the served difficulty's gate after training; "
                              "set served_difficulty (its ridge strength, e.g. 0.1) too")
+        if self.served_skills_gate_offset and not self.served_skills_gate:
+            raise ValueError(f"served_skills_gate_offset is {self.served_skills_gate_offset:g}, but "
+                             "served_skills_gate is not set: set it (with served_difficulty), or drop the "
+                             "offset")
         if self.served_gate_hidden and not (self.served_difficulty_gate or self.served_skills_gate):
             raise ValueError(f"served_gate_hidden is {self.served_gate_hidden}, the width of the gate of "
                              "served_difficulty_gate and served_skills_gate, but neither is set; set one "

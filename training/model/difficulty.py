@@ -155,12 +155,13 @@ class ScoredPromptGate(nn.Module):
         self.register_buffer("coef", torch.zeros(self.hidden or prompt_dim))
         self.register_buffer("intercept", torch.full((), 30.0))
 
-    def forward(self, prompt: torch.Tensor, sharpness: float = 1.0) -> torch.Tensor:
-        """[P, 1]; `sharpness` scales the logit (above 1: nearer 0 or 1 away from the boundary)."""
+    def forward(self, prompt: torch.Tensor, sharpness: float = 1.0, offset: float = 0.0) -> torch.Tensor:
+        """[P, 1]; `sharpness` scales the logit (above 1: nearer 0 or 1 away from the boundary) after
+        `offset` is added to it (above 0: shut only where the gate is sure)."""
         x = prompt
         if self.hidden:
             x = torch.relu(((x - self.shift) / self.scale) @ self.w1.T + self.b1)
-        return torch.sigmoid((x @ self.coef + self.intercept) * sharpness).unsqueeze(-1)
+        return torch.sigmoid((x @ self.coef + self.intercept + offset) * sharpness).unsqueeze(-1)
 
     @torch.no_grad()
     def set(self, coef: np.ndarray, intercept: float, **hidden_layer: np.ndarray) -> ScoredPromptGate:

@@ -158,7 +158,7 @@ class IRTHead(nn.Module):
                  difficulty_prior: bool = False, learned_difficulty: float = 1.0,
                  learned_skills: float = 1.0, served_difficulty: bool = False,
                  served_difficulty_gate: bool = False, served_skills_gate: bool = False,
-                 served_gate_hidden: int = 0):
+                 served_gate_hidden: int = 0, served_skills_gate_offset: float = 0.0):
         super().__init__()
         self.prompt_dim = prompt_dim
         self.coverage = coverage
@@ -176,6 +176,7 @@ class IRTHead(nn.Module):
         # with served_skills_gate, the prompt's skill loadings are served as mu + g (z - mu): on
         # prompts like the pairwise-only ones an LLM keeps its skill term at their mean mu
         self.skills_gated = served_difficulty and served_skills_gate
+        self.skills_gate_offset = float(served_skills_gate_offset)  # added to the gate's logit first
         if self.served is not None:
             self.register_buffer("served_map", torch.tensor([1.0, 0.0]))
             self.register_buffer("served_on", torch.zeros((), dtype=torch.bool))
@@ -197,7 +198,8 @@ class IRTHead(nn.Module):
                    served_difficulty=spec.served_difficulty is not None,
                    served_difficulty_gate=spec.served_difficulty_gate,
                    served_skills_gate=spec.served_skills_gate,
-                   served_gate_hidden=spec.served_gate_hidden)
+                   served_gate_hidden=spec.served_gate_hidden,
+                   served_skills_gate_offset=spec.served_skills_gate_offset)
 
     def loadings(self, prompt: torch.Tensor) -> torch.Tensor:
         """[P, 1 + K]: each prompt's difficulty and skill loadings."""
@@ -231,7 +233,7 @@ class IRTHead(nn.Module):
     def served_loadings(self, prompt: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """[P, K]: with served_skills_gate, once served, mu + g(p) (z - mu); else z."""
         mu = self.served_loading_mean
-        g = self.served_gate(prompt, SKILLS_GATE_SHARPNESS)
+        g = self.served_gate(prompt, SKILLS_GATE_SHARPNESS, self.skills_gate_offset)
         return torch.where(self.served_on, mu + g * (z - mu), z)
 
     def trained_difficulty(self, prompt: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

@@ -341,3 +341,29 @@ def test_the_mlp_gate_separates_what_no_line_can_and_is_seeded():
 def test_a_gate_width_without_a_gate_is_refused():
     with pytest.raises(ValueError, match="served_gate_hidden is 64.*neither is set"):
         RouterConfig(head={"kind": "irt", "served_difficulty": 0.1, "served_gate_hidden": 64})
+
+
+def test_the_skills_gate_offset_holds_the_skills_only_where_the_gate_is_sure():
+    """A prompt the gate leans to chat on (logit -1) is held without the offset and keeps its
+    skill term with offset 3; a prompt it is sure of (logit -10) is held either way."""
+    def served(offset: float) -> torch.Tensor:
+        head = IRTHead(2, 2, [4], dropout=0.0, served_difficulty=True, served_skills_gate=True,
+                       served_skills_gate_offset=offset).requires_grad_(False)
+        head.trunk = torch.nn.Linear(2, 2).requires_grad_(False)
+        head.trunk.weight.zero_()
+        head.trunk.bias.zero_()
+        head.trunk.weight[1, 1] = 1.0  # the loading is the prompt's second coordinate
+        pairwise = torch.tensor([[0.0, 0.0]])  # held loading: 0
+        head.serve_difficulty(torch.tensor([[0.0, 1.0], [0.0, 2.0]]), np.zeros(2), 0.5,
+                              gate=(np.array([1.0, 0.0]), 0.0), pairwise_prompts=pairwise)
+        return head.served_loadings(torch.tensor([[-1.0, 2.0], [-10.0, 2.0]]), torch.tensor([[2.0], [2.0]]))
+
+    plain, offset = served(0.0)[:, 0], served(3.0)[:, 0]
+    assert plain[0] < 0.2 and offset[0] > 1.99  # leaning to chat: held without, kept with the offset
+    assert plain[1] < 1e-6 and offset[1] < 0.01  # sure of chat: held either way
+
+
+def test_a_skills_gate_offset_without_the_skills_gate_is_refused():
+    with pytest.raises(ValueError, match="served_skills_gate_offset is 3, but served_skills_gate is not set"):
+        RouterConfig(head={"kind": "irt", "served_difficulty": 0.1, "served_difficulty_gate": True,
+                           "served_skills_gate_offset": 3.0})
