@@ -248,8 +248,16 @@ TRANSFER_CANDIDATES.append((SKILLS_GATED_MLP, {
     **IRT, "pair_sources": "all",
     "head": {"kind": "irt", "skills": 8, "dropout": 0.3, "served_difficulty": 0.1,
              "served_difficulty_gate": True, "served_skills_gate": True, **MLP_GATE}}))
+# ... with the logistic gate, the skills held only where it is sure a prompt is chat (its logit + 3
+# before the skills gate's x3: held below a gate of about 0.05), so a benchmark question the gate
+# hesitates on keeps its skill term
+SKILLS_GATED_SURE = SKILLS_GATED + ", only where sure"
+TRANSFER_CANDIDATES.append((SKILLS_GATED_SURE, {
+    **IRT, "pair_sources": "all",
+    "head": {"kind": "irt", "skills": 8, "dropout": 0.3, "served_difficulty": 0.1,
+             "served_difficulty_gate": True, "served_skills_gate": True, "served_skills_gate_offset": 3.0}}))
 # The candidate examples/specs/router.json is (tests/experiments/test_quality.py holds them equal).
-RECOMMENDED = GATED
+RECOMMENDED = SKILLS_GATED_SURE
 
 
 # What the transfer stages run by default: the two shipped specs (examples/specs/router.json and

@@ -283,8 +283,9 @@ def write_docs(runs_path: Path, final_path: Path, out: Path, timing_path: Path =
 HISTORY = (
     "Why the recommended spec is what it is, the candidates measured and not adopted (with their numbers "
     "and commands), and the fast tier's comparison with MiniLM-L6: `docs/quality-history.md`, written by "
-    "hand from recorded runs (`experiments/round2/`). Every number on this page is regenerated from this "
-    "run's records.")
+    "hand from recorded runs (`experiments/round2/`). Every number on this page is regenerated from the "
+    "run's records (`experiments/quality-run/`; a run may add to an earlier one's records, stage by stage: "
+    "docs/quality-history.md says which runs were made when).")
 
 SETUP = [
     "## Setup", "",
