@@ -242,12 +242,11 @@ TRANSFER_CANDIDATES.append((SKILLS_GATED, {**IRT, "pair_sources": "all",
                                                     "served_skills_gate": True}}))
 # ... with a gate of one hidden layer (64 ReLU units), which reads short benchmark questions as
 # scored where the logistic gate reads them as chat (LLMRouter's open QA under domain transfer)
-MLP_GATE = {"served_gate_hidden": 64}
 SKILLS_GATED_MLP = SKILLS_GATED + ", MLP gate"
 TRANSFER_CANDIDATES.append((SKILLS_GATED_MLP, {
     **IRT, "pair_sources": "all",
     "head": {"kind": "irt", "skills": 8, "dropout": 0.3, "served_difficulty": 0.1,
-             "served_difficulty_gate": True, "served_skills_gate": True, **MLP_GATE}}))
+             "served_difficulty_gate": True, "served_skills_gate": True, "served_gate_hidden": 64}}))
 # ... with the logistic gate, the skills held only where it is sure a prompt is chat (its logit + 3
 # before the skills gate's x3: held below a gate of about 0.05), so a benchmark question the gate
 # hesitates on keeps its skill term

@@ -305,20 +305,16 @@ class TransformerEmbeddingModel:
         per-model scores (`scored` [P], 1) from those with pairwise judgments only (0), the two
         classes weighted equally: a logistic regression, or with head.served_gate_hidden an MLP."""
         hidden = self.config.head.served_gate_hidden
-        if scored.all():  # every prompt was scored: always open
-            d = vectors.shape[1]
-            layer = {"shift": np.zeros(d), "scale": np.ones(d), "w1": np.zeros((hidden, d)),
-                     "b1": np.zeros(hidden)} if hidden else {}
-            return {"coef": np.zeros(hidden or d), "intercept": 30.0, **layer}
+        if scored.all():  # every prompt was scored: the gate as built, open everywhere
+            return {k: v.numpy() for k, v in ScoredPromptGate(vectors.shape[1], hidden).state_dict().items()}
         weight = np.where(scored, 0.5 / scored.sum(), 0.5 / (~scored).sum())
         if hidden:
             gate = fit_gate_mlp(vectors, scored.astype(np.float64), hidden, weight, seed=self.config.seed)
-            g = ScoredPromptGate(vectors.shape[1], hidden).set(**gate)(
-                torch.as_tensor(vectors, dtype=torch.float32))[:, 0].numpy()
         else:
             coef, intercept = fit_logistic(vectors, scored.astype(np.float64), GATE_ALPHA, weight)
             gate = {"coef": coef, "intercept": intercept}
-            g = 1.0 / (1.0 + np.exp(-(vectors @ coef + intercept)))
+        g = ScoredPromptGate(vectors.shape[1], hidden).set(**gate)(
+            torch.as_tensor(vectors, dtype=torch.float32))[:, 0].numpy()
         log.info("scored-prompt gate (%s): mean %.3f on the %d scored prompts, %.3f on the %d "
                  "pairwise-only ones",
                  f"MLP, {hidden} hidden" if hidden else "logistic",

@@ -256,7 +256,10 @@ class IRTHead(nn.Module):
         if self.served_gate is not None:
             if gate is None:
                 raise ValueError("this head serves its difficulty through a gate: pass the fitted gate")
-            self.served_gate.set(**gate) if isinstance(gate, dict) else self.served_gate.set(*gate)
+            if isinstance(gate, dict):
+                self.served_gate.set(**gate)
+            else:
+                self.served_gate.set(*gate)
         if self.skills_gated and pairwise_prompts is not None and len(pairwise_prompts):
             self.served_loading_mean.copy_(self.loadings(pairwise_prompts)[:, 1:].mean(0))
         # (with no pairwise-only prompt every training prompt was scored, so the gate is open everywhere)
